@@ -1,0 +1,163 @@
+//! `Tenant.status`: what the controller observed and did, following the
+//! Kubernetes API conventions (conditions with `observedGeneration`, reasons in
+//! CamelCase). The controller writes only this part of the object.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use serde::{Deserialize, Serialize};
+
+use super::Mode;
+
+/// Observed state of a Tenant.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStatus {
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The actual account mode. Once `Public` after an unbind, it never goes back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// The DingTalk organization the tenant is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_corp_id: Option<String>,
+    /// When the tenant was unbound from DingTalk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unbound_at: Option<Time>,
+    /// Why the tenant was unbound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unbind_reason: Option<UnbindReason>,
+    /// The app's visible scope as last read from DingTalk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible_scope: Option<ObservedScope>,
+    /// The tenant's directory, as synced from DingTalk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<DirectoryStatus>,
+    /// The last value of the `dingbind.dev/sync-requested-at` annotation handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_sync_request: Option<String>,
+    /// Conditions: `Ready`, `Bound`, `ScopeInSync`, `DirectorySynced`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Why a tenant was unbound.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum UnbindReason {
+    /// `spec.mode` was set to `Public` and the preconditions held.
+    Requested,
+    /// The trial expired.
+    TrialExpired,
+}
+
+impl UnbindReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnbindReason::Requested => "Requested",
+            UnbindReason::TrialExpired => "TrialExpired",
+        }
+    }
+}
+
+/// The app's visible scope as DingTalk reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedScope {
+    /// Department ids (`1` is the whole organization).
+    #[serde(default)]
+    pub dept_ids: Vec<i64>,
+    /// Userids of individual members.
+    #[serde(default)]
+    pub user_ids: Vec<String>,
+    /// Only administrators can see the app.
+    #[serde(default)]
+    pub only_admin_visible: bool,
+}
+
+/// Counts and timing of the tenant's directory.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectoryStatus {
+    /// Departments in the directory.
+    pub departments: u64,
+    /// Members in the directory.
+    pub members: u64,
+    /// When the last sync finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+    /// How long the last sync took, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_duration_ms: Option<u64>,
+    /// Members added by the last sync.
+    #[serde(default)]
+    pub added: u64,
+    /// Members updated by the last sync.
+    #[serde(default)]
+    pub updated: u64,
+    /// Members removed by the last sync.
+    #[serde(default)]
+    pub removed: u64,
+    /// Removals held back by the accidental-delete guard, waiting for approval.
+    #[serde(default)]
+    pub pending_deletions: u64,
+    /// Progress of the sync under way, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<SyncProgress>,
+}
+
+/// Progress of a running sync.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncProgress {
+    /// Departments read so far.
+    pub departments: u64,
+    /// Distinct members read so far.
+    pub members: u64,
+    /// When the sync started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+}
+
+/// Condition types.
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const BOUND: &str = "Bound";
+    pub const SCOPE_IN_SYNC: &str = "ScopeInSync";
+    pub const DIRECTORY_SYNCED: &str = "DirectorySynced";
+}
+
+/// Condition reasons (CamelCase, as Kubernetes expects).
+pub mod reason {
+    pub const RECONCILED: &str = "Reconciled";
+    pub const BOUND: &str = "Bound";
+    pub const UNBOUND: &str = "Unbound";
+    pub const PUBLIC_MODE: &str = "PublicMode";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const INVALID_CREDENTIALS: &str = "InvalidCredentials";
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    pub const CORP_MISMATCH: &str = "CorpMismatch";
+    pub const APP_NOT_FOUND: &str = "AppNotFound";
+    pub const DINGTALK_UNAVAILABLE: &str = "DingTalkUnavailable";
+    pub const SCOPE_UPDATED: &str = "ScopeUpdated";
+    pub const SCOPE_MATCHES: &str = "ScopeMatches";
+    pub const SYNCED: &str = "Synced";
+    pub const SYNCING: &str = "Syncing";
+    pub const DELETION_THRESHOLD_EXCEEDED: &str = "DeletionThresholdExceeded";
+    pub const CREATOR_ACCOUNT_INCOMPLETE: &str = "CreatorAccountIncomplete";
+    pub const APP_STILL_ENABLED: &str = "AppStillEnabled";
+    pub const REBIND_FORBIDDEN: &str = "RebindForbidden";
+    pub const TRIAL_EXPIRED: &str = "TrialExpired";
+    pub const STORE_UNAVAILABLE: &str = "StoreUnavailable";
+}
+
+/// Schema of `spec.sync.maxDeletions`: a count or a percentage.
+pub(super) fn max_deletions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Accidental-delete guard: the most members one sync may remove without approval, as a count (50) or a share of the directory (\"10%\").",
+        "x-kubernetes-int-or-string": true,
+        "x-kubernetes-validations": [{
+            "rule": "string(self).matches('^([0-9]+|([0-9]|[1-9][0-9]|100)%)$')",
+            "message": "maxDeletions must be a count (e.g. 50) or a percentage from 0% to 100%"
+        }]
+    })
+}

@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", dingbind::api::crd_yaml().unwrap());
+}

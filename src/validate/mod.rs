@@ -1,0 +1,352 @@
+//! Offline validation of Tenant manifests (`dingbind validate`): the CRD's
+//! OpenAPI schema and its CEL rules, transition rules included when the
+//! previous version of an object is given. It evaluates the very schema that
+//! `dingbind crd` generates, so it agrees with the API server.
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+
+use kube_cel::Validator;
+use serde_json::Value;
+
+use crate::api::{self, Mode};
+
+/// Something wrong with one object of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub file: PathBuf,
+    /// `namespace/name` of the object, or `document N` when it has no name.
+    pub object: String,
+    /// Field path such as `spec.dingtalk.visibleScope`; empty for the object as a whole.
+    pub field: String,
+    pub message: String,
+    pub severity: Severity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{}: {level}: Tenant {}", self.file.display(), self.object)?;
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: document {index}: not valid YAML: {source}")]
+    Parse { path: PathBuf, index: usize, source: serde_yaml::Error },
+    #[error("{0}: no YAML or JSON files found")]
+    Empty(PathBuf),
+}
+
+/// A Tenant manifest read from a file.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub file: PathBuf,
+    pub index: usize,
+    pub value: Value,
+}
+
+impl Document {
+    /// `namespace/name`, with the namespace `default` when none is set.
+    pub fn object_name(&self) -> String {
+        let meta = self.value.get("metadata");
+        let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str);
+        let ns = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("default");
+        match name {
+            Some(name) => format!("{ns}/{name}"),
+            None => format!("document {}", self.index + 1),
+        }
+    }
+}
+
+/// Reads every Tenant in a file, or in the `.yaml`/`.yml`/`.json` files of a
+/// folder (recursively), skipping other kinds such as Secrets.
+pub fn read_tenants(path: &Path) -> Result<Vec<Document>, Error> {
+    let mut files = Vec::new();
+    collect_files(path, &mut files)?;
+    if files.is_empty() {
+        return Err(Error::Empty(path.to_path_buf()));
+    }
+    let mut docs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|source| Error::Read { path: file.clone(), source })?;
+        docs.extend(
+            parse_documents(&file, &text)?.into_iter().filter(|d| is_tenant(&d.value)),
+        );
+    }
+    Ok(docs)
+}
+
+/// Splits a multi-document YAML (or JSON) text into its documents.
+pub fn parse_documents(file: &Path, text: &str) -> Result<Vec<Document>, Error> {
+    let mut docs = Vec::new();
+    for (index, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value: Value = serde::Deserialize::deserialize(de)
+            .map_err(|source| Error::Parse { path: file.to_path_buf(), index: index + 1, source })?;
+        if !value.is_null() {
+            docs.push(Document { file: file.to_path_buf(), index, value });
+        }
+    }
+    Ok(docs)
+}
+
+fn is_tenant(v: &Value) -> bool {
+    v.get("kind").and_then(Value::as_str) == Some("Tenant")
+        && v.get("apiVersion").and_then(Value::as_str).is_some_and(|a| a.starts_with(api::GROUP))
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+    let meta = std::fs::metadata(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+    if meta.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+    let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    children.sort();
+    for child in children {
+        if child.is_dir() {
+            collect_files(&child, out)?;
+        } else if matches!(child.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+            out.push(child);
+        }
+    }
+    Ok(())
+}
+
+/// The CRD's schema and CEL rules, compiled once.
+pub struct TenantValidator {
+    schema: Value,
+    cel: Validator,
+}
+
+impl Default for TenantValidator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TenantValidator {
+    pub fn new() -> Self {
+        let crd = api::crd();
+        let schema = crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .map(|s| serde_json::to_value(s).unwrap_or_default())
+            .unwrap_or_default();
+        Self { schema, cel: Validator::new() }
+    }
+
+    /// Validates one Tenant, as a create (`previous: None`) or as an update of `previous`.
+    pub fn validate(&self, doc: &Document, previous: Option<&Document>) -> Vec<Finding> {
+        let object = doc.object_name();
+        let finding = |field: String, message: String, severity| Finding {
+            file: doc.file.clone(),
+            object: object.clone(),
+            field,
+            message,
+            severity,
+        };
+        let mut findings = Vec::new();
+
+        match doc.value.pointer("/metadata/name").and_then(Value::as_str) {
+            None => findings.push(finding("metadata.name".into(), "required field is missing".into(), Severity::Error)),
+            Some(name) if !is_dns_subdomain(name) => findings.push(finding(
+                "metadata.name".into(),
+                format!("{name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
+                Severity::Error,
+            )),
+            Some(_) => {}
+        }
+
+        let mut violations = Vec::new();
+        schema::check(&self.schema, &doc.value, "", &mut violations);
+        findings.extend(violations.into_iter().map(|v| finding(v.field, v.message, Severity::Error)));
+        // CEL rules see a well-typed object only; the API server does the same.
+        if findings.is_empty() {
+            let old = previous.map(|p| &p.value);
+            if let Err(errors) = self.cel.validate(&self.schema, &doc.value, old) {
+                for e in errors.iter() {
+                    findings.push(finding(e.field_path.trim_start_matches('.').to_string(), e.message.clone(), Severity::Error));
+                }
+            }
+        }
+        findings.extend(self.warnings(doc, previous).into_iter().map(|m| finding("spec.mode".into(), m, Severity::Warning)));
+        findings
+    }
+
+    fn warnings(&self, doc: &Document, previous: Option<&Document>) -> Vec<String> {
+        let mode = |v: &Value, ptr: &str| v.pointer(ptr).and_then(Value::as_str).map(str::to_owned);
+        let new_mode = mode(&doc.value, "/spec/mode");
+        let old_mode = previous.and_then(|p| mode(&p.value, "/spec/mode"));
+        let old_status = previous.and_then(|p| mode(&p.value, "/status/mode"));
+        let mut out = Vec::new();
+        let public = Mode::Public.as_str();
+        let dingtalk = Mode::DingTalk.as_str();
+        if new_mode.as_deref() == Some(public) && old_mode.as_deref() != Some(public) && doc.value.pointer("/spec/dingtalk").is_some() {
+            out.push("mode Public requests an unbind from DingTalk: once carried out it can never be undone".into());
+        }
+        if new_mode.as_deref() == Some(dingtalk) && old_mode.as_deref() == Some(public) && old_status.is_none() {
+            out.push(format!(
+                "the previous version has no status: if the tenant was already unbound (status.mode: Public), the API server refuses this change ({})",
+                api::REBIND_FORBIDDEN_MESSAGE
+            ));
+        }
+        out
+    }
+}
+
+/// Validates every Tenant under `path`, each against its previous version under
+/// `previous` (matched by namespace and name) when given.
+pub fn validate_paths(path: &Path, previous: Option<&Path>) -> Result<Vec<Finding>, Error> {
+    let docs = read_tenants(path)?;
+    let previous_docs = previous.map(read_tenants).transpose()?.unwrap_or_default();
+    let validator = TenantValidator::new();
+    Ok(docs
+        .iter()
+        .flat_map(|doc| {
+            let prev = previous_docs.iter().find(|p| p.object_name() == doc.object_name());
+            validator.validate(doc, prev)
+        })
+        .collect())
+}
+
+fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(yaml: &str) -> Document {
+        parse_documents(Path::new("t.yaml"), yaml).unwrap().remove(0)
+    }
+
+    fn errors(findings: &[Finding]) -> Vec<&Finding> {
+        findings.iter().filter(|f| f.severity == Severity::Error).collect()
+    }
+
+    const BOUND: &str = r#"
+apiVersion: dingbind.dev/v1alpha1
+kind: Tenant
+metadata: {name: acme, namespace: tenants}
+spec:
+  mode: DingTalk
+  dingtalk:
+    corpId: dingacme
+    agentId: 1001
+    credentialsSecretRef: {name: acme-dingtalk}
+    visibleScope: {departments: [2, 3], users: [u1]}
+"#;
+
+    #[test]
+    fn a_valid_tenant_passes() {
+        let v = TenantValidator::new();
+        let f = v.validate(&doc(BOUND), None);
+        assert!(errors(&f).is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn scope_must_not_combine_all_employees_with_lists() {
+        let v = TenantValidator::new();
+        let bad = BOUND.replace("{departments: [2, 3], users: [u1]}", "{allEmployees: true, departments: [2]}");
+        let f = v.validate(&doc(&bad), None);
+        assert!(
+            errors(&f).iter().any(|f| f.message.contains("cannot combine allEmployees")),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn scope_must_not_be_empty() {
+        let v = TenantValidator::new();
+        let bad = BOUND.replace("{departments: [2, 3], users: [u1]}", "{}");
+        let f = v.validate(&doc(&bad), None);
+        assert!(errors(&f).iter().any(|f| f.message.contains("must not be empty")), "{f:?}");
+    }
+
+    #[test]
+    fn dingtalk_block_required_in_dingtalk_mode() {
+        let v = TenantValidator::new();
+        let bad = "apiVersion: dingbind.dev/v1alpha1\nkind: Tenant\nmetadata: {name: x}\nspec: {mode: DingTalk}\n";
+        let f = v.validate(&doc(bad), None);
+        assert!(errors(&f).iter().any(|f| f.message.contains("spec.dingtalk is required")), "{f:?}");
+    }
+
+    #[test]
+    fn schema_errors_name_the_field() {
+        let v = TenantValidator::new();
+        let bad = BOUND.replace("agentId: 1001", "agentId: 0").replace("mode: DingTalk", "mode: Dingtalk");
+        let f = v.validate(&doc(&bad), None);
+        let fields: Vec<_> = errors(&f).iter().map(|f| f.field.as_str()).collect();
+        assert!(fields.contains(&"spec.dingtalk.agentId"), "{f:?}");
+        assert!(fields.contains(&"spec.mode"), "{f:?}");
+    }
+
+    #[test]
+    fn return_to_dingtalk_after_unbind_is_refused() {
+        let v = TenantValidator::new();
+        let unbound = format!("{}\nstatus: {{mode: Public}}\n", BOUND.replace("mode: DingTalk", "mode: Public"));
+        let f = v.validate(&doc(BOUND), Some(&doc(&unbound)));
+        assert!(
+            errors(&f).iter().any(|f| f.message == api::REBIND_FORBIDDEN_MESSAGE && f.field == "spec.mode"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn withdrawing_a_pending_unbind_is_allowed() {
+        let v = TenantValidator::new();
+        let pending = format!("{}\nstatus: {{mode: DingTalk}}\n", BOUND.replace("mode: DingTalk", "mode: Public"));
+        let f = v.validate(&doc(BOUND), Some(&doc(&pending)));
+        assert!(errors(&f).is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn interval_below_a_minute_is_refused() {
+        let v = TenantValidator::new();
+        let bad = format!("{BOUND}  sync: {{interval: 30s}}\n");
+        let f = v.validate(&doc(&bad), None);
+        assert!(errors(&f).iter().any(|f| f.message.contains("at least 1m")), "{f:?}");
+    }
+
+    #[test]
+    fn setting_public_warns_that_it_is_irreversible() {
+        let v = TenantValidator::new();
+        let f = v.validate(&doc(&BOUND.replace("mode: DingTalk", "mode: Public")), None);
+        assert!(errors(&f).is_empty(), "{f:?}");
+        assert!(f.iter().any(|f| f.severity == Severity::Warning && f.message.contains("never be undone")));
+    }
+
+    #[test]
+    fn names_must_be_dns_subdomains() {
+        assert!(is_dns_subdomain("acme.prod-1"));
+        assert!(!is_dns_subdomain("Acme"));
+        assert!(!is_dns_subdomain("-a"));
+        assert!(!is_dns_subdomain("a..b"));
+    }
+}
