@@ -6,3 +6,4 @@
 
 pub mod api;
 pub mod validate;
+pub mod core;
