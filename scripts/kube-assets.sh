@@ -115,7 +115,7 @@ chmod 0755 "$TMP"
 trap 'rm -rf "$TMP"' EXIT
 
 log "building kube-apiserver $K8S_VERSION and etcd $ETCD_VERSION with $("$GO" env GOVERSION) into $DEST"
-log "(a cold build downloads ~0.5 GB of modules and takes minutes; later runs reuse the cache)"
+log "(cold: ~0.6 GB of modules, ~3 GB of GOCACHE, ~10 min on 2 busy cores; later runs reuse the cache)"
 
 start=$SECONDS
 log "go mod download"

@@ -5,5 +5,10 @@
 //! observe → decide → act loop described in the README.
 
 pub mod api;
-pub mod validate;
+pub mod cli;
+pub mod controller;
 pub mod core;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;
+pub mod validate;

@@ -1,3 +1,6 @@
-fn main() {
-    print!("{}", dingbind::api::crd_yaml().unwrap());
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    dingbind::cli::main().await
 }

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test suite: `scripts/test.sh [cargo test args...]`.
+# Starts what the tests need on loopback (a throwaway PostgreSQL when the
+# server binaries are installed), runs `cargo test`, and stops it all again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cleanup() { :; }
+trap 'cleanup' EXIT
+
+if [[ -x scripts/postgres-test.sh && -z "${DINGBIND_TEST_POSTGRES_URL:-}" ]]; then
+  eval "$(scripts/postgres-test.sh start)"
+  cleanup() { scripts/postgres-test.sh stop || true; }
+fi
+
+cargo test --locked "$@"

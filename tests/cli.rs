@@ -1,0 +1,160 @@
+//! The `dingbind` binary's offline commands, and the deployment manifests.
+
+use std::process::{Command, Output};
+
+fn dingbind(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dingbind"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run dingbind")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn crd_command_prints_the_checked_in_crd() {
+    let out = dingbind(&["crd"]);
+    assert!(out.status.success());
+    let checked_in =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/tenant.yaml")).unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), checked_in);
+}
+
+#[test]
+fn validate_accepts_the_examples() {
+    let out = dingbind(&["validate", "-f", "examples/tenants"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn validate_rejects_a_bad_scope_naming_file_object_and_field() {
+    let out = dingbind(&["validate", "-f", "tests/fixtures/validate/bad-scope.yaml"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("tests/fixtures/validate/bad-scope.yaml"),
+        "{err}"
+    );
+    assert!(err.contains("Tenant tenants/globex"), "{err}");
+    assert!(err.contains("spec.dingtalk.visibleScope"), "{err}");
+    assert!(err.contains("cannot combine allEmployees"), "{err}");
+}
+
+#[test]
+fn validate_rejects_a_return_to_dingtalk_after_the_unbind() {
+    let out = dingbind(&[
+        "validate",
+        "-f",
+        "tests/fixtures/validate/rebind.yaml",
+        "--previous",
+        "tests/fixtures/validate/unbound.yaml",
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("spec.mode: a tenant that left DingTalk integration mode cannot return to it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn validate_reports_a_missing_path_clearly() {
+    let out = dingbind(&["validate", "-f", "does/not/exist.yaml"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("does/not/exist.yaml"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn manifests_render_with_kustomize() {
+    let out = Command::new("kubectl")
+        .args(["kustomize", "manifests/"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("kubectl is needed to render manifests/");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    for kind in [
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "Role",
+        "Deployment",
+        "Service",
+    ] {
+        assert!(
+            rendered.contains(&format!("kind: {kind}\n")),
+            "missing {kind}"
+        );
+    }
+}
+
+#[test]
+fn rbac_has_no_wildcards_and_secrets_are_read_only() {
+    let rbac = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/rbac.yaml"))
+        .unwrap();
+    assert!(!rbac.contains('*'), "RBAC must not use wildcards");
+    for doc in serde_yaml::Deserializer::from_str(&rbac) {
+        let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
+        for rule in v["rules"].as_sequence().into_iter().flatten() {
+            let resources: Vec<&str> = rule["resources"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .filter_map(|r| r.as_str())
+                .collect();
+            let verbs: Vec<&str> = rule["verbs"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .filter_map(|r| r.as_str())
+                .collect();
+            if resources.contains(&"secrets") {
+                assert!(
+                    verbs.iter().all(|v| ["get", "list", "watch"].contains(v)),
+                    "secrets verbs: {verbs:?}"
+                );
+            }
+            if resources.contains(&"tenants") {
+                assert!(
+                    !verbs.contains(&"update") && !verbs.contains(&"create"),
+                    "tenant verbs: {verbs:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn deployment_runs_locked_down() {
+    let d = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/manifests/deployment.yaml"
+    ))
+    .unwrap();
+    let v: serde_yaml::Value = serde_yaml::from_str(&d).unwrap();
+    let pod = &v["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["securityContext"]["runAsNonRoot"],
+        serde_yaml::Value::Bool(true)
+    );
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["securityContext"]["readOnlyRootFilesystem"],
+        serde_yaml::Value::Bool(true)
+    );
+    assert_eq!(
+        c["securityContext"]["allowPrivilegeEscalation"],
+        serde_yaml::Value::Bool(false)
+    );
+    assert!(c["resources"]["limits"]["memory"].is_string());
+    assert!(c["readinessProbe"]["httpGet"]["path"].as_str() == Some("/readyz"));
+    assert!(c["livenessProbe"]["httpGet"]["path"].as_str() == Some("/healthz"));
+}
