@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod core;
+pub mod dingtalk;
 pub mod metrics;
 pub mod server;
 pub mod telemetry;

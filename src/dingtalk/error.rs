@@ -1,0 +1,274 @@
+//! One error type for both DingTalk error styles, classified into the kinds a
+//! caller acts on. Pure classification functions; no I/O.
+
+use std::fmt;
+
+use super::types::Api;
+
+/// What a DingTalk error means to the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The app key or secret is wrong (`invalidClientIdOrSecret`, 40089, 40096). Not retried.
+    InvalidCredentials,
+    /// The access token is invalid or expired (40014, 42001, 88/40014, `InvalidAuthentication`).
+    /// The client refreshes the token and retries once.
+    TokenInvalid,
+    /// A rate limit (88/90018, 90018, 90002, 90005, 90006, 90019, 403 `…QpsLimit…`/`…QpmLimit…`).
+    Throttled,
+    /// The department or user does not exist (60121, 33012, 60003, v1.0 404).
+    NotFound,
+    /// DingTalk is busy or failed (-1, 400001, HTTP 5xx, `systemBusy`). Retryable.
+    Busy,
+    /// Any other API error (permission, bad parameter, quota…). Not retried.
+    Other,
+    /// The request did not complete (connect, timeout, reset).
+    Transport,
+    /// The response could not be decoded.
+    Decode,
+}
+
+/// The error body DingTalk sent, in either style.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiFailure {
+    /// HTTP status (200 for topapi errors).
+    pub http_status: u16,
+    /// topapi `errcode` as a string, or the v1.0 `code`.
+    pub code: String,
+    /// topapi `sub_code` (the real cause of an errcode 88).
+    pub sub_code: Option<String>,
+    /// `errmsg`/`sub_msg` or the v1.0 `message`.
+    pub message: String,
+    pub request_id: Option<String>,
+}
+
+impl fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HTTP {} code {}", self.http_status, self.code)?;
+        if let Some(sub) = &self.sub_code {
+            write!(f, "/{sub}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(id) = &self.request_id {
+            write!(f, " (request id {id})")?;
+        }
+        Ok(())
+    }
+}
+
+/// An error from the DingTalk client. Every variant names the endpoint; none
+/// carries a token or secret (URLs are stripped from transport errors, since
+/// topapi URLs hold the token).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("DingTalk {endpoint}: {kind:?}: {failure}")]
+    Api {
+        endpoint: Api,
+        kind: ErrorKind,
+        failure: ApiFailure,
+    },
+    #[error("DingTalk {endpoint}: request failed{}: {source}", if *.timeout { " (timeout)" } else { "" })]
+    Transport {
+        endpoint: Api,
+        /// The request timed out.
+        timeout: bool,
+        /// The request was never sent (connection failed), so retrying is always safe.
+        connect: bool,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("DingTalk {endpoint}: cannot decode the response (HTTP {http_status}): {message}")]
+    Decode {
+        endpoint: Api,
+        http_status: u16,
+        message: String,
+    },
+    #[error("DingTalk client configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The kind the caller acts on.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Api { kind, .. } => *kind,
+            Error::Transport { .. } => ErrorKind::Transport,
+            Error::Decode { .. } | Error::Config(_) => ErrorKind::Decode,
+        }
+    }
+
+    /// The endpoint that failed (none for a configuration error).
+    pub fn endpoint(&self) -> Option<Api> {
+        match self {
+            Error::Api { endpoint, .. }
+            | Error::Transport { endpoint, .. }
+            | Error::Decode { endpoint, .. } => Some(*endpoint),
+            Error::Config(_) => None,
+        }
+    }
+
+    /// The DingTalk code (`errcode`, `sub_code` for an 88, or the v1.0 `code`).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Api { failure, .. } => {
+                Some(failure.sub_code.as_deref().unwrap_or(&failure.code))
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn transport(endpoint: Api, source: reqwest::Error) -> Self {
+        Error::Transport {
+            endpoint,
+            timeout: source.is_timeout(),
+            connect: source.is_connect(),
+            source: source.without_url(),
+        }
+    }
+
+    pub(crate) fn api(endpoint: Api, failure: ApiFailure) -> Self {
+        let kind = classify(&failure);
+        Error::Api {
+            endpoint,
+            kind,
+            failure,
+        }
+    }
+}
+
+/// Classifies an error body of either style.
+pub fn classify(f: &ApiFailure) -> ErrorKind {
+    if f.http_status == 200 {
+        classify_topapi(&f.code, f.sub_code.as_deref())
+    } else {
+        classify_v1(f.http_status, &f.code)
+    }
+}
+
+/// topapi: HTTP 200 with `errcode`; an errcode 88 is classified by its `sub_code`.
+pub fn classify_topapi(errcode: &str, sub_code: Option<&str>) -> ErrorKind {
+    let effective = match (errcode, sub_code) {
+        ("88", Some(sub)) if !sub.is_empty() => sub,
+        _ => errcode,
+    };
+    match effective {
+        "40089" | "40096" => ErrorKind::InvalidCredentials,
+        "40014" | "42001" => ErrorKind::TokenInvalid,
+        "90018" | "90002" | "90005" | "90006" | "90019" => ErrorKind::Throttled,
+        "60121" | "33012" | "60003" => ErrorKind::NotFound,
+        "-1" | "400001" => ErrorKind::Busy,
+        _ => ErrorKind::Other,
+    }
+}
+
+/// v1.0: HTTP 4xx/5xx with a string `code`.
+pub fn classify_v1(status: u16, code: &str) -> ErrorKind {
+    match code {
+        "invalidClientIdOrSecret" => return ErrorKind::InvalidCredentials,
+        "InvalidAuthentication" => return ErrorKind::TokenInvalid,
+        "systemBusy" | "systemError" | "system.error" => return ErrorKind::Busy,
+        _ => {}
+    }
+    if code.starts_with("Forbidden.AccessDenied.Qps")
+        || code.starts_with("Forbidden.AccessDenied.Qpm")
+    {
+        return ErrorKind::Throttled;
+    }
+    if status == 404 || code.ends_with(".notFound") {
+        return ErrorKind::NotFound;
+    }
+    if status == 429 {
+        return ErrorKind::Throttled;
+    }
+    if status >= 500 {
+        return ErrorKind::Busy;
+    }
+    ErrorKind::Other
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topapi_codes_are_classified_by_sub_code_for_88() {
+        assert_eq!(classify_topapi("88", Some("90018")), ErrorKind::Throttled);
+        assert_eq!(
+            classify_topapi("88", Some("40014")),
+            ErrorKind::TokenInvalid
+        );
+        assert_eq!(classify_topapi("88", Some("60011")), ErrorKind::Other);
+        assert_eq!(classify_topapi("88", None), ErrorKind::Other);
+        assert_eq!(classify_topapi("90018", None), ErrorKind::Throttled);
+        assert_eq!(classify_topapi("90002", None), ErrorKind::Throttled);
+        assert_eq!(classify_topapi("90006", None), ErrorKind::Throttled);
+        assert_eq!(classify_topapi("40014", None), ErrorKind::TokenInvalid);
+        assert_eq!(classify_topapi("42001", None), ErrorKind::TokenInvalid);
+        assert_eq!(
+            classify_topapi("40089", None),
+            ErrorKind::InvalidCredentials
+        );
+        assert_eq!(
+            classify_topapi("40096", None),
+            ErrorKind::InvalidCredentials
+        );
+        assert_eq!(classify_topapi("60121", None), ErrorKind::NotFound);
+        assert_eq!(classify_topapi("33012", None), ErrorKind::NotFound);
+        assert_eq!(classify_topapi("60003", None), ErrorKind::NotFound);
+        assert_eq!(classify_topapi("-1", None), ErrorKind::Busy);
+        assert_eq!(classify_topapi("40035", None), ErrorKind::Other);
+    }
+
+    #[test]
+    fn v1_codes_are_classified_by_code_then_status() {
+        assert_eq!(
+            classify_v1(400, "invalidClientIdOrSecret"),
+            ErrorKind::InvalidCredentials
+        );
+        assert_eq!(
+            classify_v1(400, "InvalidAuthentication"),
+            ErrorKind::TokenInvalid
+        );
+        assert_eq!(
+            classify_v1(403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi"),
+            ErrorKind::Throttled
+        );
+        assert_eq!(
+            classify_v1(403, "Forbidden.AccessDenied.QpmLimitForAppkeyAndApi"),
+            ErrorKind::Throttled
+        );
+        assert_eq!(
+            classify_v1(403, "Forbidden.AccessDenied.QpsLimitForApi"),
+            ErrorKind::Throttled
+        );
+        assert_eq!(
+            classify_v1(403, "Forbidden.AccessDenied.AccessTokenPermissionDenied"),
+            ErrorKind::Other
+        );
+        assert_eq!(
+            classify_v1(404, "invalidParameter.user.notFound"),
+            ErrorKind::NotFound
+        );
+        assert_eq!(classify_v1(500, "systemBusy"), ErrorKind::Busy);
+        assert_eq!(classify_v1(503, ""), ErrorKind::Busy);
+        assert_eq!(classify_v1(400, "invalidParam"), ErrorKind::Other);
+    }
+
+    #[test]
+    fn error_message_names_endpoint_and_code() {
+        let e = Error::api(
+            Api::UserList,
+            ApiFailure {
+                http_status: 200,
+                code: "88".into(),
+                sub_code: Some("90018".into()),
+                message: "too many".into(),
+                request_id: None,
+            },
+        );
+        assert_eq!(e.kind(), ErrorKind::Throttled);
+        assert_eq!(e.code(), Some("90018"));
+        let text = e.to_string();
+        assert!(text.contains("topapi/v2/user/list"), "{text}");
+        assert!(text.contains("88/90018"), "{text}");
+    }
+}

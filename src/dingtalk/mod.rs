@@ -1,0 +1,210 @@
+//! The DingTalk open-platform client (see `dingtalk-api.md`).
+//!
+//! - [`Client`]: one HTTP connection pool, the configuration (base URLs, rate
+//!   limit, retries, timeouts) and the call counters. Cheap to clone.
+//! - [`AppClient`]: one app of one organization. Holds its token cache and one
+//!   pacer per API (DingTalk limits calls per app per API). Every endpoint
+//!   method and stream lives here (`endpoints.rs`, `walk.rs`).
+//!
+//! Production and tests differ only in [`Config::oapi_base_url`] and
+//! [`Config::api_base_url`]; the simulator serves both families on one address.
+
+mod endpoints;
+pub mod error;
+pub mod ratelimit;
+pub mod retry;
+pub mod secret;
+pub mod stats;
+pub mod token;
+mod transport;
+pub mod types;
+mod walk;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use endpoints::DEFAULT_LANGUAGE;
+pub use error::{ApiFailure, Error, ErrorKind};
+pub use ratelimit::RateLimit;
+pub use retry::RetryPolicy;
+pub use secret::Secret;
+pub use stats::{EndpointStats, StatsSnapshot};
+pub use token::TokenSource;
+pub use types::Api;
+pub use walk::OrgItem;
+
+use ratelimit::Pacer;
+use stats::Stats;
+use token::TokenCache;
+
+/// Production host of the legacy topapi family.
+pub const OAPI_BASE_URL: &str = "https://oapi.dingtalk.com";
+/// Production host of the v1.0 family.
+pub const API_BASE_URL: &str = "https://api.dingtalk.com";
+
+/// Client settings. `Default` is production DingTalk at 20 calls/s per app per API.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Base URL of topapi calls (`https://oapi.dingtalk.com`).
+    pub oapi_base_url: String,
+    /// Base URL of v1.0 calls (`https://api.dingtalk.com`).
+    pub api_base_url: String,
+    /// Pacing per app per API.
+    pub rate_limit: RateLimit,
+    pub retry: RetryPolicy,
+    /// Deadline of one HTTP request (connect, send, read the answer).
+    pub request_timeout: Duration,
+    /// Requests in flight per API in the streams (departments, users).
+    pub concurrency: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            oapi_base_url: OAPI_BASE_URL.to_owned(),
+            api_base_url: API_BASE_URL.to_owned(),
+            rate_limit: RateLimit::default(),
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(10),
+            concurrency: 8,
+        }
+    }
+}
+
+impl Config {
+    /// Both families on one base URL (a simulator, a proxy).
+    pub fn with_base_url(url: &str) -> Self {
+        let url = url.trim_end_matches('/');
+        Self {
+            oapi_base_url: url.to_owned(),
+            api_base_url: url.to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
+/// The shared part of the client: HTTP pool, configuration, counters.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    http: reqwest::Client,
+    config: Config,
+    stats: Stats,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Builds the HTTP client (rustls with the ring provider).
+    pub fn new(config: Config) -> Result<Self, Error> {
+        // Idempotent: fails only when a provider is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if config.concurrency == 0 {
+            return Err(Error::Config("concurrency must be at least 1".into()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout)
+            .user_agent(concat!("dingbind/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(ClientInner {
+                http,
+                config,
+                stats: Stats::default(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// A handle for one app, with its own token cache and pacers.
+    pub fn app(&self, source: TokenSource) -> AppClient {
+        let pacers = Api::ALL.map(|_| Pacer::new(self.inner.config.rate_limit));
+        AppClient {
+            inner: Arc::new(AppInner {
+                client: self.clone(),
+                source,
+                tokens: TokenCache::new(),
+                pacers,
+            }),
+        }
+    }
+
+    /// Calls, throttle answers, retries and errors per endpoint, over all apps.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+}
+
+/// One app of one organization. Cheap to clone; clones share token and pacers.
+#[derive(Clone)]
+pub struct AppClient {
+    inner: Arc<AppInner>,
+}
+
+struct AppInner {
+    client: Client,
+    source: TokenSource,
+    tokens: TokenCache,
+    /// One pacer per API, indexed by [`Api::index`].
+    pacers: [Pacer; Api::ALL.len()],
+}
+
+impl fmt::Debug for AppClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppClient")
+            .field("source", &self.inner.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppClient {
+    /// The client this app belongs to.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// Counters of the whole client (see [`Client::stats`]).
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.client.stats()
+    }
+
+    fn pacer(&self, api: Api) -> &Pacer {
+        &self.inner.pacers[api.index()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let client = Client::new(Config::default()).unwrap();
+        let app = client.app(TokenSource::internal_app("acme-key", "acme-secret"));
+        let text = format!("{app:?}");
+        assert!(text.contains("acme-key"), "{text}");
+        assert!(!text.contains("acme-secret"), "{text}");
+    }
+
+    #[test]
+    fn one_base_url_serves_both_families() {
+        let c = Config::with_base_url("http://127.0.0.1:8089/");
+        assert_eq!(c.oapi_base_url, "http://127.0.0.1:8089");
+        assert_eq!(c.api_base_url, "http://127.0.0.1:8089");
+    }
+}

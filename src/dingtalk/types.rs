@@ -1,0 +1,503 @@
+//! DingTalk wire types: the JSON bodies of the endpoints dingbind uses, as the
+//! reference (`dingtalk-api.md`) names them. Shared by the client (which reads
+//! them) and the simulator (which writes them), so both agree by construction.
+//!
+//! Every optional or unconfirmed field is `#[serde(default)]`, so a response that
+//! leaves it out (for example `next_cursor` on the last page) still decodes.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::secret::Secret;
+
+/// The root department of every organization.
+pub const ROOT_DEPT_ID: i64 = 1;
+/// Largest `size` that `topapi/v2/user/list` accepts.
+pub const USER_LIST_MAX_SIZE: u32 = 100;
+/// Largest number of ids per list in one scopes POST.
+pub const SCOPE_IDS_PER_CALL: usize = 100;
+/// Largest `maxResults` that `empLeaveRecords` accepts.
+pub const LEAVE_RECORDS_MAX_RESULTS: u32 = 50;
+/// Header that carries the token on the v1.0 family.
+pub const V1_TOKEN_HEADER: &str = "x-acs-dingtalk-access-token";
+
+/// The two API families: where an endpoint lives and how it reports errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// `oapi.dingtalk.com/topapi/...`: token in the query, HTTP 200 + `errcode`.
+    Topapi,
+    /// `api.dingtalk.com/v1.0/...`: token in a header, HTTP 4xx/5xx + `{code,message}`.
+    V1,
+}
+
+/// One DingTalk API, the unit of rate limiting (per app, per API) and of counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Api {
+    AccessToken,
+    DeptListSub,
+    DeptGet,
+    UserList,
+    UserGet,
+    ScopesGet,
+    ScopesUpdate,
+    AllInnerApps,
+    EmpLeaveRecords,
+}
+
+impl Api {
+    /// Every API, in a stable order (for counters).
+    pub const ALL: [Api; 9] = [
+        Api::AccessToken,
+        Api::DeptListSub,
+        Api::DeptGet,
+        Api::UserList,
+        Api::UserGet,
+        Api::ScopesGet,
+        Api::ScopesUpdate,
+        Api::AllInnerApps,
+        Api::EmpLeaveRecords,
+    ];
+
+    /// Position in [`Api::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn family(self) -> Family {
+        match self {
+            Api::DeptListSub | Api::DeptGet | Api::UserList | Api::UserGet => Family::Topapi,
+            _ => Family::V1,
+        }
+    }
+
+    /// The HTTP path, with `{agentId}` where the scopes APIs take the agent id.
+    pub fn path(self) -> &'static str {
+        match self {
+            Api::AccessToken => "/v1.0/oauth2/accessToken",
+            Api::DeptListSub => "/topapi/v2/department/listsub",
+            Api::DeptGet => "/topapi/v2/department/get",
+            Api::UserList => "/topapi/v2/user/list",
+            Api::UserGet => "/topapi/v2/user/get",
+            Api::ScopesGet | Api::ScopesUpdate => "/v1.0/microApp/apps/{agentId}/scopes",
+            Api::AllInnerApps => "/v1.0/microApp/allInnerApps",
+            Api::EmpLeaveRecords => "/v1.0/contact/empLeaveRecords",
+        }
+    }
+
+    /// A short stable name for logs, errors and counters, e.g. `topapi/v2/user/list`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::AccessToken => "v1.0/oauth2/accessToken",
+            Api::DeptListSub => "topapi/v2/department/listsub",
+            Api::DeptGet => "topapi/v2/department/get",
+            Api::UserList => "topapi/v2/user/list",
+            Api::UserGet => "topapi/v2/user/get",
+            Api::ScopesGet => "GET v1.0/microApp/apps/{agentId}/scopes",
+            Api::ScopesUpdate => "POST v1.0/microApp/apps/{agentId}/scopes",
+            Api::AllInnerApps => "v1.0/microApp/allInnerApps",
+            Api::EmpLeaveRecords => "v1.0/contact/empLeaveRecords",
+        }
+    }
+
+    /// Whether sending the same request twice has the same effect as once.
+    /// Only the scopes POST changes state.
+    pub fn idempotent(self) -> bool {
+        !matches!(self, Api::ScopesUpdate)
+    }
+}
+
+impl fmt::Display for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+// ---------------------------------------------------------------- envelopes
+
+/// The topapi envelope: HTTP 200 with `errcode` (0 on success) and `result`.
+/// An `errcode` 88 carries its real cause in `sub_code`, a string.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TopResponse<T> {
+    pub errcode: i64,
+    #[serde(default)]
+    pub errmsg: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_msg: Option<String>,
+    #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
+    pub result: Option<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// The v1.0 error body, sent with HTTP 4xx/5xx.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct V1Error {
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requestid: Option<String>,
+}
+
+// ---------------------------------------------------------------- token
+
+/// Body of `POST /v1.0/oauth2/accessToken`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessTokenRequest {
+    pub app_key: String,
+    pub app_secret: Secret,
+}
+
+impl fmt::Debug for AccessTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessTokenRequest")
+            .field("app_key", &self.app_key)
+            .field("app_secret", &self.app_secret)
+            .finish()
+    }
+}
+
+/// Answer of `POST /v1.0/oauth2/accessToken`: the token and its life in seconds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessTokenResponse {
+    pub access_token: Secret,
+    pub expire_in: i64,
+}
+
+// ---------------------------------------------------------------- departments
+
+/// Body of `listsub` and `department/get`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeptRequest {
+    pub dept_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+}
+
+/// A department as `listsub` returns it (one level of children), and as
+/// `department/get` returns it (which adds `order`, managers and counts).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Department {
+    pub dept_id: i64,
+    #[serde(default)]
+    pub name: String,
+    /// Parent department; unconfirmed for the root itself, so optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<i64>,
+    #[serde(default)]
+    pub create_dept_group: bool,
+    #[serde(default)]
+    pub auto_add_user: bool,
+    /// Order within the parent: `department/get` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<i64>,
+    /// Members including sub-departments: `department/get` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_count: Option<i64>,
+    /// Direct members: `department/get` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owning_member_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dept_manager_userid_list: Vec<String>,
+}
+
+// ---------------------------------------------------------------- users
+
+/// Body of `topapi/v2/user/list`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UserListRequest {
+    pub dept_id: i64,
+    pub cursor: i64,
+    pub size: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+}
+
+/// `result` of `topapi/v2/user/list`: one page of direct members.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UserListResult {
+    #[serde(default)]
+    pub has_more: bool,
+    /// Cursor of the next page; may be absent on the last page (unconfirmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<i64>,
+    #[serde(default)]
+    pub list: Vec<User>,
+}
+
+/// Body of `topapi/v2/user/get`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UserGetRequest {
+    pub userid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+}
+
+/// A member as `v2/user/list` (list item) and `v2/user/get` (result) return it.
+/// Fields the app has no permission for are absent, hence the options.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub userid: String,
+    #[serde(default)]
+    pub unionid: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_number: Option<String>,
+    /// All of the user's departments (not only the listed one).
+    #[serde(default)]
+    pub dept_id_list: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hired_date: Option<i64>,
+    /// Has activated DingTalk.
+    #[serde(default)]
+    pub active: bool,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub boss: bool,
+    /// Leader of the listed department (`user/list` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<bool>,
+}
+
+// ---------------------------------------------------------------- scopes
+
+/// `result` of `GET /v1.0/microApp/apps/{agentId}/scopes`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppScopes {
+    #[serde(default)]
+    pub user_ids: Vec<String>,
+    #[serde(default)]
+    pub dept_ids: Vec<i64>,
+    #[serde(default)]
+    pub role_ids: Vec<i64>,
+    #[serde(default)]
+    pub only_admin_visible: bool,
+}
+
+/// Wrapper `{"result": …}` used by both scopes endpoints.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ResultWrapper<T> {
+    pub result: T,
+}
+
+/// Body of `POST /v1.0/microApp/apps/{agentId}/scopes`: a delta, at most
+/// [`SCOPE_IDS_PER_CALL`] ids per list per call.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeDelta {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_user_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub del_user_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_dept_ids: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub del_dept_ids: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_role_ids: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub del_role_ids: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_admin_visible: Option<bool>,
+}
+
+impl ScopeDelta {
+    /// True when the delta changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.add_user_ids.is_empty()
+            && self.del_user_ids.is_empty()
+            && self.add_dept_ids.is_empty()
+            && self.del_dept_ids.is_empty()
+            && self.add_role_ids.is_empty()
+            && self.del_role_ids.is_empty()
+            && self.only_admin_visible.is_none()
+    }
+
+    /// The largest list in the delta.
+    pub fn max_list_len(&self) -> usize {
+        [
+            self.add_user_ids.len(),
+            self.del_user_ids.len(),
+            self.add_dept_ids.len(),
+            self.del_dept_ids.len(),
+            self.add_role_ids.len(),
+            self.del_role_ids.len(),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+    }
+
+    /// Splits the delta into calls of at most `per_call` ids per list. The
+    /// `onlyAdminVisible` flag travels with the first call. An empty delta
+    /// gives no calls.
+    pub fn split(&self, per_call: usize) -> Vec<ScopeDelta> {
+        let per_call = per_call.max(1);
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let calls = self.max_list_len().div_ceil(per_call).max(1);
+        fn chunk<T: Clone>(v: &[T], i: usize, n: usize) -> Vec<T> {
+            v.iter().skip(i * n).take(n).cloned().collect()
+        }
+        (0..calls)
+            .map(|i| ScopeDelta {
+                add_user_ids: chunk(&self.add_user_ids, i, per_call),
+                del_user_ids: chunk(&self.del_user_ids, i, per_call),
+                add_dept_ids: chunk(&self.add_dept_ids, i, per_call),
+                del_dept_ids: chunk(&self.del_dept_ids, i, per_call),
+                add_role_ids: chunk(&self.add_role_ids, i, per_call),
+                del_role_ids: chunk(&self.del_role_ids, i, per_call),
+                only_admin_visible: if i == 0 {
+                    self.only_admin_visible
+                } else {
+                    None
+                },
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------- apps
+
+/// Answer of `GET /v1.0/microApp/allInnerApps`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InnerAppList {
+    #[serde(default)]
+    pub app_list: Vec<InnerApp>,
+}
+
+/// One internal app. `appStatus` 0 = disabled (停用), 1 = enabled.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InnerApp {
+    pub agent_id: i64,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub desc: String,
+    #[serde(default)]
+    pub app_id: i64,
+    pub app_status: i64,
+    #[serde(default)]
+    pub develop_type: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unified_app_id: Option<String>,
+}
+
+impl InnerApp {
+    /// `appStatus == 1`.
+    pub fn enabled(&self) -> bool {
+        self.app_status == 1
+    }
+}
+
+// ---------------------------------------------------------------- leavers
+
+/// Query of `GET /v1.0/contact/empLeaveRecords`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaveRecordsQuery {
+    pub start_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+    pub max_results: u32,
+}
+
+/// Answer of `empLeaveRecords`: one page; the end is an absent or empty `nextToken`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaveRecordPage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+    #[serde(default)]
+    pub records: Vec<LeaveRecord>,
+}
+
+/// One employee who left. `leaveReason`: oapi, cancel, leave, unknown, delete.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaveRecord {
+    pub user_id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile: Option<String>,
+    /// ISO-8601, e.g. `2021-01-06T11:47:37Z`.
+    pub leave_time: String,
+    #[serde(default)]
+    pub leave_reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_list_page_without_next_cursor_decodes() {
+        let body = r#"{"errcode":0,"errmsg":"ok","result":{"has_more":false,"list":[{"userid":"u1","name":"A","dept_id_list":[2]}]}}"#;
+        let r: TopResponse<UserListResult> = serde_json::from_str(body).unwrap();
+        let page = r.result.unwrap();
+        assert_eq!(page.next_cursor, None);
+        assert_eq!(page.list[0].dept_id_list, vec![2]);
+    }
+
+    #[test]
+    fn throttle_envelope_keeps_sub_code_as_string() {
+        let body = r#"{"errcode":88,"sub_code":"90018","sub_msg":"x","errmsg":"ding talk error[subcode=90018]","request_id":"r"}"#;
+        let r: TopResponse<UserListResult> = serde_json::from_str(body).unwrap();
+        assert_eq!(r.sub_code.as_deref(), Some("90018"));
+        assert!(r.result.is_none());
+    }
+
+    #[test]
+    fn scope_delta_splits_into_calls_of_at_most_100_ids_per_list() {
+        let delta = ScopeDelta {
+            add_user_ids: (0..250).map(|i| format!("u{i}")).collect(),
+            del_dept_ids: (0..30).collect(),
+            only_admin_visible: Some(false),
+            ..Default::default()
+        };
+        let calls = delta.split(SCOPE_IDS_PER_CALL);
+        assert_eq!(calls.len(), 3);
+        assert!(calls.iter().all(|c| c.max_list_len() <= 100));
+        assert_eq!(
+            calls.iter().map(|c| c.add_user_ids.len()).sum::<usize>(),
+            250
+        );
+        assert_eq!(calls[0].del_dept_ids.len(), 30);
+        assert_eq!(calls[0].only_admin_visible, Some(false));
+        assert_eq!(calls[1].only_admin_visible, None);
+    }
+
+    #[test]
+    fn empty_scope_delta_gives_no_calls() {
+        assert!(ScopeDelta::default().split(100).is_empty());
+    }
+}
