@@ -7,3 +7,4 @@
 pub mod api;
 pub mod validate;
 pub mod core;
+pub mod store;
