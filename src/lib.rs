@@ -11,5 +11,6 @@ pub mod core;
 pub mod dingtalk;
 pub mod metrics;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod validate;

@@ -1,0 +1,1 @@
+//! `dingbind directory`: placeholder, filled in below.

@@ -1,0 +1,195 @@
+//! The directory store: each tenant's directory, account, binding ledger, sync
+//! runs and small JSON documents, in an embedded SQLite file (the default) or a
+//! PostgreSQL database shared by several operator replicas.
+//!
+//! The store is a thin adapter: it persists the types of
+//! [`crate::core::directory`] and decides nothing, except the two guarantees
+//! that must hold whatever path a request takes:
+//! - [`Store::apply_sync`] is one transaction (all-old or all-new, even if the
+//!   process is killed half-way) and diff-based (unchanged rows are never
+//!   rewritten);
+//! - the binding ledger is append-only and refuses a `Bound` after an
+//!   `Unbound`, in the API *and* in the database (triggers).
+//!
+//! # Design: one struct over an enum of backends
+//! [`Store`] is a concrete, cheaply clonable handle that dispatches to
+//! `sqlite::SqliteStore` or `postgres::PgStore`. The backend is chosen at
+//! run time from a URL, the set of backends is closed, and async methods in a
+//! trait are not object-safe: a trait would force every caller (reconcile,
+//! controller, dev, CLI) to be generic over the backend for no gain. Both
+//! backends expose the same inherent methods; the integration suite runs the
+//! same tests against each.
+
+pub mod cli;
+mod error;
+mod migrations;
+mod model;
+mod postgres;
+mod sqlite;
+mod url;
+
+use serde::Serialize;
+use serde_json::Value;
+
+pub use error::{Error, Result};
+pub use migrations::SCHEMA_VERSION;
+pub use model::{Account, LedgerEntry, SyncOutcome, SyncRun, SyncRunId, SyncRunRecord};
+pub use url::{DEFAULT_URL, REDACTED, StoreUrl, redact};
+
+use crate::api::TenantKey;
+use crate::core::directory::{Directory, DirectoryDiff};
+
+/// A handle on the store. Clones share one connection pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    backend: Backend,
+    url: String,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+/// Call the same method on whichever backend the store uses.
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($s) => $call,
+            Backend::Postgres($s) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Open the store at `url` (`sqlite://PATH` or `postgres://...`) and bring
+    /// its schema up to date. A bad URL is [`Error::InvalidUrl`], an
+    /// unreachable database [`Error::Unavailable`]; neither shows the password.
+    pub async fn connect(url: &str) -> Result<Store> {
+        Store::connect_url(&StoreUrl::parse(url)?).await
+    }
+
+    /// [`Store::connect`] with an already parsed URL.
+    pub async fn connect_url(url: &StoreUrl) -> Result<Store> {
+        let backend = match url {
+            StoreUrl::Sqlite { path } => Backend::Sqlite(sqlite::SqliteStore::connect(url, path).await?),
+            StoreUrl::Postgres { options, .. } => Backend::Postgres(postgres::PgStore::connect(url, options).await?),
+        };
+        tracing::debug!(store = %url, "store opened and migrated");
+        Ok(Store { backend, url: url.redacted() })
+    }
+
+    /// The store's URL, password redacted: safe to log.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Close the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        dispatch!(self, s => s.close().await)
+    }
+
+    /// Every tenant the store holds anything for (data or ledger), sorted.
+    pub async fn tenants(&self) -> Result<Vec<TenantKey>> {
+        dispatch!(self, s => s.tenants().await)
+    }
+
+    /// The tenant's directory (empty if the store knows nothing of it).
+    pub async fn directory(&self, tenant: &TenantKey) -> Result<Directory> {
+        dispatch!(self, s => s.directory(tenant).await)
+    }
+
+    /// Apply `diff` to the tenant's directory and record `run`, in ONE
+    /// transaction. Adds and updates are upserts that leave a row untouched
+    /// when it already holds the same values, so re-applying a diff writes
+    /// nothing; the rows really written are recorded as the run's
+    /// `rows_written`.
+    pub async fn apply_sync(&self, tenant: &TenantKey, diff: &DirectoryDiff, run: &SyncRunRecord) -> Result<SyncRunId> {
+        dispatch!(self, s => s.apply_sync(tenant, diff, run).await)
+    }
+
+    /// Record a sync run that did not change the directory (failed or held).
+    pub async fn record_sync_run(&self, tenant: &TenantKey, run: &SyncRunRecord) -> Result<SyncRunId> {
+        dispatch!(self, s => s.record_sync_run(tenant, run).await)
+    }
+
+    /// The tenant's last `limit` sync runs, newest first.
+    pub async fn sync_runs(&self, tenant: &TenantKey, limit: u32) -> Result<Vec<SyncRun>> {
+        dispatch!(self, s => s.sync_runs(tenant, limit).await)
+    }
+
+    /// Remove the DingTalk-synced departments and members (unbinding). The
+    /// account, ledger, runs and documents stay.
+    pub async fn clear_directory(&self, tenant: &TenantKey) -> Result<()> {
+        dispatch!(self, s => s.clear_directory(tenant).await)
+    }
+
+    /// Delete everything the store holds for the tenant (`deletionPolicy:
+    /// Delete`): directory, account, sync runs and documents. Never the ledger.
+    pub async fn delete_tenant_data(&self, tenant: &TenantKey) -> Result<()> {
+        dispatch!(self, s => s.delete_tenant_data(tenant).await)
+    }
+
+    /// The tenant's account, if one was stored.
+    pub async fn account(&self, tenant: &TenantKey) -> Result<Option<Account>> {
+        dispatch!(self, s => s.account(tenant).await)
+    }
+
+    /// Store the tenant's account. Refused with [`Error::Irreversible`] if it
+    /// says `DingTalk` mode while the ledger holds an unbind.
+    pub async fn put_account(&self, tenant: &TenantKey, account: &Account) -> Result<()> {
+        dispatch!(self, s => s.put_account(tenant, account).await)
+    }
+
+    /// Append to the binding ledger. A `Bound` entry after an `Unbound` one is
+    /// refused with [`Error::Irreversible`]. Nothing ever removes an entry.
+    pub async fn append_ledger(&self, tenant: &TenantKey, entry: LedgerEntry) -> Result<()> {
+        dispatch!(self, s => s.append_ledger(tenant, &entry).await)
+    }
+
+    /// The tenant's ledger, oldest first.
+    pub async fn ledger(&self, tenant: &TenantKey) -> Result<Vec<LedgerEntry>> {
+        dispatch!(self, s => s.ledger(tenant).await)
+    }
+
+    /// Whether the ledger records an unbind: the tenant can never be in
+    /// DingTalk mode again.
+    pub async fn is_unbound(&self, tenant: &TenantKey) -> Result<bool> {
+        dispatch!(self, s => s.is_unbound(tenant).await)
+    }
+
+    /// Store (replace) the tenant's document of `kind`, e.g. `"status"` or
+    /// `"accepted-spec"`.
+    pub async fn put_document(&self, tenant: &TenantKey, kind: &str, body: &Value) -> Result<()> {
+        dispatch!(self, s => s.put_document(tenant, kind, body).await)
+    }
+
+    /// The tenant's document of `kind`, if any.
+    pub async fn document(&self, tenant: &TenantKey, kind: &str) -> Result<Option<Value>> {
+        dispatch!(self, s => s.document(tenant, kind).await)
+    }
+
+    /// Every tenant's document of `kind`, sorted by tenant.
+    pub async fn documents(&self, kind: &str) -> Result<Vec<(TenantKey, Value)>> {
+        dispatch!(self, s => s.documents(kind).await)
+    }
+}
+
+/// A list bound as one JSON array parameter (`json_each` / `jsonb_array_elements`).
+fn json_array<T: Serialize>(items: &[T]) -> Result<String> {
+    serde_json::to_string(items).map_err(|e| Error::InvalidInput { context: "encoding a key list".into(), reason: e.to_string() })
+}
+
+/// A stored document body back into JSON.
+fn parse_document(body: &str, context: &str) -> Result<Value> {
+    serde_json::from_str(body).map_err(|e| model::corrupt(context, format!("invalid JSON: {e}")))
+}

@@ -1,0 +1,517 @@
+//! The PostgreSQL backend, for production installations shared by several
+//! operator replicas.
+//!
+//! Bulk writes bind whole columns as arrays and read them with `UNNEST`, so a
+//! chunk of [`ROWS_PER_STATEMENT`] rows is one statement with a fixed number
+//! of parameters (one prepared plan, no 65,535-parameter limit). Concurrent
+//! writers for one tenant are serialized by locking its `tenants` row.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use jiff::Timestamp;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Row};
+
+use super::error::{Context, Error, Result};
+use super::migrations;
+use super::model::{self, Account, LedgerEntry, SyncRun, SyncRunId, SyncRunRecord};
+use super::url::StoreUrl;
+use crate::api::{Mode, TenantKey};
+use crate::core::directory::{Department, Directory, DirectoryDiff, Member};
+
+/// How long start-up waits for the server to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a query waits for a pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Rows per `UNNEST` statement.
+const ROWS_PER_STATEMENT: usize = 5_000;
+/// Connections in the pool.
+const POOL_SIZE: u32 = 8;
+
+/// `started_at` etc. as microseconds since the epoch (exact: `extract` returns
+/// `numeric` since PostgreSQL 14).
+fn micros(column: &str) -> String {
+    format!("(extract(epoch FROM {column}) * 1000000)::bigint")
+}
+
+/// A timestamp as the text PostgreSQL parses exactly into `timestamptz`
+/// (microsecond precision).
+fn pg_ts(t: Timestamp) -> String {
+    Timestamp::from_microsecond(t.as_microsecond()).unwrap_or(t).to_string()
+}
+
+/// A PostgreSQL-backed store.
+#[derive(Clone, Debug)]
+pub(crate) struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connect once (so that an unreachable server fails start-up), migrate
+    /// under sqlx's advisory lock on that dedicated connection, close it, then
+    /// open the pool.
+    pub(crate) async fn connect(url: &StoreUrl, options: &PgConnectOptions) -> Result<Self> {
+        let mut options = options.clone();
+        if options.get_application_name().is_none() {
+            options = options.application_name("dingbind");
+        }
+        let unavailable = |reason: String| Error::Unavailable { url: url.redacted(), reason: url.scrub(&reason) };
+        let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(unavailable(e.to_string())),
+            Err(_) => return Err(unavailable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
+        };
+        let migrated = migrations::run(&migrations::postgres(), &mut conn).await;
+        let closed = conn.close().await;
+        migrated.map_err(|e| Error::Migration { url: url.redacted(), reason: url.scrub(&e.to_string()) })?;
+        closed.map_err(|e| unavailable(e.to_string()))?;
+        let pool = PgPoolOptions::new().max_connections(POOL_SIZE).acquire_timeout(ACQUIRE_TIMEOUT).connect_lazy_with(options);
+        Ok(PgStore { pool })
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) async fn tenants(&self) -> Result<Vec<TenantKey>> {
+        let ctx = || "listing tenants".to_string();
+        let rows = sqlx::query("SELECT namespace, name FROM tenants UNION SELECT namespace, name FROM ledger ORDER BY 1, 2")
+            .fetch_all(&self.pool)
+            .await
+            .ctx(ctx)?;
+        rows.iter().map(|r| Ok(TenantKey { namespace: r.try_get(0).ctx(ctx)?, name: r.try_get(1).ctx(ctx)? })).collect()
+    }
+
+    pub(crate) async fn directory(&self, t: &TenantKey) -> Result<Directory> {
+        let ctx = || format!("reading the directory of {t}");
+        // One snapshot for the three reads, even while a sync commits.
+        let mut tx = self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.ctx(ctx)?;
+        let Some(tenant) = tenant_id(&mut tx, t, false).await? else {
+            return Ok(Directory::default());
+        };
+        let mut dir = Directory::default();
+        {
+            let mut rows = sqlx::query("SELECT dept_id, parent_id, name, sort_order FROM departments WHERE tenant_id = $1").bind(tenant).fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await.ctx(ctx)? {
+                let d = Department { id: r.try_get(0).ctx(ctx)?, parent_id: r.try_get(1).ctx(ctx)?, name: r.try_get(2).ctx(ctx)?, order: r.try_get(3).ctx(ctx)? };
+                dir.departments.insert(d.id, d);
+            }
+        }
+        {
+            let mut rows = sqlx::query("SELECT userid, unionid, name, mobile, email, title, job_number, active, admin, boss FROM members WHERE tenant_id = $1")
+                .bind(tenant)
+                .fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await.ctx(ctx)? {
+                let m = Member {
+                    userid: r.try_get(0).ctx(ctx)?,
+                    unionid: r.try_get(1).ctx(ctx)?,
+                    name: r.try_get(2).ctx(ctx)?,
+                    mobile: r.try_get(3).ctx(ctx)?,
+                    email: r.try_get(4).ctx(ctx)?,
+                    title: r.try_get(5).ctx(ctx)?,
+                    job_number: r.try_get(6).ctx(ctx)?,
+                    active: r.try_get(7).ctx(ctx)?,
+                    admin: r.try_get(8).ctx(ctx)?,
+                    boss: r.try_get(9).ctx(ctx)?,
+                    dept_ids: Vec::new(),
+                };
+                dir.members.insert(m.userid.clone(), m);
+            }
+        }
+        {
+            let mut rows = sqlx::query("SELECT userid, dept_id FROM member_departments WHERE tenant_id = $1 ORDER BY userid, dept_id").bind(tenant).fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await.ctx(ctx)? {
+                let userid: String = r.try_get(0).ctx(ctx)?;
+                let dept: i64 = r.try_get(1).ctx(ctx)?;
+                match dir.members.get_mut(&userid) {
+                    Some(m) => m.dept_ids.push(dept),
+                    None => return Err(model::corrupt(&ctx(), format!("department link for unknown member {userid:?}"))),
+                }
+            }
+        }
+        tx.commit().await.ctx(ctx)?;
+        Ok(dir)
+    }
+
+    pub(crate) async fn apply_sync(&self, t: &TenantKey, diff: &DirectoryDiff, run: &SyncRunRecord) -> Result<SyncRunId> {
+        let ctx = || format!("applying a sync to {t}");
+        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        let tenant = ensure_tenant(&mut tx, t).await?;
+        let mut written = 0u64;
+        for chunk in diff.remove_members.chunks(ROWS_PER_STATEMENT) {
+            // Cascades to member_departments.
+            written += sqlx::query("DELETE FROM members WHERE tenant_id = $1 AND userid = ANY($2)")
+                .bind(tenant)
+                .bind(chunk)
+                .execute(&mut *tx)
+                .await
+                .ctx(ctx)?
+                .rows_affected();
+        }
+        for chunk in diff.remove_departments.chunks(ROWS_PER_STATEMENT) {
+            written += sqlx::query("DELETE FROM departments WHERE tenant_id = $1 AND dept_id = ANY($2)")
+                .bind(tenant)
+                .bind(chunk)
+                .execute(&mut *tx)
+                .await
+                .ctx(ctx)?
+                .rows_affected();
+        }
+        for chunk in diff.add_departments.chunks(ROWS_PER_STATEMENT).chain(diff.update_departments.chunks(ROWS_PER_STATEMENT)) {
+            written += upsert_departments(&mut tx, tenant, chunk).await.ctx(ctx)?;
+        }
+        for chunk in diff.add_members.chunks(ROWS_PER_STATEMENT).chain(diff.update_members.chunks(ROWS_PER_STATEMENT)) {
+            written += upsert_members(&mut tx, tenant, chunk).await.ctx(ctx)?;
+            written += sync_member_departments(&mut tx, tenant, chunk).await.ctx(ctx)?;
+        }
+        let id = insert_run(&mut tx, tenant, run, written).await?;
+        tx.commit().await.ctx(ctx)?;
+        Ok(id)
+    }
+
+    pub(crate) async fn record_sync_run(&self, t: &TenantKey, run: &SyncRunRecord) -> Result<SyncRunId> {
+        let ctx = || format!("recording a sync run of {t}");
+        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        let tenant = ensure_tenant(&mut tx, t).await?;
+        let id = insert_run(&mut tx, tenant, run, 0).await?;
+        tx.commit().await.ctx(ctx)?;
+        Ok(id)
+    }
+
+    pub(crate) async fn sync_runs(&self, t: &TenantKey, limit: u32) -> Result<Vec<SyncRun>> {
+        let ctx = || format!("reading the sync runs of {t}");
+        let sql = format!(
+            "SELECT r.id, {}, {}, r.outcome, r.added, r.updated, r.removed, r.calls, r.held_deletions, r.rows_written, r.message \
+             FROM sync_runs r JOIN tenants t ON t.id = r.tenant_id WHERE t.namespace = $1 AND t.name = $2 ORDER BY r.id DESC LIMIT $3",
+            micros("r.started_at"),
+            micros("r.finished_at")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&t.namespace)
+            .bind(&t.name)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .ctx(ctx)?;
+        rows.iter()
+            .map(|r| {
+                let count = |i: usize, what: &str| -> Result<u64> { model::from_db_count(r.try_get(i).ctx(ctx)?, what) };
+                let ts = |i: usize| -> Result<Timestamp> { model::from_micros(r.try_get(i).ctx(ctx)?, "reading sync runs") };
+                let outcome: String = r.try_get(3).ctx(ctx)?;
+                Ok(SyncRun {
+                    id: SyncRunId(r.try_get(0).ctx(ctx)?),
+                    record: SyncRunRecord {
+                        started: ts(1)?,
+                        finished: ts(2)?,
+                        outcome: model::SyncOutcome::parse(&outcome)?,
+                        added: count(4, "added")?,
+                        updated: count(5, "updated")?,
+                        removed: count(6, "removed")?,
+                        calls: count(7, "calls")?,
+                        held_deletions: count(8, "held deletions")?,
+                        message: r.try_get(10).ctx(ctx)?,
+                    },
+                    rows_written: count(9, "rows written")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn clear_directory(&self, t: &TenantKey) -> Result<()> {
+        let ctx = || format!("clearing the directory of {t}");
+        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        if let Some(tenant) = tenant_id(&mut tx, t, true).await? {
+            sqlx::query("DELETE FROM members WHERE tenant_id = $1").bind(tenant).execute(&mut *tx).await.ctx(ctx)?;
+            sqlx::query("DELETE FROM departments WHERE tenant_id = $1").bind(tenant).execute(&mut *tx).await.ctx(ctx)?;
+        }
+        tx.commit().await.ctx(ctx)
+    }
+
+    pub(crate) async fn delete_tenant_data(&self, t: &TenantKey) -> Result<()> {
+        let ctx = || format!("deleting the data of {t}");
+        // Cascades to directory, account, sync runs and documents; the ledger
+        // is not linked to `tenants` and stays.
+        sqlx::query("DELETE FROM tenants WHERE namespace = $1 AND name = $2").bind(&t.namespace).bind(&t.name).execute(&self.pool).await.ctx(ctx)?;
+        Ok(())
+    }
+
+    pub(crate) async fn account(&self, t: &TenantKey) -> Result<Option<Account>> {
+        let ctx = || format!("reading the account of {t}");
+        let row = sqlx::query(
+            "SELECT a.mode, a.corp_id, a.creator_email, a.creator_phone, a.password_set FROM accounts a JOIN tenants t ON t.id = a.tenant_id \
+             WHERE t.namespace = $1 AND t.name = $2",
+        )
+        .bind(&t.namespace)
+        .bind(&t.name)
+        .fetch_optional(&self.pool)
+        .await
+        .ctx(ctx)?;
+        let Some(r) = row else { return Ok(None) };
+        let mode: String = r.try_get(0).ctx(ctx)?;
+        Ok(Some(Account {
+            mode: model::mode_from_str(&mode)?,
+            corp_id: r.try_get(1).ctx(ctx)?,
+            creator_email: r.try_get(2).ctx(ctx)?,
+            creator_phone: r.try_get(3).ctx(ctx)?,
+            password_set: r.try_get(4).ctx(ctx)?,
+        }))
+    }
+
+    pub(crate) async fn put_account(&self, t: &TenantKey, account: &Account) -> Result<()> {
+        let ctx = || format!("writing the account of {t}");
+        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        lock_ledger(&mut tx, t).await?;
+        if account.mode == Mode::DingTalk && is_unbound(&mut tx, t).await? {
+            return Err(Error::Irreversible { tenant: t.clone() });
+        }
+        let tenant = ensure_tenant(&mut tx, t).await?;
+        sqlx::query(
+            "INSERT INTO accounts (tenant_id, mode, corp_id, creator_email, creator_phone, password_set, updated_at) VALUES ($1, $2, $3, $4, $5, $6, now()) \
+             ON CONFLICT (tenant_id) DO UPDATE SET mode = excluded.mode, corp_id = excluded.corp_id, creator_email = excluded.creator_email, \
+             creator_phone = excluded.creator_phone, password_set = excluded.password_set, updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(account.mode.as_str())
+        .bind(&account.corp_id)
+        .bind(&account.creator_email)
+        .bind(&account.creator_phone)
+        .bind(account.password_set)
+        .execute(&mut *tx)
+        .await
+        .ctx(ctx)?;
+        tx.commit().await.ctx(ctx)
+    }
+
+    pub(crate) async fn append_ledger(&self, t: &TenantKey, entry: &LedgerEntry) -> Result<()> {
+        let ctx = || format!("appending to the ledger of {t}");
+        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        lock_ledger(&mut tx, t).await?;
+        if matches!(entry, LedgerEntry::Bound { .. }) && is_unbound(&mut tx, t).await? {
+            return Err(Error::Irreversible { tenant: t.clone() });
+        }
+        let (event, at, corp_id, reason) = model::ledger_columns(entry);
+        sqlx::query("INSERT INTO ledger (namespace, name, event, at, corp_id, reason) VALUES ($1, $2, $3, $4::timestamptz, $5, $6)")
+            .bind(&t.namespace)
+            .bind(&t.name)
+            .bind(event)
+            .bind(pg_ts(at))
+            .bind(corp_id)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        tx.commit().await.ctx(ctx)
+    }
+
+    pub(crate) async fn ledger(&self, t: &TenantKey) -> Result<Vec<LedgerEntry>> {
+        let ctx = || format!("reading the ledger of {t}");
+        let sql = format!("SELECT event, {}, corp_id, reason FROM ledger WHERE namespace = $1 AND name = $2 ORDER BY seq", micros("at"));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&t.namespace).bind(&t.name).fetch_all(&self.pool).await.ctx(ctx)?;
+        rows.iter()
+            .map(|r| {
+                let event: String = r.try_get(0).ctx(ctx)?;
+                let reason: Option<String> = r.try_get(3).ctx(ctx)?;
+                model::ledger_entry(&event, model::from_micros(r.try_get(1).ctx(ctx)?, "reading the ledger")?, r.try_get(2).ctx(ctx)?, reason.as_deref())
+            })
+            .collect()
+    }
+
+    pub(crate) async fn is_unbound(&self, t: &TenantKey) -> Result<bool> {
+        let mut conn = self.pool.acquire().await.ctx(|| format!("reading the ledger of {t}"))?;
+        is_unbound(&mut conn, t).await
+    }
+
+    pub(crate) async fn put_document(&self, t: &TenantKey, kind: &str, body: &Value) -> Result<()> {
+        let ctx = || format!("writing the {kind:?} document of {t}");
+        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        let tenant = ensure_tenant(&mut tx, t).await?;
+        sqlx::query(
+            "INSERT INTO documents (tenant_id, kind, body, updated_at) VALUES ($1, $2, $3::jsonb, now()) \
+             ON CONFLICT (tenant_id, kind) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(kind)
+        .bind(body.to_string())
+        .execute(&mut *tx)
+        .await
+        .ctx(ctx)?;
+        tx.commit().await.ctx(ctx)
+    }
+
+    pub(crate) async fn document(&self, t: &TenantKey, kind: &str) -> Result<Option<Value>> {
+        let ctx = || format!("reading the {kind:?} document of {t}");
+        let row = sqlx::query("SELECT d.body::text FROM documents d JOIN tenants t ON t.id = d.tenant_id WHERE t.namespace = $1 AND t.name = $2 AND d.kind = $3")
+            .bind(&t.namespace)
+            .bind(&t.name)
+            .bind(kind)
+            .fetch_optional(&self.pool)
+            .await
+            .ctx(ctx)?;
+        row.map(|r| super::parse_document(&r.try_get::<String, _>(0).ctx(ctx)?, &ctx())).transpose()
+    }
+
+    pub(crate) async fn documents(&self, kind: &str) -> Result<Vec<(TenantKey, Value)>> {
+        let ctx = || format!("reading the {kind:?} documents");
+        let rows = sqlx::query("SELECT t.namespace, t.name, d.body::text FROM documents d JOIN tenants t ON t.id = d.tenant_id WHERE d.kind = $1 ORDER BY t.namespace, t.name")
+            .bind(kind)
+            .fetch_all(&self.pool)
+            .await
+            .ctx(ctx)?;
+        rows.iter()
+            .map(|r| {
+                let key = TenantKey { namespace: r.try_get(0).ctx(ctx)?, name: r.try_get(1).ctx(ctx)? };
+                let body = super::parse_document(&r.try_get::<String, _>(2).ctx(ctx)?, &ctx())?;
+                Ok((key, body))
+            })
+            .collect()
+    }
+}
+
+/// The tenant's id; with `for_update`, its row is locked until the transaction ends.
+async fn tenant_id(conn: &mut PgConnection, t: &TenantKey, for_update: bool) -> Result<Option<i64>> {
+    let sql = if for_update {
+        "SELECT id FROM tenants WHERE namespace = $1 AND name = $2 FOR UPDATE"
+    } else {
+        "SELECT id FROM tenants WHERE namespace = $1 AND name = $2"
+    };
+    sqlx::query_scalar(sql).bind(&t.namespace).bind(&t.name).fetch_optional(conn).await.ctx(|| format!("looking up tenant {t}"))
+}
+
+/// The tenant's id, registering it if needed; its row stays locked until the
+/// transaction ends, which serializes writers of one tenant across replicas.
+async fn ensure_tenant(conn: &mut PgConnection, t: &TenantKey) -> Result<i64> {
+    sqlx::query("INSERT INTO tenants (namespace, name) VALUES ($1, $2) ON CONFLICT (namespace, name) DO NOTHING")
+        .bind(&t.namespace)
+        .bind(&t.name)
+        .execute(&mut *conn)
+        .await
+        .ctx(|| format!("registering tenant {t}"))?;
+    match tenant_id(conn, t, true).await? {
+        Some(id) => Ok(id),
+        None => Err(model::corrupt(&format!("registering tenant {t}"), "the tenant row vanished (deleted concurrently)".into())),
+    }
+}
+
+/// The same per-tenant lock the ledger trigger takes: a check-then-write on
+/// the ledger cannot race another replica's append.
+async fn lock_ledger(conn: &mut PgConnection, t: &TenantKey) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('dingbind-ledger/' || $1 || '/' || $2, 0))")
+        .bind(&t.namespace)
+        .bind(&t.name)
+        .execute(conn)
+        .await
+        .ctx(|| format!("locking the ledger of {t}"))?;
+    Ok(())
+}
+
+async fn is_unbound(conn: &mut PgConnection, t: &TenantKey) -> Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ledger WHERE namespace = $1 AND name = $2 AND event = 'Unbound')")
+        .bind(&t.namespace)
+        .bind(&t.name)
+        .fetch_one(conn)
+        .await
+        .ctx(|| format!("reading the ledger of {t}"))
+}
+
+async fn insert_run(conn: &mut PgConnection, tenant: i64, run: &SyncRunRecord, rows_written: u64) -> Result<SyncRunId> {
+    let id = sqlx::query_scalar(
+        "INSERT INTO sync_runs (tenant_id, started_at, finished_at, outcome, added, updated, removed, calls, held_deletions, rows_written, message) \
+         VALUES ($1, $2::timestamptz, $3::timestamptz, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+    )
+    .bind(tenant)
+    .bind(pg_ts(run.started))
+    .bind(pg_ts(run.finished))
+    .bind(run.outcome.as_str())
+    .bind(model::to_db_count(run.added, "added")?)
+    .bind(model::to_db_count(run.updated, "updated")?)
+    .bind(model::to_db_count(run.removed, "removed")?)
+    .bind(model::to_db_count(run.calls, "calls")?)
+    .bind(model::to_db_count(run.held_deletions, "held deletions")?)
+    .bind(model::to_db_count(rows_written, "rows written")?)
+    .bind(&run.message)
+    .fetch_one(conn)
+    .await
+    .ctx(|| "recording the sync run".to_string())?;
+    Ok(SyncRunId(id))
+}
+
+/// Insert or update departments; a row equal to the stored one is not touched.
+async fn upsert_departments(conn: &mut PgConnection, tenant: i64, depts: &[Department]) -> sqlx::Result<u64> {
+    let ids: Vec<i64> = depts.iter().map(|d| d.id).collect();
+    let parents: Vec<Option<i64>> = depts.iter().map(|d| d.parent_id).collect();
+    let names: Vec<&str> = depts.iter().map(|d| d.name.as_str()).collect();
+    let orders: Vec<i64> = depts.iter().map(|d| d.order).collect();
+    let done = sqlx::query(
+        "INSERT INTO departments (tenant_id, dept_id, parent_id, name, sort_order) \
+         SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::bigint[]) \
+         ON CONFLICT (tenant_id, dept_id) DO UPDATE SET parent_id = excluded.parent_id, name = excluded.name, sort_order = excluded.sort_order, \
+         version = departments.version + 1 \
+         WHERE (departments.parent_id, departments.name, departments.sort_order) IS DISTINCT FROM (excluded.parent_id, excluded.name, excluded.sort_order)",
+    )
+    .bind(tenant)
+    .bind(ids)
+    .bind(parents)
+    .bind(names)
+    .bind(orders)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Insert or update members; a row equal to the stored one is not touched.
+async fn upsert_members(conn: &mut PgConnection, tenant: i64, members: &[Member]) -> sqlx::Result<u64> {
+    let col = |f: fn(&Member) -> &str| -> Vec<&str> { members.iter().map(f).collect() };
+    let opt = |f: fn(&Member) -> Option<&str>| -> Vec<Option<&str>> { members.iter().map(f).collect() };
+    let flag = |f: fn(&Member) -> bool| -> Vec<bool> { members.iter().map(f).collect() };
+    let done = sqlx::query(
+        "INSERT INTO members (tenant_id, userid, unionid, name, mobile, email, title, job_number, active, admin, boss) \
+         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bool[], $10::bool[], $11::bool[]) \
+         ON CONFLICT (tenant_id, userid) DO UPDATE SET unionid = excluded.unionid, name = excluded.name, mobile = excluded.mobile, \
+         email = excluded.email, title = excluded.title, job_number = excluded.job_number, active = excluded.active, admin = excluded.admin, \
+         boss = excluded.boss, version = members.version + 1 \
+         WHERE (members.unionid, members.name, members.mobile, members.email, members.title, members.job_number, members.active, members.admin, members.boss) \
+         IS DISTINCT FROM (excluded.unionid, excluded.name, excluded.mobile, excluded.email, excluded.title, excluded.job_number, excluded.active, excluded.admin, excluded.boss)",
+    )
+    .bind(tenant)
+    .bind(col(|m| &m.userid))
+    .bind(col(|m| &m.unionid))
+    .bind(col(|m| &m.name))
+    .bind(opt(|m| m.mobile.as_deref()))
+    .bind(opt(|m| m.email.as_deref()))
+    .bind(opt(|m| m.title.as_deref()))
+    .bind(opt(|m| m.job_number.as_deref()))
+    .bind(flag(|m| m.active))
+    .bind(flag(|m| m.admin))
+    .bind(flag(|m| m.boss))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Make the department links of `members` exactly their `dept_ids`: delete the
+/// links that went away, insert the new ones, leave the others untouched.
+async fn sync_member_departments(conn: &mut PgConnection, tenant: i64, members: &[Member]) -> sqlx::Result<u64> {
+    let userids: Vec<&str> = members.iter().map(|m| m.userid.as_str()).collect();
+    let (link_users, link_depts): (Vec<&str>, Vec<i64>) = members.iter().flat_map(|m| m.dept_ids.iter().map(move |d| (m.userid.as_str(), *d))).unzip();
+    let deleted = sqlx::query(
+        "DELETE FROM member_departments md WHERE md.tenant_id = $1 AND md.userid = ANY($2) \
+         AND NOT EXISTS (SELECT 1 FROM UNNEST($3::text[], $4::bigint[]) AS n(userid, dept_id) WHERE n.userid = md.userid AND n.dept_id = md.dept_id)",
+    )
+    .bind(tenant)
+    .bind(&userids)
+    .bind(&link_users)
+    .bind(&link_depts)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let inserted = sqlx::query("INSERT INTO member_departments (tenant_id, userid, dept_id) SELECT $1, * FROM UNNEST($2::text[], $3::bigint[]) ON CONFLICT DO NOTHING")
+        .bind(tenant)
+        .bind(&link_users)
+        .bind(&link_depts)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok(deleted + inserted)
+}

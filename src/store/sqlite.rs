@@ -1,0 +1,490 @@
+//! The SQLite backend: one database file, WAL mode (readers never block the
+//! writer), writes in `BEGIN IMMEDIATE` transactions so that two writers queue
+//! on the busy timeout instead of failing half-way.
+//!
+//! Bulk writes are multi-row `INSERT ... VALUES` statements of
+//! [`ROWS_PER_STATEMENT`] rows (prepared once, cached by sqlx), and key lists
+//! are bound as one JSON array read with `json_each`, so that a 100,000-member
+//! first load is a few hundred statements in one transaction.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite};
+
+use super::error::{Context, Error, Result};
+use super::model::{self, Account, LedgerEntry, SyncRun, SyncRunId, SyncRunRecord};
+use super::url::StoreUrl;
+use super::{json_array, migrations};
+use crate::api::{Mode, TenantKey};
+use crate::core::directory::{Department, Directory, DirectoryDiff, Member};
+
+/// How long a writer waits for another writer before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Rows per multi-row INSERT (members have 11 columns: 4,400 binds, well under
+/// SQLite's 32,766).
+const ROWS_PER_STATEMENT: usize = 400;
+/// Connections in the pool (WAL: many readers, one writer at a time).
+const POOL_SIZE: u32 = 4;
+
+/// A SQLite-backed store.
+#[derive(Clone, Debug)]
+pub(crate) struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Open (creating if missing) the database at `path` and migrate it.
+    pub(crate) async fn connect(url: &StoreUrl, path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is crash-safe in WAL mode (a killed process never loses a
+            // committed transaction; only a power cut may lose the last ones).
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let mut conn = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(|e| Error::Unavailable { url: url.redacted(), reason: format!("{e} (file {})", path.display()) })?;
+        let migrated = migrate(&mut conn).await;
+        let closed = conn.close().await;
+        migrated.map_err(|e| Error::Migration { url: url.redacted(), reason: e.to_string() })?;
+        closed.map_err(|e| Error::Unavailable { url: url.redacted(), reason: e.to_string() })?;
+        let pool = SqlitePoolOptions::new().max_connections(POOL_SIZE).connect_lazy_with(options);
+        Ok(SqliteStore { pool })
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) async fn tenants(&self) -> Result<Vec<TenantKey>> {
+        let ctx = || "listing tenants".to_string();
+        let rows = sqlx::query("SELECT namespace, name FROM tenants UNION SELECT namespace, name FROM ledger ORDER BY 1, 2")
+            .fetch_all(&self.pool)
+            .await
+            .ctx(ctx)?;
+        rows.iter().map(|r| Ok(TenantKey { namespace: r.try_get(0).ctx(ctx)?, name: r.try_get(1).ctx(ctx)? })).collect()
+    }
+
+    pub(crate) async fn directory(&self, t: &TenantKey) -> Result<Directory> {
+        let ctx = || format!("reading the directory of {t}");
+        // One read transaction: a consistent snapshot even while a sync commits.
+        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        let Some(tenant) = tenant_id(&mut tx, t).await? else {
+            return Ok(Directory::default());
+        };
+        let mut dir = Directory::default();
+        {
+            let mut rows = sqlx::query("SELECT dept_id, parent_id, name, sort_order FROM departments WHERE tenant_id = ?1").bind(tenant).fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await.ctx(ctx)? {
+                let d = Department { id: r.try_get(0).ctx(ctx)?, parent_id: r.try_get(1).ctx(ctx)?, name: r.try_get(2).ctx(ctx)?, order: r.try_get(3).ctx(ctx)? };
+                dir.departments.insert(d.id, d);
+            }
+        }
+        {
+            let mut rows = sqlx::query("SELECT userid, unionid, name, mobile, email, title, job_number, active, admin, boss FROM members WHERE tenant_id = ?1")
+                .bind(tenant)
+                .fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await.ctx(ctx)? {
+                let m = Member {
+                    userid: r.try_get(0).ctx(ctx)?,
+                    unionid: r.try_get(1).ctx(ctx)?,
+                    name: r.try_get(2).ctx(ctx)?,
+                    mobile: r.try_get(3).ctx(ctx)?,
+                    email: r.try_get(4).ctx(ctx)?,
+                    title: r.try_get(5).ctx(ctx)?,
+                    job_number: r.try_get(6).ctx(ctx)?,
+                    active: r.try_get(7).ctx(ctx)?,
+                    admin: r.try_get(8).ctx(ctx)?,
+                    boss: r.try_get(9).ctx(ctx)?,
+                    dept_ids: Vec::new(),
+                };
+                dir.members.insert(m.userid.clone(), m);
+            }
+        }
+        {
+            let mut rows = sqlx::query("SELECT userid, dept_id FROM member_departments WHERE tenant_id = ?1 ORDER BY userid, dept_id").bind(tenant).fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await.ctx(ctx)? {
+                let userid: String = r.try_get(0).ctx(ctx)?;
+                let dept: i64 = r.try_get(1).ctx(ctx)?;
+                match dir.members.get_mut(&userid) {
+                    Some(m) => m.dept_ids.push(dept),
+                    None => return Err(model::corrupt(&ctx(), format!("department link for unknown member {userid:?}"))),
+                }
+            }
+        }
+        tx.commit().await.ctx(ctx)?;
+        Ok(dir)
+    }
+
+    pub(crate) async fn apply_sync(&self, t: &TenantKey, diff: &DirectoryDiff, run: &SyncRunRecord) -> Result<SyncRunId> {
+        let ctx = || format!("applying a sync to {t}");
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
+        let tenant = ensure_tenant(&mut tx, t).await?;
+        let mut written = 0u64;
+        if !diff.remove_members.is_empty() {
+            // Cascades to member_departments.
+            written += sqlx::query("DELETE FROM members WHERE tenant_id = ?1 AND userid IN (SELECT value FROM json_each(?2))")
+                .bind(tenant)
+                .bind(json_array(&diff.remove_members)?)
+                .execute(&mut *tx)
+                .await
+                .ctx(ctx)?
+                .rows_affected();
+        }
+        if !diff.remove_departments.is_empty() {
+            written += sqlx::query("DELETE FROM departments WHERE tenant_id = ?1 AND dept_id IN (SELECT value FROM json_each(?2))")
+                .bind(tenant)
+                .bind(json_array(&diff.remove_departments)?)
+                .execute(&mut *tx)
+                .await
+                .ctx(ctx)?
+                .rows_affected();
+        }
+        for chunk in diff.add_departments.chunks(ROWS_PER_STATEMENT).chain(diff.update_departments.chunks(ROWS_PER_STATEMENT)) {
+            written += upsert_departments(&mut tx, tenant, chunk).await.ctx(ctx)?;
+        }
+        for chunk in diff.add_members.chunks(ROWS_PER_STATEMENT).chain(diff.update_members.chunks(ROWS_PER_STATEMENT)) {
+            written += upsert_members(&mut tx, tenant, chunk).await.ctx(ctx)?;
+            written += sync_member_departments(&mut tx, tenant, chunk).await?;
+        }
+        let id = insert_run(&mut tx, tenant, run, written).await?;
+        tx.commit().await.ctx(ctx)?;
+        Ok(id)
+    }
+
+    pub(crate) async fn record_sync_run(&self, t: &TenantKey, run: &SyncRunRecord) -> Result<SyncRunId> {
+        let ctx = || format!("recording a sync run of {t}");
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
+        let tenant = ensure_tenant(&mut tx, t).await?;
+        let id = insert_run(&mut tx, tenant, run, 0).await?;
+        tx.commit().await.ctx(ctx)?;
+        Ok(id)
+    }
+
+    pub(crate) async fn sync_runs(&self, t: &TenantKey, limit: u32) -> Result<Vec<SyncRun>> {
+        let ctx = || format!("reading the sync runs of {t}");
+        let rows = sqlx::query(
+            "SELECT r.id, r.started_at, r.finished_at, r.outcome, r.added, r.updated, r.removed, r.calls, r.held_deletions, r.rows_written, r.message \
+             FROM sync_runs r JOIN tenants t ON t.id = r.tenant_id WHERE t.namespace = ?1 AND t.name = ?2 ORDER BY r.id DESC LIMIT ?3",
+        )
+        .bind(&t.namespace)
+        .bind(&t.name)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .ctx(ctx)?;
+        rows.iter()
+            .map(|r| {
+                let count = |i: usize, what: &str| -> Result<u64> { model::from_db_count(r.try_get(i).ctx(ctx)?, what) };
+                let ts = |i: usize| -> Result<jiff::Timestamp> { model::from_micros(r.try_get(i).ctx(ctx)?, "reading sync runs") };
+                let outcome: String = r.try_get(3).ctx(ctx)?;
+                Ok(SyncRun {
+                    id: SyncRunId(r.try_get(0).ctx(ctx)?),
+                    record: SyncRunRecord {
+                        started: ts(1)?,
+                        finished: ts(2)?,
+                        outcome: model::SyncOutcome::parse(&outcome)?,
+                        added: count(4, "added")?,
+                        updated: count(5, "updated")?,
+                        removed: count(6, "removed")?,
+                        calls: count(7, "calls")?,
+                        held_deletions: count(8, "held deletions")?,
+                        message: r.try_get(10).ctx(ctx)?,
+                    },
+                    rows_written: count(9, "rows written")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn clear_directory(&self, t: &TenantKey) -> Result<()> {
+        let ctx = || format!("clearing the directory of {t}");
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
+        if let Some(tenant) = tenant_id(&mut tx, t).await? {
+            sqlx::query("DELETE FROM members WHERE tenant_id = ?1").bind(tenant).execute(&mut *tx).await.ctx(ctx)?;
+            sqlx::query("DELETE FROM departments WHERE tenant_id = ?1").bind(tenant).execute(&mut *tx).await.ctx(ctx)?;
+        }
+        tx.commit().await.ctx(ctx)
+    }
+
+    pub(crate) async fn delete_tenant_data(&self, t: &TenantKey) -> Result<()> {
+        let ctx = || format!("deleting the data of {t}");
+        // Cascades to directory, account, sync runs and documents; the ledger
+        // is not linked to `tenants` and stays.
+        sqlx::query("DELETE FROM tenants WHERE namespace = ?1 AND name = ?2").bind(&t.namespace).bind(&t.name).execute(&self.pool).await.ctx(ctx)?;
+        Ok(())
+    }
+
+    pub(crate) async fn account(&self, t: &TenantKey) -> Result<Option<Account>> {
+        let ctx = || format!("reading the account of {t}");
+        let row = sqlx::query(
+            "SELECT a.mode, a.corp_id, a.creator_email, a.creator_phone, a.password_set FROM accounts a JOIN tenants t ON t.id = a.tenant_id \
+             WHERE t.namespace = ?1 AND t.name = ?2",
+        )
+        .bind(&t.namespace)
+        .bind(&t.name)
+        .fetch_optional(&self.pool)
+        .await
+        .ctx(ctx)?;
+        let Some(r) = row else { return Ok(None) };
+        let mode: String = r.try_get(0).ctx(ctx)?;
+        Ok(Some(Account {
+            mode: model::mode_from_str(&mode)?,
+            corp_id: r.try_get(1).ctx(ctx)?,
+            creator_email: r.try_get(2).ctx(ctx)?,
+            creator_phone: r.try_get(3).ctx(ctx)?,
+            password_set: r.try_get(4).ctx(ctx)?,
+        }))
+    }
+
+    pub(crate) async fn put_account(&self, t: &TenantKey, account: &Account) -> Result<()> {
+        let ctx = || format!("writing the account of {t}");
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
+        if account.mode == Mode::DingTalk && is_unbound(&mut tx, t).await? {
+            return Err(Error::Irreversible { tenant: t.clone() });
+        }
+        let tenant = ensure_tenant(&mut tx, t).await?;
+        sqlx::query(
+            "INSERT INTO accounts (tenant_id, mode, corp_id, creator_email, creator_phone, password_set, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (tenant_id) DO UPDATE SET mode = excluded.mode, corp_id = excluded.corp_id, creator_email = excluded.creator_email, \
+             creator_phone = excluded.creator_phone, password_set = excluded.password_set, updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(account.mode.as_str())
+        .bind(&account.corp_id)
+        .bind(&account.creator_email)
+        .bind(&account.creator_phone)
+        .bind(account.password_set)
+        .bind(model::to_micros(jiff::Timestamp::now()))
+        .execute(&mut *tx)
+        .await
+        .ctx(ctx)?;
+        tx.commit().await.ctx(ctx)
+    }
+
+    pub(crate) async fn append_ledger(&self, t: &TenantKey, entry: &LedgerEntry) -> Result<()> {
+        let ctx = || format!("appending to the ledger of {t}");
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
+        if matches!(entry, LedgerEntry::Bound { .. }) && is_unbound(&mut tx, t).await? {
+            return Err(Error::Irreversible { tenant: t.clone() });
+        }
+        let (event, at, corp_id, reason) = model::ledger_columns(entry);
+        sqlx::query("INSERT INTO ledger (namespace, name, event, at, corp_id, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .bind(&t.namespace)
+            .bind(&t.name)
+            .bind(event)
+            .bind(model::to_micros(at))
+            .bind(corp_id)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        tx.commit().await.ctx(ctx)
+    }
+
+    pub(crate) async fn ledger(&self, t: &TenantKey) -> Result<Vec<LedgerEntry>> {
+        let ctx = || format!("reading the ledger of {t}");
+        let rows = sqlx::query("SELECT event, at, corp_id, reason FROM ledger WHERE namespace = ?1 AND name = ?2 ORDER BY seq")
+            .bind(&t.namespace)
+            .bind(&t.name)
+            .fetch_all(&self.pool)
+            .await
+            .ctx(ctx)?;
+        rows.iter()
+            .map(|r| {
+                let event: String = r.try_get(0).ctx(ctx)?;
+                let reason: Option<String> = r.try_get(3).ctx(ctx)?;
+                model::ledger_entry(&event, model::from_micros(r.try_get(1).ctx(ctx)?, "reading the ledger")?, r.try_get(2).ctx(ctx)?, reason.as_deref())
+            })
+            .collect()
+    }
+
+    pub(crate) async fn is_unbound(&self, t: &TenantKey) -> Result<bool> {
+        let mut conn = self.pool.acquire().await.ctx(|| format!("reading the ledger of {t}"))?;
+        is_unbound(&mut conn, t).await
+    }
+
+    pub(crate) async fn put_document(&self, t: &TenantKey, kind: &str, body: &Value) -> Result<()> {
+        let ctx = || format!("writing the {kind:?} document of {t}");
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
+        let tenant = ensure_tenant(&mut tx, t).await?;
+        sqlx::query(
+            "INSERT INTO documents (tenant_id, kind, body, updated_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (tenant_id, kind) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(kind)
+        .bind(body.to_string())
+        .bind(model::to_micros(jiff::Timestamp::now()))
+        .execute(&mut *tx)
+        .await
+        .ctx(ctx)?;
+        tx.commit().await.ctx(ctx)
+    }
+
+    pub(crate) async fn document(&self, t: &TenantKey, kind: &str) -> Result<Option<Value>> {
+        let ctx = || format!("reading the {kind:?} document of {t}");
+        let row = sqlx::query("SELECT d.body FROM documents d JOIN tenants t ON t.id = d.tenant_id WHERE t.namespace = ?1 AND t.name = ?2 AND d.kind = ?3")
+            .bind(&t.namespace)
+            .bind(&t.name)
+            .bind(kind)
+            .fetch_optional(&self.pool)
+            .await
+            .ctx(ctx)?;
+        row.map(|r| super::parse_document(&r.try_get::<String, _>(0).ctx(ctx)?, &ctx())).transpose()
+    }
+
+    pub(crate) async fn documents(&self, kind: &str) -> Result<Vec<(TenantKey, Value)>> {
+        let ctx = || format!("reading the {kind:?} documents");
+        let rows = sqlx::query("SELECT t.namespace, t.name, d.body FROM documents d JOIN tenants t ON t.id = d.tenant_id WHERE d.kind = ?1 ORDER BY t.namespace, t.name")
+            .bind(kind)
+            .fetch_all(&self.pool)
+            .await
+            .ctx(ctx)?;
+        rows.iter()
+            .map(|r| {
+                let key = TenantKey { namespace: r.try_get(0).ctx(ctx)?, name: r.try_get(1).ctx(ctx)? };
+                let body = super::parse_document(&r.try_get::<String, _>(2).ctx(ctx)?, &ctx())?;
+                Ok((key, body))
+            })
+            .collect()
+    }
+}
+
+/// Run the migrations inside one `BEGIN IMMEDIATE` transaction (see `migrations`).
+async fn migrate(conn: &mut SqliteConnection) -> std::result::Result<(), String> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| e.to_string())?;
+    migrations::run(&migrations::sqlite(), &mut *tx).await.map_err(|e| e.to_string())?;
+    tx.commit().await.map_err(|e| e.to_string())
+}
+
+async fn tenant_id(conn: &mut SqliteConnection, t: &TenantKey) -> Result<Option<i64>> {
+    sqlx::query_scalar("SELECT id FROM tenants WHERE namespace = ?1 AND name = ?2")
+        .bind(&t.namespace)
+        .bind(&t.name)
+        .fetch_optional(conn)
+        .await
+        .ctx(|| format!("looking up tenant {t}"))
+}
+
+async fn ensure_tenant(conn: &mut SqliteConnection, t: &TenantKey) -> Result<i64> {
+    if let Some(id) = tenant_id(conn, t).await? {
+        return Ok(id);
+    }
+    sqlx::query_scalar("INSERT INTO tenants (namespace, name) VALUES (?1, ?2) RETURNING id")
+        .bind(&t.namespace)
+        .bind(&t.name)
+        .fetch_one(conn)
+        .await
+        .ctx(|| format!("registering tenant {t}"))
+}
+
+async fn is_unbound(conn: &mut SqliteConnection, t: &TenantKey) -> Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ledger WHERE namespace = ?1 AND name = ?2 AND event = 'Unbound')")
+        .bind(&t.namespace)
+        .bind(&t.name)
+        .fetch_one(conn)
+        .await
+        .ctx(|| format!("reading the ledger of {t}"))
+}
+
+async fn insert_run(conn: &mut SqliteConnection, tenant: i64, run: &SyncRunRecord, rows_written: u64) -> Result<SyncRunId> {
+    let id = sqlx::query_scalar(
+        "INSERT INTO sync_runs (tenant_id, started_at, finished_at, outcome, added, updated, removed, calls, held_deletions, rows_written, message) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING id",
+    )
+    .bind(tenant)
+    .bind(model::to_micros(run.started))
+    .bind(model::to_micros(run.finished))
+    .bind(run.outcome.as_str())
+    .bind(model::to_db_count(run.added, "added")?)
+    .bind(model::to_db_count(run.updated, "updated")?)
+    .bind(model::to_db_count(run.removed, "removed")?)
+    .bind(model::to_db_count(run.calls, "calls")?)
+    .bind(model::to_db_count(run.held_deletions, "held deletions")?)
+    .bind(model::to_db_count(rows_written, "rows written")?)
+    .bind(&run.message)
+    .fetch_one(conn)
+    .await
+    .ctx(|| "recording the sync run".to_string())?;
+    Ok(SyncRunId(id))
+}
+
+/// Insert or update departments; a row equal to the stored one is not touched.
+async fn upsert_departments(conn: &mut SqliteConnection, tenant: i64, depts: &[Department]) -> sqlx::Result<u64> {
+    let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO departments (tenant_id, dept_id, parent_id, name, sort_order) ");
+    qb.push_values(depts, |mut b, d| {
+        b.push_bind(tenant).push_bind(d.id).push_bind(d.parent_id).push_bind(d.name.clone()).push_bind(d.order);
+    });
+    qb.push(
+        " ON CONFLICT (tenant_id, dept_id) DO UPDATE SET parent_id = excluded.parent_id, name = excluded.name, sort_order = excluded.sort_order, \
+         version = departments.version + 1 \
+         WHERE departments.parent_id IS NOT excluded.parent_id OR departments.name IS NOT excluded.name OR departments.sort_order IS NOT excluded.sort_order",
+    );
+    Ok(qb.build().execute(conn).await?.rows_affected())
+}
+
+/// Insert or update members; a row equal to the stored one is not touched.
+async fn upsert_members(conn: &mut SqliteConnection, tenant: i64, members: &[Member]) -> sqlx::Result<u64> {
+    let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO members (tenant_id, userid, unionid, name, mobile, email, title, job_number, active, admin, boss) ");
+    qb.push_values(members, |mut b, m| {
+        b.push_bind(tenant)
+            .push_bind(m.userid.clone())
+            .push_bind(m.unionid.clone())
+            .push_bind(m.name.clone())
+            .push_bind(m.mobile.clone())
+            .push_bind(m.email.clone())
+            .push_bind(m.title.clone())
+            .push_bind(m.job_number.clone())
+            .push_bind(m.active)
+            .push_bind(m.admin)
+            .push_bind(m.boss);
+    });
+    qb.push(
+        " ON CONFLICT (tenant_id, userid) DO UPDATE SET unionid = excluded.unionid, name = excluded.name, mobile = excluded.mobile, \
+         email = excluded.email, title = excluded.title, job_number = excluded.job_number, active = excluded.active, admin = excluded.admin, \
+         boss = excluded.boss, version = members.version + 1 \
+         WHERE members.unionid IS NOT excluded.unionid OR members.name IS NOT excluded.name OR members.mobile IS NOT excluded.mobile \
+         OR members.email IS NOT excluded.email OR members.title IS NOT excluded.title OR members.job_number IS NOT excluded.job_number \
+         OR members.active IS NOT excluded.active OR members.admin IS NOT excluded.admin OR members.boss IS NOT excluded.boss",
+    );
+    Ok(qb.build().execute(conn).await?.rows_affected())
+}
+
+/// Make the department links of `members` exactly their `dept_ids`: delete the
+/// links that went away, insert the new ones, leave the others untouched.
+async fn sync_member_departments(conn: &mut SqliteConnection, tenant: i64, members: &[Member]) -> Result<u64> {
+    let ctx = || "updating member departments".to_string();
+    let userids: Vec<&str> = members.iter().map(|m| m.userid.as_str()).collect();
+    let pairs: Vec<(&str, i64)> = members.iter().flat_map(|m| m.dept_ids.iter().map(move |d| (m.userid.as_str(), *d))).collect();
+    let pairs = json_array(&pairs)?;
+    let deleted = sqlx::query(
+        "DELETE FROM member_departments WHERE tenant_id = ?1 AND userid IN (SELECT value FROM json_each(?2)) \
+         AND (userid, dept_id) NOT IN (SELECT value ->> 0, value ->> 1 FROM json_each(?3))",
+    )
+    .bind(tenant)
+    .bind(json_array(&userids)?)
+    .bind(pairs.clone())
+    .execute(&mut *conn)
+    .await
+    .ctx(ctx)?
+    .rows_affected();
+    let inserted = sqlx::query(
+        "INSERT INTO member_departments (tenant_id, userid, dept_id) SELECT ?1, value ->> 0, value ->> 1 FROM json_each(?2) WHERE true \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(pairs)
+    .execute(&mut *conn)
+    .await
+    .ctx(ctx)?
+    .rows_affected();
+    Ok(deleted + inserted)
+}
