@@ -10,6 +10,7 @@ pub mod controller;
 pub mod core;
 pub mod dingtalk;
 pub mod metrics;
+pub mod reconcile;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -79,8 +79,10 @@ pub struct ObservedScope {
 #[serde(rename_all = "camelCase")]
 pub struct DirectoryStatus {
     /// Departments in the directory.
+    #[serde(default)]
     pub departments: u64,
     /// Members in the directory.
+    #[serde(default)]
     pub members: u64,
     /// When the last sync finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,8 +112,10 @@ pub struct DirectoryStatus {
 #[serde(rename_all = "camelCase")]
 pub struct SyncProgress {
     /// Departments read so far.
+    #[serde(default)]
     pub departments: u64,
     /// Distinct members read so far.
+    #[serde(default)]
     pub members: u64,
     /// When the sync started.
     #[serde(default, skip_serializing_if = "Option::is_none")]

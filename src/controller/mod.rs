@@ -1,26 +1,57 @@
 //! `dingbind controller`: the operator on a Kubernetes cluster. kube-runtime
-//! drives a reconciliation per Tenant; this module wires it to the API server,
-//! the HTTP port and the shutdown signal.
+//! drives one reconciliation per Tenant (re-run when the Tenant or a Secret it
+//! references changes); the shared `reconcile` shell decides and acts; this
+//! module reads the Secrets, writes status and Events, holds the finalizer and
+//! the leader Lease.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+mod leader;
+mod status;
+
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client, ResourceExt,
-    runtime::{Controller, controller::Action, watcher},
+    Api, Client, Resource, ResourceExt,
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Event as KubeEvent, EventType, Recorder, Reporter},
+        finalizer::{Event as Finalizer, finalizer},
+        reflector::ObjectRef,
+        watcher,
+    },
 };
 use prometheus_client::registry::Registry;
 
+pub use leader::LeaseConfig;
+
 use crate::{
-    api::Tenant,
-    metrics::Metrics,
+    api::{FINALIZER, SyncProgress, Tenant},
+    dingtalk,
+    metrics::{ErrorLabels, Metrics},
+    reconcile::{Credentials, Reconciler, Secrets},
     server::{self, Health},
+    store::Store,
     telemetry::LogFormat,
 };
 
 /// Flags of `dingbind controller` (each also read from the environment).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ControllerArgs {
+    /// Directory store: `sqlite://PATH` or `postgres://...`.
+    #[arg(long, env = "DINGBIND_STORE", default_value = crate::store::DEFAULT_URL)]
+    pub store: String,
+    /// Base URL of DingTalk's topapi family (oapi).
+    #[arg(long, env = "DINGBIND_DINGTALK_OAPI_URL", default_value = dingtalk::OAPI_BASE_URL)]
+    pub dingtalk_oapi_url: String,
+    /// Base URL of DingTalk's v1.0 family (api).
+    #[arg(long, env = "DINGBIND_DINGTALK_API_URL", default_value = dingtalk::API_BASE_URL)]
+    pub dingtalk_api_url: String,
+    /// DingTalk calls per second, per app and API.
+    #[arg(long, env = "DINGBIND_QPS", default_value_t = 20)]
+    pub qps: u32,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "DINGBIND_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -30,6 +61,26 @@ pub struct ControllerArgs {
     /// Tenants reconciled at once.
     #[arg(long, env = "DINGBIND_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,
+    /// Namespace of the leader-election Lease.
+    #[arg(
+        long,
+        env = "DINGBIND_LEASE_NAMESPACE",
+        default_value = "dingbind-system"
+    )]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "DINGBIND_LEASE_NAME",
+        default_value = "dingbind-controller"
+    )]
+    pub lease_name: String,
+    /// Seconds a Lease stays valid without renewal.
+    #[arg(long, env = "DINGBIND_LEASE_DURATION", default_value_t = 15)]
+    pub lease_duration: u64,
+    /// This replica's identity in the Lease (default: the host name, i.e. the pod name).
+    #[arg(long, env = "DINGBIND_IDENTITY")]
+    pub identity: Option<String>,
     /// Log format.
     #[arg(long, env = "DINGBIND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -50,11 +101,19 @@ pub enum Error {
         "the Tenant CRD is not installed or not readable: {0} (apply crds/tenant.yaml or `kubectl apply -k manifests/`)"
     )]
     CrdMissing(kube::Error),
+    #[error("{0}")]
+    Store(#[from] crate::store::Error),
+    #[error("{0}")]
+    DingTalk(#[from] dingtalk::Error),
+    #[error("lost the leader Lease; exiting so that another replica takes over")]
+    LostLeadership,
 }
 
 /// What every reconciliation shares.
 pub struct Context {
     pub client: Client,
+    pub reconciler: Reconciler,
+    pub recorder: Recorder,
     pub metrics: Metrics,
 }
 
@@ -70,15 +129,24 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         .list(&kube::api::ListParams::default().limit(1))
         .await
         .map_err(Error::CrdMissing)?;
+    let store = Store::connect(&args.store).await?;
+    tracing::info!(store = store.url(), "directory store ready");
+    let dingtalk = dingtalk::Client::new(dingtalk::Config {
+        oapi_base_url: args.dingtalk_oapi_url.trim_end_matches('/').to_string(),
+        api_base_url: args.dingtalk_api_url.trim_end_matches('/').to_string(),
+        rate_limit: dingtalk::RateLimit {
+            per_second: args.qps,
+            ..Default::default()
+        },
+        ..dingtalk::Config::default()
+    })?;
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let health = Health::new(registry);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = {
-        let health = health.clone();
-        let addr = args.metrics_addr;
-        let mut rx = stop_rx.clone();
+        let (health, addr, mut rx) = (health.clone(), args.metrics_addr, stop_rx.clone());
         tokio::spawn(async move {
             server::serve(addr, health, async move {
                 let _ = rx.wait_for(|stop| *stop).await;
@@ -88,45 +156,314 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         })
     };
 
-    let ctx = Arc::new(Context { client, metrics });
+    // Serve probes while waiting for the Lease: a standby replica is healthy and ready.
     health.set_ready(true);
+    let identity = args.identity.clone().unwrap_or_else(hostname);
+    let lease = LeaseConfig {
+        namespace: args.lease_namespace.clone(),
+        name: args.lease_name.clone(),
+        identity: identity.clone(),
+        duration: Duration::from_secs(args.lease_duration),
+        retry: Duration::from_secs((args.lease_duration / 3).max(1)),
+    };
+    let mut leading = leader::run(client.clone(), lease, stop_rx.clone());
     tracing::info!(
-        namespace = args.namespace.as_deref().unwrap_or("<all>"),
-        "controller started"
+        identity,
+        lease = args.lease_name,
+        "waiting for the leader Lease"
     );
-    Controller::new(tenants, watcher::Config::default().any_semantic())
-        .with_config(kube::runtime::controller::Config::default().concurrency(args.concurrency))
-        .graceful_shutdown_on(shutdown_signal())
+    let leads = tokio::select! {
+        () = shutdown_signal() => false,
+        led = leading.wait_for(|l| *l) => led.is_ok(),
+    };
+    let result = if leads {
+        metrics.leader.set(1);
+        let reporter = Reporter {
+            controller: "dingbind".into(),
+            instance: Some(identity),
+        };
+        let ctx = Arc::new(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client: client.clone(),
+            reconciler: Reconciler::new(store, dingtalk),
+            metrics: metrics.clone(),
+        });
+        run_controller(tenants, ctx, args.concurrency, leading).await
+    } else {
+        Ok(())
+    };
+    metrics.leader.set(0);
+    health.set_ready(false);
+    let _ = stop_tx.send(true);
+    if let Ok(Err(e)) = server.await {
+        tracing::warn!(error = %e, "metrics server");
+    }
+    result
+}
+
+async fn run_controller(
+    tenants: Api<Tenant>,
+    ctx: Arc<Context>,
+    concurrency: u16,
+    mut leading: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        if leading.wait_for(|l| !*l).await.is_ok() {
+            let _ = lost_tx.send(());
+        }
+    });
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = {
+        let lost = lost.clone();
+        async move {
+            tokio::select! {
+                () = shutdown_signal() => {},
+                _ = &mut lost_rx => lost.store(true, std::sync::atomic::Ordering::SeqCst),
+            }
+        }
+    };
+    let secrets: Api<Secret> = Api::all(ctx.client.clone());
+    let controller = Controller::new(tenants, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    tracing::info!("leading: reconciling Tenants");
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .watches(
+            secrets,
+            watcher::Config::default().any_semantic(),
+            move |secret: Secret| {
+                let ns = secret.namespace();
+                let name = secret.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|t| t.namespace() == ns && references_secret(t, &name))
+                    .map(|t| ObjectRef::from_obj(&*t))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
-                tracing::warn!(error = %e, "reconcile failed");
+                tracing::debug!(error = %e, "reconcile failed");
             }
         })
         .await;
+    if lost.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Error::LostLeadership);
+    }
     tracing::info!("controller stopped");
-    health.set_ready(false);
-    let _ = stop_tx.send(true);
-    match server.await {
-        Ok(result) => result,
-        Err(_) => Ok(()),
+    Ok(())
+}
+
+fn references_secret(t: &Tenant, name: &str) -> bool {
+    let creds = t
+        .spec
+        .dingtalk
+        .as_ref()
+        .is_some_and(|d| d.credentials_secret_ref.name == name);
+    let password = t
+        .spec
+        .creator
+        .as_ref()
+        .and_then(|c| c.password_secret_ref.as_ref())
+        .is_some_and(|r| r.name == name);
+    creds || password
+}
+
+/// Errors of one reconciliation; they are retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Reconcile(#[from] crate::reconcile::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl ReconcileError {
+    fn reason(&self) -> &'static str {
+        match self {
+            ReconcileError::Kube(_) => "KubeApi",
+            ReconcileError::Reconcile(_) => "Store",
+            ReconcileError::Finalizer(_) => "Finalizer",
+        }
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error("{0}")]
-    Kube(#[from] kube::Error),
-}
-
 async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let started = std::time::Instant::now();
     ctx.metrics.reconciles.inc();
-    tracing::debug!(tenant = %tenant.key(), generation = ?tenant.metadata.generation, name = %tenant.name_any(), "reconcile");
-    Ok(Action::requeue(Duration::from_secs(600)))
+    let ns = tenant.namespace().unwrap_or_default();
+    let api: Api<Tenant> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, tenant, |event| async {
+        match event {
+            Finalizer::Apply(t) => apply(&t, &ctx).await,
+            Finalizer::Cleanup(t) => {
+                ctx.reconciler.cleanup(&t).await?;
+                tracing::info!(tenant = %t.key(), policy = ?t.spec.deletion_policy, "tenant deleted");
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => ReconcileError::Finalizer(other.to_string()),
+    });
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    result
 }
 
-fn error_policy(_tenant: Arc<Tenant>, _error: &ReconcileError, _ctx: Arc<Context>) -> Action {
+async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError> {
+    let secrets = read_secrets(tenant, &ctx.client).await?;
+    let api: Api<Tenant> =
+        Api::namespaced(ctx.client.clone(), &tenant.namespace().unwrap_or_default());
+    let progress = status::ProgressWriter::spawn(api.clone(), tenant.name_any());
+    let report = progress.reporter();
+    let calls_before = ctx.reconciler.dingtalk().stats();
+    let outcome = ctx
+        .reconciler
+        .reconcile(
+            tenant,
+            &secrets,
+            Timestamp::now(),
+            &move |p: &SyncProgress| report(p),
+        )
+        .await;
+    progress.stop().await;
+    let outcome = outcome?;
+    record_dingtalk_metrics(
+        &ctx.metrics,
+        &calls_before,
+        &ctx.reconciler.dingtalk().stats(),
+    );
+    if let Some(d) = &outcome.status.directory {
+        ctx.metrics.deletions_held.set(d.pending_deletions as i64);
+    }
+    status::write(&api, tenant, &outcome.status).await?;
+    let reference = tenant.object_ref(&());
+    for e in &outcome.events {
+        let event = KubeEvent {
+            type_: if e.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: e.reason.to_string(),
+            note: Some(e.note.clone()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %err, "cannot publish an Event");
+        }
+    }
+    Ok(outcome
+        .requeue_after
+        .map_or_else(Action::await_change, Action::requeue))
+}
+
+fn record_dingtalk_metrics(
+    m: &Metrics,
+    before: &dingtalk::StatsSnapshot,
+    after: &dingtalk::StatsSnapshot,
+) {
+    for (api, s) in &after.endpoints {
+        let b = before.get(*api);
+        let labels = crate::metrics::EndpointLabels {
+            endpoint: api.name().to_string(),
+        };
+        m.dingtalk_calls
+            .get_or_create(&labels)
+            .inc_by(s.calls.saturating_sub(b.calls));
+        m.dingtalk_throttles
+            .get_or_create(&labels)
+            .inc_by(s.throttled.saturating_sub(b.throttled));
+    }
+}
+
+/// Reads the Secrets a Tenant references. Their values never leave this function
+/// except as the credentials handed to the DingTalk client.
+async fn read_secrets(tenant: &Tenant, client: &Client) -> Result<Secrets, ReconcileError> {
+    let ns = tenant.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let value = |s: &Secret, key: &str| -> Option<String> {
+        s.data
+            .as_ref()
+            .and_then(|d: &BTreeMap<_, _>| d.get(key))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .or_else(|| s.string_data.as_ref().and_then(|d| d.get(key).cloned()))
+    };
+    let credentials = match tenant
+        .spec
+        .dingtalk
+        .as_ref()
+        .map(|d| &d.credentials_secret_ref)
+    {
+        None => None,
+        Some(r) => Some(match api.get_opt(&r.name).await? {
+            None => Err(format!(
+                "Secret {ns}/{} (app credentials) does not exist.",
+                r.name
+            )),
+            Some(s) => match (value(&s, &r.app_key_key), value(&s, &r.app_secret_key)) {
+                (Some(k), Some(v)) if !k.is_empty() && !v.is_empty() => Ok(Credentials {
+                    app_key: k,
+                    app_secret: dingtalk::Secret::new(v),
+                }),
+                _ => Err(format!(
+                    "Secret {ns}/{} lacks the keys {} and {}.",
+                    r.name, r.app_key_key, r.app_secret_key
+                )),
+            },
+        }),
+    };
+    let creator_password_set = match tenant
+        .spec
+        .creator
+        .as_ref()
+        .and_then(|c| c.password_secret_ref.as_ref())
+    {
+        None => false,
+        Some(r) => api
+            .get_opt(&r.name)
+            .await?
+            .and_then(|s| value(&s, &r.key))
+            .is_some_and(|p| !p.is_empty()),
+    };
+    Ok(Secrets {
+        credentials,
+        creator_password_set,
+    })
+}
+
+fn error_policy(tenant: Arc<Tenant>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            reason: error.reason().into(),
+        })
+        .inc();
+    tracing::warn!(tenant = %tenant.key(), error = %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("dingbind-{}", std::process::id()))
 }
 
 /// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
