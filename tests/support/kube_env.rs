@@ -455,12 +455,15 @@ fn start_watchdog(dir: &Path) -> Result<ChildStdin, String> {
     let script = r#"read -r group
 cat >/dev/null
 if [ -n "$group" ]; then kill -KILL -"$group" 2>/dev/null; sleep 0.5; fi
-rm -rf -- "$1""#;
+[ -n "$2" ] || rm -rf -- "$1""#;
+    // DINGBIND_KUBE_ENV_KEEP=1 keeps the folder (logs, kubeconfig) for debugging.
+    let keep = std::env::var_os("DINGBIND_KUBE_ENV_KEEP").is_some_and(|v| !v.is_empty());
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(script)
         .arg("dingbind-kube-env-watchdog")
         .arg(dir)
+        .arg(if keep { "keep" } else { "" })
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
