@@ -13,4 +13,11 @@ if [[ -x scripts/postgres-test.sh && -z "${DINGBIND_TEST_POSTGRES_URL:-}" ]]; th
   cleanup() { scripts/postgres-test.sh stop || true; }
 fi
 
+# The real kube-apiserver and etcd for tests/kube_api.rs (built once into a
+# cache on a fresh machine; the script logs both versions on stderr).
+if [[ -z "${KUBEBUILDER_ASSETS:-}" ]]; then
+  KUBEBUILDER_ASSETS="$(scripts/kube-assets.sh)"
+  export KUBEBUILDER_ASSETS
+fi
+
 cargo test --locked "$@"

@@ -217,24 +217,46 @@ impl TenantValidator {
             Some(_) => {}
         }
 
+        // The object the API server validates: status is dropped on create
+        // and kept from the stored object on update (status subresource), so
+        // only strict field validation sees the status given here; then nulls
+        // are pruned and defaults applied.
         let mut violations = Vec::new();
-        schema::check(&self.schema, &doc.value, "", &mut violations);
+        let mut object = doc.value.clone();
+        if let Some(status) = object.as_object_mut().and_then(|o| o.remove("status"))
+            && let Some(status_schema) = self.schema.pointer("/properties/status")
+        {
+            schema::unknown_fields(status_schema, &status, "status", &mut violations);
+        }
+        check_metadata(&object, &mut violations);
+        schema::apply_defaults(&self.schema, &mut object);
+        let old = previous.map(|p| {
+            let mut old = p.value.clone();
+            schema::apply_defaults(&self.schema, &mut old);
+            old
+        });
+        if let (Some(status), Some(o)) = (
+            old.as_ref().and_then(|o| o.get("status")),
+            object.as_object_mut(),
+        ) {
+            o.insert("status".into(), status.clone());
+        }
+        schema::check(&self.schema, &object, "", &mut violations);
         findings.extend(
             violations
                 .into_iter()
                 .map(|v| finding(v.field, v.message, Severity::Error)),
         );
         // CEL rules see a well-typed object only; the API server does the same.
-        if findings.is_empty() {
-            let old = previous.map(|p| &p.value);
-            if let Err(errors) = self.cel.validate(&self.schema, &doc.value, old) {
-                for e in errors.iter() {
-                    findings.push(finding(
-                        e.field_path.trim_start_matches('.').to_string(),
-                        e.message.clone(),
-                        Severity::Error,
-                    ));
-                }
+        if findings.is_empty()
+            && let Err(errors) = self.cel.validate(&self.schema, &object, old.as_ref())
+        {
+            for e in errors.iter() {
+                findings.push(finding(
+                    e.field_path.trim_start_matches('.').to_string(),
+                    e.message.clone(),
+                    Severity::Error,
+                ));
             }
         }
         findings.extend(
@@ -287,6 +309,43 @@ pub fn validate_paths(path: &Path, previous: Option<&Path>) -> Result<Vec<Findin
             validator.validate(doc, prev)
         })
         .collect())
+}
+
+/// The fields of `metadata` (ObjectMeta): strict field validation refuses others.
+const OBJECT_META_FIELDS: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
+
+fn check_metadata(object: &Value, out: &mut Vec<schema::Violation>) {
+    match object.get("metadata") {
+        Some(Value::Object(meta)) => out.extend(
+            meta.keys()
+                .filter(|k| !OBJECT_META_FIELDS.contains(&k.as_str()))
+                .map(|k| schema::Violation {
+                    field: format!("metadata.{k}"),
+                    message: "unknown field".into(),
+                }),
+        ),
+        Some(other) if !other.is_null() => out.push(schema::Violation {
+            field: "metadata".into(),
+            message: "must be an object".into(),
+        }),
+        _ => {}
+    }
 }
 
 fn is_dns_subdomain(name: &str) -> bool {
@@ -438,6 +497,45 @@ spec:
         assert!(
             f.iter()
                 .any(|f| f.severity == Severity::Warning && f.message.contains("never be undone"))
+        );
+    }
+
+    #[test]
+    fn like_the_api_server_status_is_ignored_but_unknown_fields_are_not() {
+        let v = TenantValidator::new();
+        let with_status = format!("{BOUND}status: {{mode: Bogus, observedGeneration: x}}\n");
+        let f = v.validate(&doc(&with_status), None);
+        assert!(errors(&f).is_empty(), "{f:?}");
+        let unknown = format!("{BOUND}status: {{bogus: 1}}\n");
+        let f = v.validate(&doc(&unknown), None);
+        assert!(
+            errors(&f).iter().any(|f| f.field == "status.bogus"),
+            "{f:?}"
+        );
+        let meta = BOUND.replace("metadata: {", "metadata: {labelz: {a: b}, ");
+        let f = v.validate(&doc(&meta), None);
+        assert!(
+            errors(&f).iter().any(|f| f.field == "metadata.labelz"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn nulls_are_pruned_or_defaulted_before_validation() {
+        let v = TenantValidator::new();
+        let f = v.validate(
+            &doc(&format!(
+                "{BOUND}  sync: {{interval: null}}\n  suspend: null\n"
+            )),
+            None,
+        );
+        assert!(errors(&f).is_empty(), "{f:?}");
+        let f = v.validate(&doc(&BOUND.replace("agentId: 1001", "agentId: null")), None);
+        assert!(
+            errors(&f)
+                .iter()
+                .any(|f| f.field == "spec.dingtalk.agentId" && f.message.contains("required")),
+            "{f:?}"
         );
     }
 

@@ -173,6 +173,77 @@ pub fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>
     }
 }
 
+/// What the API server does to a custom resource between decoding and
+/// validation (pruning of nulls, then defaulting): a `null` in a field that is
+/// not `nullable` takes the field's default, or is dropped when it has none;
+/// an absent field with a default gets it. Null list items are left alone.
+pub fn apply_defaults(schema: &Value, value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+                return;
+            };
+            for (key, prop) in props {
+                let nullable = prop.get("nullable").and_then(Value::as_bool) == Some(true);
+                let default = prop.get("default");
+                match (map.get(key), default) {
+                    (None, Some(d)) => {
+                        map.insert(key.clone(), d.clone());
+                    }
+                    (Some(Value::Null), Some(d)) if !nullable => {
+                        map.insert(key.clone(), d.clone());
+                    }
+                    (Some(Value::Null), None) if !nullable => {
+                        map.remove(key);
+                    }
+                    _ => {}
+                }
+                if let Some(child) = map.get_mut(key) {
+                    apply_defaults(prop, child);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                items
+                    .iter_mut()
+                    .for_each(|item| apply_defaults(item_schema, item));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Only the fields `schema` does not declare, as strict field validation
+/// reports them (used for parts the API server otherwise ignores, like the
+/// `status` of a create).
+pub fn unknown_fields(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>) {
+    match value {
+        Value::Object(map) => {
+            let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+                return;
+            };
+            for (key, child) in map {
+                match props.get(key) {
+                    Some(prop) => unknown_fields(prop, child, &join(path, key), out),
+                    None => out.push(Violation {
+                        field: join(path, key),
+                        message: "unknown field".into(),
+                    }),
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    unknown_fields(item_schema, item, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn check_range(schema: &Value, n: f64, add: &mut impl FnMut(String)) {
     if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
         && n < min
@@ -252,6 +323,31 @@ mod tests {
         let v = violations(l, json!([1, "x"]));
         assert_eq!(v.len(), 2);
         assert!(v.iter().any(|v| v.field == "[1]"));
+    }
+
+    #[test]
+    fn nulls_and_defaults_like_the_api_server() {
+        let schema = json!({"type":"object","properties":{
+            "a":{"type":"string","default":"x"},
+            "b":{"type":"string"},
+            "c":{"type":"string","nullable":true,"default":"y"},
+            "d":{"type":"object","default":{},"properties":{"e":{"type":"integer","default":1}}},
+            "l":{"type":"array","items":{"type":"integer"}}}});
+        let mut v = json!({"a": null, "b": null, "c": null, "l": [1, null]});
+        apply_defaults(&schema, &mut v);
+        assert_eq!(
+            v,
+            json!({"a": "x", "c": null, "d": {"e": 1}, "l": [1, null]})
+        );
+    }
+
+    #[test]
+    fn unknown_fields_only() {
+        let schema = json!({"type":"object","properties":{"m":{"type":"string","enum":["A"]}}});
+        let mut out = Vec::new();
+        unknown_fields(&schema, &json!({"m": "Z", "x": 1}), "status", &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].field, "status.x");
     }
 
     #[test]

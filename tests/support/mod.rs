@@ -1,2 +1,6 @@
-//! Shared helpers for the integration tests and benchmarks.
+//! Support code shared by the integration tests and benchmarks (`mod support;`).
+
+#![allow(dead_code)]
+
+pub mod kube_env;
 pub mod org;
