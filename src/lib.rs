@@ -8,3 +8,4 @@ pub mod api;
 pub mod validate;
 pub mod core;
 pub mod dingtalk;
+pub mod sim;
