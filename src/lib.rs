@@ -2,16 +2,20 @@
 //! their DingTalk organizations.
 //!
 //! `api` holds the `Tenant` resource; the rest of the crate follows the
-//! observe → decide → act loop described in the README.
+//! observe → decide → act loop described in the README: `core` decides,
+//! `reconcile` acts through `dingtalk` and `store`, `controller` and `dev`
+//! run it on a cluster or on one machine.
 
 pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod core;
+pub mod dev;
 pub mod dingtalk;
 pub mod metrics;
 pub mod reconcile;
 pub mod server;
+pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod validate;

@@ -1,0 +1,306 @@
+//! The admin API under `/_sim/`: change the world "from the DingTalk side",
+//! set faults, read counters, reset. JSON in and out; errors are
+//! `{"error": "..."}` with 400 (invalid), 404 (not found) or 409 (conflict).
+//! Not rate limited, not counted, no faults.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+
+use super::Shared;
+use super::faults::FaultsPatch;
+use super::model::ModelError;
+use super::org_file::{AppSpec, CorpSpec, DeptSpec, ScopeSpec, UserSpec};
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/_sim/corps", post(put_corp))
+        .route("/_sim/corps/{corp_id}", get(get_corp))
+        .route(
+            "/_sim/corps/{corp_id}/departments/{id}",
+            put(put_department).delete(delete_department),
+        )
+        .route(
+            "/_sim/corps/{corp_id}/users/{userid}",
+            put(put_user).delete(delete_user),
+        )
+        .route("/_sim/corps/{corp_id}/users/{userid}/leave", post(leave))
+        .route("/_sim/corps/{corp_id}/apps/{agent_id}", put(put_app))
+        .route("/_sim/faults", get(get_faults).put(put_faults))
+        .route("/_sim/stats", get(get_stats))
+        .route("/_sim/tokens/expire", post(expire_tokens))
+        .route("/_sim/reset", post(reset))
+}
+
+/// An admin error as `{"error": …}` with a status.
+struct AdminError(StatusCode, String);
+
+impl From<ModelError> for AdminError {
+    fn from(e: ModelError) -> Self {
+        let status = match e {
+            ModelError::CorpNotFound(_)
+            | ModelError::DeptNotFound(_)
+            | ModelError::UserNotFound(_)
+            | ModelError::AppNotFound(_) => StatusCode::NOT_FOUND,
+            ModelError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ModelError::Conflict(_) => StatusCode::CONFLICT,
+        };
+        AdminError(status, e.to_string())
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type AdminResult<T> = Result<Json<T>, AdminError>;
+
+/// The corp as stored, after a change.
+fn corp_view(s: &Shared, corp_id: &str) -> AdminResult<CorpSpec> {
+    Ok(Json(s.lock().world.corp(corp_id)?.to_spec()))
+}
+
+/// `POST /_sim/corps`: creates (or replaces) one corp; its tokens are revoked.
+async fn put_corp(
+    State(s): State<Arc<Shared>>,
+    Json(spec): Json<CorpSpec>,
+) -> AdminResult<CorpSpec> {
+    let corp_id = spec.corp_id.clone();
+    s.lock().world.put_corp(spec)?;
+    corp_view(&s, &corp_id)
+}
+
+async fn get_corp(
+    State(s): State<Arc<Shared>>,
+    Path(corp_id): Path<String>,
+) -> AdminResult<CorpSpec> {
+    corp_view(&s, &corp_id)
+}
+
+/// Body of `PUT …/departments/{id}` (the id comes from the path).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeptBody {
+    name: String,
+    #[serde(default = "root")]
+    parent_id: i64,
+    #[serde(default)]
+    order: i64,
+}
+
+fn root() -> i64 {
+    crate::dingtalk::types::ROOT_DEPT_ID
+}
+
+/// `PUT /_sim/corps/{corpId}/departments/{id}`: create, rename or move.
+async fn put_department(
+    State(s): State<Arc<Shared>>,
+    Path((corp_id, id)): Path<(String, i64)>,
+    Json(body): Json<DeptBody>,
+) -> AdminResult<DeptSpec> {
+    let dept = DeptSpec {
+        id,
+        name: body.name,
+        parent_id: body.parent_id,
+        order: body.order,
+    };
+    s.lock()
+        .world
+        .corp_mut(&corp_id)?
+        .put_department(dept.clone())?;
+    Ok(Json(dept))
+}
+
+/// `DELETE /_sim/corps/{corpId}/departments/{id}`: only an empty department.
+async fn delete_department(
+    State(s): State<Arc<Shared>>,
+    Path((corp_id, id)): Path<(String, i64)>,
+) -> Result<StatusCode, AdminError> {
+    s.lock().world.corp_mut(&corp_id)?.delete_department(id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `PUT …/users/{userid}`: a user without (or with the same) userid.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserBody {
+    #[serde(default)]
+    userid: Option<String>,
+    #[serde(flatten)]
+    rest: UserFields,
+}
+
+/// [`UserSpec`] minus the userid.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserFields {
+    name: String,
+    #[serde(default)]
+    unionid: Option<String>,
+    #[serde(default)]
+    dept_ids: Vec<i64>,
+    #[serde(default)]
+    mobile: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    job_number: Option<String>,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    boss: bool,
+    #[serde(default = "yes")]
+    active: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `PUT /_sim/corps/{corpId}/users/{userid}`: create or replace (moving
+/// departments is replacing `deptIds`).
+async fn put_user(
+    State(s): State<Arc<Shared>>,
+    Path((corp_id, userid)): Path<(String, String)>,
+    Json(body): Json<UserBody>,
+) -> AdminResult<UserSpec> {
+    if body.userid.as_ref().is_some_and(|u| *u != userid) {
+        return Err(AdminError(
+            StatusCode::BAD_REQUEST,
+            "userid in the body differs from the path".into(),
+        ));
+    }
+    let f = body.rest;
+    let user = UserSpec {
+        userid,
+        name: f.name,
+        unionid: f.unionid,
+        dept_ids: f.dept_ids,
+        mobile: f.mobile,
+        email: f.email,
+        title: f.title,
+        job_number: f.job_number,
+        admin: f.admin,
+        boss: f.boss,
+        active: f.active,
+    };
+    s.lock().world.corp_mut(&corp_id)?.put_user(user.clone())?;
+    Ok(Json(user))
+}
+
+/// `DELETE /_sim/corps/{corpId}/users/{userid}`: an admin deletes the member
+/// (leave record with reason `delete`).
+async fn delete_user(
+    State(s): State<Arc<Shared>>,
+    Path((corp_id, userid)): Path<(String, String)>,
+) -> Result<StatusCode, AdminError> {
+    s.lock()
+        .world
+        .corp_mut(&corp_id)?
+        .remove_user(&userid, "delete", jiff::Timestamp::now())?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /_sim/corps/{corpId}/users/{userid}/leave`: the member resigns (离职):
+/// gone from lists, `user/get` answers 60121, a leave record with reason `leave`.
+async fn leave(
+    State(s): State<Arc<Shared>>,
+    Path((corp_id, userid)): Path<(String, String)>,
+) -> AdminResult<crate::dingtalk::types::LeaveRecord> {
+    Ok(Json(s.lock().world.corp_mut(&corp_id)?.remove_user(
+        &userid,
+        "leave",
+        jiff::Timestamp::now(),
+    )?))
+}
+
+/// Body of `PUT /_sim/corps/{corpId}/apps/{agentId}`. With `appKey` and
+/// `appSecret` an unknown app is created.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AppBody {
+    enabled: Option<bool>,
+    visible_scope: Option<ScopeSpec>,
+    app_key: Option<String>,
+    app_secret: Option<String>,
+    name: Option<String>,
+}
+
+async fn put_app(
+    State(s): State<Arc<Shared>>,
+    Path((corp_id, agent_id)): Path<(String, i64)>,
+    Json(body): Json<AppBody>,
+) -> AdminResult<AppSpec> {
+    let mut inner = s.lock();
+    let exists = inner.world.corp(&corp_id)?.apps.contains_key(&agent_id);
+    if !exists {
+        let (Some(app_key), Some(app_secret)) = (body.app_key.clone(), body.app_secret.clone())
+        else {
+            return Err(ModelError::AppNotFound(agent_id).into());
+        };
+        let mut spec = inner.world.corp(&corp_id)?.to_spec();
+        spec.apps.push(AppSpec {
+            agent_id,
+            app_key,
+            app_secret,
+            name: body.name.clone().unwrap_or_default(),
+            enabled: true,
+            visible_scope: ScopeSpec::default(),
+        });
+        inner.world.put_corp(spec)?;
+    }
+    let corp = inner.world.corp_mut(&corp_id)?;
+    corp.update_app(agent_id, body.enabled, body.visible_scope)?;
+    let app = corp
+        .apps
+        .get(&agent_id)
+        .cloned()
+        .ok_or(ModelError::AppNotFound(agent_id))?;
+    Ok(Json(app))
+}
+
+async fn get_faults(State(s): State<Arc<Shared>>) -> Json<super::Faults> {
+    Json(s.lock().faults.clone())
+}
+
+/// `PUT /_sim/faults`: changes the given fields; answers the new settings.
+async fn put_faults(
+    State(s): State<Arc<Shared>>,
+    Json(patch): Json<FaultsPatch>,
+) -> Json<super::Faults> {
+    let mut inner = s.lock();
+    inner.faults.apply(patch);
+    Json(inner.faults.clone())
+}
+
+async fn get_stats(State(s): State<Arc<Shared>>) -> Json<super::stats::SimStats> {
+    Json(s.lock().stats.clone())
+}
+
+/// `POST /_sim/tokens/expire`: every issued token expires now.
+async fn expire_tokens(State(s): State<Arc<Shared>>) -> StatusCode {
+    s.lock().world.expire_tokens();
+    StatusCode::NO_CONTENT
+}
+
+/// `POST /_sim/reset`: back to the initial world and faults; counters, rate
+/// windows and tokens cleared.
+async fn reset(State(s): State<Arc<Shared>>) -> StatusCode {
+    let mut inner = s.lock();
+    inner.world = inner.initial_world.clone();
+    inner.world.expire_tokens();
+    inner.faults = inner.initial_faults.clone();
+    inner.limiter.clear();
+    inner.stats = Default::default();
+    StatusCode::NO_CONTENT
+}

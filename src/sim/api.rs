@@ -1,0 +1,583 @@
+//! The DingTalk endpoints, on the real paths of both families.
+//!
+//! Every call goes through the same steps: count it, add the configured
+//! latency, maybe fail it (faults), check the token, apply the per-app per-API
+//! limit, then run the rule from `model.rs` and answer in the family's style:
+//! topapi always HTTP 200 with `errcode` (88 + string `sub_code` for auth and
+//! throttling), v1.0 HTTP 4xx/5xx with `{code, message, requestid}`.
+//!
+//! The contacts permission scope is the whole org (an internal app with full
+//! contacts permission); the *visible* scope does not limit reads, as in DingTalk.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::model::{Caller, ModelError, TokenError};
+use super::{Inner, Shared};
+use crate::dingtalk::types::{
+    AccessTokenRequest, AccessTokenResponse, Api, Family, LEAVE_RECORDS_MAX_RESULTS,
+    LeaveRecordPage, ROOT_DEPT_ID, ResultWrapper, ScopeDelta, TopResponse, UserGetRequest,
+    UserListRequest, V1_TOKEN_HEADER, V1Error,
+};
+
+/// Name of the legacy token endpoint in counters.
+const GETTOKEN: &str = "gettoken";
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route(Api::AccessToken.path(), post(access_token))
+        .route("/gettoken", get(gettoken))
+        .route(Api::DeptListSub.path(), post(dept_listsub))
+        .route(Api::DeptGet.path(), post(dept_get))
+        .route(Api::UserList.path(), post(user_list))
+        .route(Api::UserGet.path(), post(user_get))
+        .route(Api::ScopesGet.path(), get(scopes_get).post(scopes_post))
+        .route(Api::AllInnerApps.path(), get(all_inner_apps))
+        .route(Api::EmpLeaveRecords.path(), get(leave_records))
+        .fallback(unknown_path)
+}
+
+/// Why a call is refused, before it is rendered in the family's style.
+enum Reject {
+    Model(ModelError),
+    /// v1.0 status, code and message.
+    V1(StatusCode, &'static str, String),
+}
+
+impl From<ModelError> for Reject {
+    fn from(e: ModelError) -> Self {
+        Reject::Model(e)
+    }
+}
+
+fn request_id(rng: &mut fastrand::Rng) -> String {
+    (0..13)
+        .map(|_| rng.alphanumeric().to_ascii_lowercase())
+        .collect()
+}
+
+fn top_ok<T: Serialize>(result: T, rid: String) -> Response {
+    Json(TopResponse {
+        errcode: 0,
+        errmsg: "ok".into(),
+        sub_code: None,
+        sub_msg: None,
+        result: Some(result),
+        request_id: Some(rid),
+    })
+    .into_response()
+}
+
+fn top_err(errcode: i64, msg: &str, rid: String) -> Response {
+    Json(TopResponse::<()> {
+        errcode,
+        errmsg: msg.into(),
+        sub_code: None,
+        sub_msg: None,
+        result: None,
+        request_id: Some(rid),
+    })
+    .into_response()
+}
+
+/// The errcode-88 wrapper: the real cause is the string `sub_code`.
+fn top_err88(sub_code: &str, sub_msg: &str, rid: String) -> Response {
+    Json(TopResponse::<()> {
+        errcode: 88,
+        errmsg: format!("ding talk error[subcode={sub_code},submsg={sub_msg}]"),
+        sub_code: Some(sub_code.into()),
+        sub_msg: Some(sub_msg.into()),
+        result: None,
+        request_id: Some(rid),
+    })
+    .into_response()
+}
+
+fn v1_err(status: StatusCode, code: &str, message: &str, rid: String) -> Response {
+    (
+        status,
+        Json(V1Error {
+            code: code.into(),
+            message: message.into(),
+            requestid: Some(rid),
+        }),
+    )
+        .into_response()
+}
+
+fn render(family: Family, reject: Reject, rid: String) -> Response {
+    match (family, reject) {
+        (Family::V1, Reject::V1(status, code, msg)) => v1_err(status, code, &msg, rid),
+        (Family::Topapi, Reject::Model(e)) => match e {
+            ModelError::DeptNotFound(_) => top_err(60003, "部门不存在", rid),
+            ModelError::UserNotFound(_) => top_err(60121, "找不到该用户", rid),
+            ModelError::Invalid(m) => top_err(40035, &format!("不合法的参数: {m}"), rid),
+            other => top_err(-1, &format!("系统繁忙 ({other})"), rid),
+        },
+        (Family::V1, Reject::Model(e)) => match e {
+            ModelError::UserNotFound(_) => v1_err(
+                StatusCode::NOT_FOUND,
+                "invalidParameter.user.notFound",
+                "用户不存在",
+                rid,
+            ),
+            ModelError::Invalid(_) | ModelError::AppNotFound(_) | ModelError::DeptNotFound(_) => {
+                v1_err(
+                    StatusCode::BAD_REQUEST,
+                    "invalidParam",
+                    &format!("参数错误: {e}"),
+                    rid,
+                )
+            }
+            other => v1_err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "systemError",
+                &format!("系统繁忙 ({other})"),
+                rid,
+            ),
+        },
+        (Family::Topapi, Reject::V1(_, _, msg)) => top_err(40035, &msg, rid),
+    }
+}
+
+fn throttled(family: Family, rid: String) -> Response {
+    let until = Timestamp::now() + jiff::SignedDuration::from_secs(1);
+    let msg = format!(
+        "当前企业应用调用该接口次数过多，请求被暂时禁用了，限制将在 {} 结束",
+        until.strftime("%Y-%m-%d %H:%M:%S")
+    );
+    match family {
+        Family::Topapi => top_err88("90018", &msg, rid),
+        Family::V1 => v1_err(
+            StatusCode::FORBIDDEN,
+            "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
+            &msg,
+            rid,
+        ),
+    }
+}
+
+fn unauthorized(family: Family, err: TokenError, rid: String) -> Response {
+    match (family, err) {
+        (Family::Topapi, TokenError::Missing) => top_err88("40000", "access_token is blank", rid),
+        (Family::Topapi, TokenError::Invalid) => top_err88("40014", "不合法的access_token", rid),
+        (Family::V1, TokenError::Missing) => v1_err(
+            StatusCode::BAD_REQUEST,
+            "AuthenticationFailed.MissingParameter",
+            &format!("缺少参数：{V1_TOKEN_HEADER}"),
+            rid,
+        ),
+        (Family::V1, TokenError::Invalid) => v1_err(
+            StatusCode::BAD_REQUEST,
+            "InvalidAuthentication",
+            "不合法的access_token",
+            rid,
+        ),
+    }
+}
+
+impl Shared {
+    /// Counts the call, applies latency, and maybe fails it (faults).
+    async fn prelude(&self, name: &'static str, family: Family) -> Result<(), Response> {
+        let (delay, fail) = {
+            let mut inner = self.lock();
+            inner.stats.endpoint(name).calls += 1;
+            let delay = inner.faults.take_delay();
+            let roll = inner.rng.f64();
+            let fail = inner
+                .faults
+                .take_failure(roll)
+                .then(|| (inner.faults.fail_status, request_id(&mut inner.rng)));
+            if fail.is_some() {
+                inner.stats.endpoint(name).faults += 1;
+            }
+            (delay, fail)
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        match fail {
+            None => Ok(()),
+            Some((Some(status), _)) => {
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                Err((status, "simulated failure").into_response())
+            }
+            Some((None, rid)) => Err(match family {
+                Family::Topapi => top_err(-1, "系统繁忙", rid),
+                Family::V1 => v1_err(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "systemBusy",
+                    "系统繁忙",
+                    rid,
+                ),
+            }),
+        }
+    }
+
+    /// Applies the per-app per-API limit of the current 1-second window.
+    fn limit(
+        &self,
+        inner: &mut Inner,
+        name: &'static str,
+        family: Family,
+        app_key: &str,
+    ) -> Result<(), Response> {
+        let window = self.started.elapsed().as_secs();
+        let qps = inner.faults.throttle_qps;
+        inner.stats.app(app_key).calls += 1;
+        if inner.limiter.admit(app_key, name, window, qps) {
+            return Ok(());
+        }
+        inner.stats.endpoint(name).throttled += 1;
+        inner.stats.app(app_key).throttled += 1;
+        Err(throttled(family, request_id(&mut inner.rng)))
+    }
+
+    /// Runs `op` for an authenticated call of `api` and renders its answer.
+    async fn serve<T: Serialize>(
+        &self,
+        api: Api,
+        token: Option<String>,
+        op: impl FnOnce(&mut Inner, &Caller) -> Result<T, Reject>,
+    ) -> Response {
+        let family = api.family();
+        if let Err(r) = self.prelude(api.name(), family).await {
+            return r;
+        }
+        let mut inner = self.lock();
+        let rid = request_id(&mut inner.rng);
+        let caller = match inner
+            .world
+            .check_token(token.as_deref(), std::time::Instant::now())
+        {
+            Ok(c) => c,
+            Err(e) => return unauthorized(family, e, rid),
+        };
+        if let Err(r) = self.limit(&mut inner, api.name(), family, &caller.app_key) {
+            return r;
+        }
+        match (op(&mut inner, &caller), family) {
+            (Ok(v), Family::Topapi) => top_ok(v, rid),
+            (Ok(v), Family::V1) => Json(v).into_response(),
+            (Err(e), _) => render(family, e, rid),
+        }
+    }
+}
+
+/// The topapi token: `?access_token=`.
+fn query_token(q: &HashMap<String, String>) -> Option<String> {
+    q.get("access_token").cloned()
+}
+
+/// The v1.0 token: header `x-acs-dingtalk-access-token`.
+fn header_token(h: &HeaderMap) -> Option<String> {
+    h.get(V1_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A JSON body (an empty body reads as `{}`).
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Reject> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| Reject::Model(ModelError::Invalid(e.to_string())))
+}
+
+// ---------------------------------------------------------------- tokens
+
+async fn access_token(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let name = Api::AccessToken.name();
+    if let Err(r) = s.prelude(name, Family::V1).await {
+        return r;
+    }
+    let mut inner = s.lock();
+    let rid = request_id(&mut inner.rng);
+    let req: AccessTokenRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(_) => {
+            return v1_err(
+                StatusCode::BAD_REQUEST,
+                "MissingappKey",
+                "body is mandatory: appKey, appSecret",
+                rid,
+            );
+        }
+    };
+    if let Err(r) = s.limit(&mut inner, name, Family::V1, &req.app_key) {
+        return r;
+    }
+    match issue(&mut inner, &req.app_key, req.app_secret.expose()) {
+        Some((token, ttl)) => Json(AccessTokenResponse {
+            access_token: token.into(),
+            expire_in: ttl,
+        })
+        .into_response(),
+        None => v1_err(
+            StatusCode::BAD_REQUEST,
+            "invalidClientIdOrSecret",
+            "无效的clientId或者clientSecret",
+            rid,
+        ),
+    }
+}
+
+/// Issues (or extends) a token; returns it with its life in seconds.
+fn issue(inner: &mut Inner, app_key: &str, app_secret: &str) -> Option<(String, i64)> {
+    let ttl = inner.faults.token_ttl();
+    let Inner {
+        world, rng, stats, ..
+    } = inner;
+    let mut issued = false;
+    let token = world.issue_token(app_key, app_secret, std::time::Instant::now(), ttl, || {
+        issued = true;
+        (0..32).map(|_| rng.alphanumeric()).collect()
+    })?;
+    if issued {
+        stats.tokens_issued += 1;
+    }
+    Some((token, i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)))
+}
+
+/// Legacy `GET /gettoken?appkey=…&appsecret=…` (deprecated by DingTalk, still served).
+async fn gettoken(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = s.prelude(GETTOKEN, Family::Topapi).await {
+        return r;
+    }
+    let mut inner = s.lock();
+    let rid = request_id(&mut inner.rng);
+    let (Some(key), Some(secret)) = (q.get("appkey"), q.get("appsecret")) else {
+        return top_err(40035, "缺少参数 corpid or appkey", rid);
+    };
+    if let Err(r) = s.limit(&mut inner, GETTOKEN, Family::Topapi, key) {
+        return r;
+    }
+    match issue(&mut inner, key, secret) {
+        Some((token, ttl)) => {
+            Json(serde_json::json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": ttl})).into_response()
+        }
+        None => top_err(40096, "不合法的appKey或appSecret", rid),
+    }
+}
+
+// ---------------------------------------------------------------- topapi
+
+#[derive(Deserialize)]
+struct DeptBody {
+    #[serde(default = "root")]
+    dept_id: i64,
+}
+
+fn root() -> i64 {
+    ROOT_DEPT_ID
+}
+
+async fn dept_listsub(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    s.serve(Api::DeptListSub, query_token(&q), |inner, caller| {
+        let req: DeptBody = parse(&body)?;
+        Ok(inner
+            .world
+            .corp(&caller.corp_id)?
+            .sub_departments(req.dept_id)?)
+    })
+    .await
+}
+
+async fn dept_get(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    s.serve(Api::DeptGet, query_token(&q), |inner, caller| {
+        let req: DeptBody = parse(&body)?;
+        Ok(inner.world.corp(&caller.corp_id)?.department(req.dept_id)?)
+    })
+    .await
+}
+
+async fn user_list(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    s.serve(Api::UserList, query_token(&q), |inner, caller| {
+        let req: UserListRequest = parse(&body)?;
+        let mut page =
+            inner
+                .world
+                .corp(&caller.corp_id)?
+                .member_page(req.dept_id, req.cursor, req.size)?;
+        if inner.faults.take_empty_members(req.dept_id) {
+            page.list.clear();
+            page.has_more = false;
+            page.next_cursor = None;
+        }
+        Ok(page)
+    })
+    .await
+}
+
+async fn user_get(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    s.serve(Api::UserGet, query_token(&q), |inner, caller| {
+        let req: UserGetRequest = parse(&body)?;
+        Ok(inner.world.corp(&caller.corp_id)?.user(&req.userid)?)
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- v1.0
+
+fn agent_id(raw: &str) -> Result<i64, Reject> {
+    raw.parse().map_err(|_| {
+        Reject::V1(
+            StatusCode::BAD_REQUEST,
+            "invalidParam",
+            format!("参数错误: agentId {raw}"),
+        )
+    })
+}
+
+async fn scopes_get(
+    State(s): State<Arc<Shared>>,
+    Path(agent): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    s.serve(Api::ScopesGet, header_token(&headers), |inner, caller| {
+        let agent = agent_id(&agent)?;
+        Ok(ResultWrapper {
+            result: inner.world.corp(&caller.corp_id)?.scopes(agent)?,
+        })
+    })
+    .await
+}
+
+async fn scopes_post(
+    State(s): State<Arc<Shared>>,
+    Path(agent): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    s.serve(
+        Api::ScopesUpdate,
+        header_token(&headers),
+        |inner, caller| {
+            let agent = agent_id(&agent)?;
+            let delta: ScopeDelta = parse(&body)?;
+            inner
+                .world
+                .corp_mut(&caller.corp_id)?
+                .apply_scope_delta(agent, &delta)?;
+            Ok(ResultWrapper { result: true })
+        },
+    )
+    .await
+}
+
+async fn all_inner_apps(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    s.serve(
+        Api::AllInnerApps,
+        header_token(&headers),
+        |inner, caller| {
+            Ok(crate::dingtalk::types::InnerAppList {
+                app_list: inner.world.corp(&caller.corp_id)?.inner_apps(),
+            })
+        },
+    )
+    .await
+}
+
+async fn leave_records(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    s.serve(
+        Api::EmpLeaveRecords,
+        header_token(&headers),
+        |inner, caller| {
+            let bad = |m: String| {
+                Reject::V1(
+                    StatusCode::BAD_REQUEST,
+                    "invalidParameter.param.invalid",
+                    format!("入参错误：{m}"),
+                )
+            };
+            let time = |key: &str| -> Result<Option<Timestamp>, Reject> {
+                q.get(key)
+                    .map(|v| {
+                        v.parse::<Timestamp>()
+                            .map_err(|e| bad(format!("{key}: {e}")))
+                    })
+                    .transpose()
+            };
+            let start = time("startTime")?.ok_or_else(|| bad("startTime is required".into()))?;
+            let end = time("endTime")?;
+            let max: u32 = q
+                .get("maxResults")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| bad("maxResults is required".into()))?;
+            if !(1..=LEAVE_RECORDS_MAX_RESULTS).contains(&max) {
+                return Err(bad(format!(
+                    "maxResults must be 1..={LEAVE_RECORDS_MAX_RESULTS}"
+                )));
+            }
+            let from: usize = match q.get("nextToken").map(String::as_str) {
+                None | Some("") | Some("0") => 0,
+                Some(t) => t.parse().map_err(|_| bad(format!("nextToken {t}")))?,
+            };
+            let (records, next) =
+                inner
+                    .world
+                    .corp(&caller.corp_id)?
+                    .leave_page(start, end, from, max as usize);
+            Ok(LeaveRecordPage {
+                next_token: next.map(|n| n.to_string()),
+                records,
+            })
+        },
+    )
+    .await
+}
+
+/// Unknown paths: topapi answers errcode 22 (as observed live), others 404.
+async fn unknown_path(uri: Uri) -> Response {
+    let path = uri.path();
+    if let Some(rest) = path.strip_prefix("/topapi/") {
+        let api_name = format!("dingtalk.oapi.{}", rest.replace('/', "."));
+        let body = serde_json::json!({
+            "errcode": 22,
+            "sub_msg": format!("不合法ApiName，ApiName = {api_name}"),
+            "errmsg": format!("Invalid method[{api_name}]"),
+        });
+        return Json(body).into_response();
+    }
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({"errcode": 404, "errmsg": "请求的URI地址不存在"})),
+    )
+        .into_response()
+}

@@ -1,0 +1,68 @@
+//! `dingbind dingtalk-sim`: the simulator as a command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::generate::{GenSpec, generate};
+use super::{Error, Faults, OrgFile, Simulator, World};
+
+/// Default address: loopback, a fixed port so scripts and docs can rely on it.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8089";
+
+/// Arguments of `dingbind dingtalk-sim`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SimArgs {
+    /// Organizations to serve (YAML or JSON, see docs/simulator.md).
+    #[arg(long, value_name = "FILE")]
+    pub org: Option<PathBuf>,
+    /// Also generate a large org, e.g. `departments=2000,users=100000,seed=7`
+    /// (corp `dinggen`, agentId 1001, appKey `gen-key`, appSecret `gen-secret`).
+    #[arg(long, value_name = "SPEC")]
+    pub generate: Option<String>,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Life of access tokens, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 7200)]
+    pub token_ttl: u64,
+    /// Calls per second per app per API before throttling (0 = unlimited).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub qps: u32,
+}
+
+/// Builds the world the arguments describe.
+pub fn load_world(args: &SimArgs) -> Result<World, Error> {
+    let mut file = match &args.org {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+                path: path.clone(),
+                source,
+            })?;
+            OrgFile::parse(&text).map_err(|source| Error::Parse {
+                path: path.clone(),
+                source,
+            })?
+        }
+        None => OrgFile::default(),
+    };
+    if let Some(spec) = &args.generate {
+        let spec: GenSpec = spec.parse().map_err(Error::Spec)?;
+        file.corps.push(generate(spec));
+    }
+    Ok(World::from_file(file)?)
+}
+
+/// Serves until Ctrl-C. Prints `dingtalk-sim listening on http://ADDR` on
+/// stdout once ready.
+pub async fn run(args: SimArgs) -> Result<(), Error> {
+    let world = load_world(&args)?;
+    let faults = Faults {
+        token_ttl_seconds: args.token_ttl,
+        throttle_qps: args.qps,
+        ..Faults::default()
+    };
+    let handle = Simulator::start_with(world, faults, args.listen).await?;
+    println!("dingtalk-sim listening on {}", handle.url());
+    let _ = tokio::signal::ctrl_c().await;
+    handle.shutdown().await
+}

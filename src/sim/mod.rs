@@ -1,0 +1,173 @@
+//! The DingTalk simulator: an axum server that serves the endpoints dingbind
+//! uses, on the same paths as `oapi.dingtalk.com` and `api.dingtalk.com` (one
+//! server, both families), with DingTalk's shapes, error codes, token life and
+//! rate limits, plus an admin API under `/_sim/`. See `docs/simulator.md`.
+//!
+//! - `model`: the world (corps, departments, users, apps, leavers, tokens) and its rules.
+//! - `org_file`: the YAML/JSON schema of `--org` and the admin API.
+//! - `generate`: deterministic large organizations.
+//! - `api` / `admin`: the HTTP endpoints. `faults`, `ratelimit`, `stats`: what they apply and count.
+
+pub mod admin;
+pub mod api;
+pub mod cli;
+pub mod faults;
+pub mod generate;
+pub mod model;
+pub mod org_file;
+pub mod ratelimit;
+pub mod stats;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use faults::Faults;
+pub use model::World;
+pub use org_file::OrgFile;
+
+/// Errors of the simulator's shell (files, generator, server).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot parse {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("invalid organization: {0}")]
+    Model(#[from] model::ModelError),
+    #[error("invalid --generate spec: {0}")]
+    Spec(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Mutable server state, behind one mutex (never held across an await).
+pub(crate) struct Inner {
+    pub world: World,
+    /// What `POST /_sim/reset` goes back to.
+    pub initial_world: World,
+    pub faults: Faults,
+    pub initial_faults: Faults,
+    pub limiter: ratelimit::WindowLimiter,
+    pub stats: stats::SimStats,
+    pub rng: fastrand::Rng,
+}
+
+/// State shared by all handlers.
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+    /// Origin of the 1-second rate-limit windows and of token lifetimes.
+    started: std::time::Instant,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Starts simulators.
+pub struct Simulator;
+
+impl Simulator {
+    /// Serves `world` on `addr` (port 0 picks a free port) with DingTalk's
+    /// default limits (20 calls/s per app per API, tokens for 7200 s).
+    pub async fn start(world: World, addr: SocketAddr) -> Result<SimHandle, Error> {
+        Self::start_with(world, Faults::default(), addr).await
+    }
+
+    /// Like [`Simulator::start`], with initial fault settings (kept across resets).
+    pub async fn start_with(
+        world: World,
+        faults: Faults,
+        addr: SocketAddr,
+    ) -> Result<SimHandle, Error> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { addr, source })?;
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                initial_world: world.clone(),
+                world,
+                initial_faults: faults.clone(),
+                faults,
+                limiter: ratelimit::WindowLimiter::default(),
+                stats: stats::SimStats::default(),
+                rng: fastrand::Rng::with_seed(0x5eed),
+            }),
+            started: std::time::Instant::now(),
+        });
+        let app = api::routes().merge(admin::routes()).with_state(shared);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        tracing::info!(%local, "dingtalk simulator listening");
+        Ok(SimHandle {
+            addr: local,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+}
+
+/// A running simulator. Dropping it stops the server.
+pub struct SimHandle {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl SimHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`: the base URL of both API families and of `/_sim/`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, finishes the requests in flight, and returns.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(r) => r.map_err(Error::Serve),
+                Err(e) => Err(Error::Serve(std::io::Error::other(e))),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

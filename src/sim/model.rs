@@ -1,0 +1,843 @@
+//! The simulated world: organizations, their department trees, members, apps
+//! and leavers, plus the issued access tokens. Pure data and rules; the clock
+//! is passed in, so every rule is unit-testable. HTTP lives in `api.rs`/`admin.rs`.
+//!
+//! Hot reads are cheap: each corp keeps a children index (dept → sub-depts) and
+//! a members index (dept → userids, sorted), so `listsub` and a `user/list` page
+//! cost O(answer), whatever the size of the org.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+
+use super::org_file::{AppSpec, CorpSpec, DeptSpec, OrgFile, ScopeSpec, UserSpec};
+use crate::dingtalk::types::{self, AppScopes, InnerApp, LeaveRecord, ROOT_DEPT_ID, ScopeDelta};
+
+/// Why a change or a query was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    #[error("no corp {0}")]
+    CorpNotFound(String),
+    #[error("no department {0}")]
+    DeptNotFound(i64),
+    #[error("no user {0}")]
+    UserNotFound(String),
+    #[error("no app {0}")]
+    AppNotFound(i64),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+}
+
+/// Why a token was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenError {
+    /// No token was sent.
+    Missing,
+    /// Unknown or expired.
+    Invalid,
+}
+
+/// The caller behind a valid token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub corp_id: String,
+    pub agent_id: i64,
+    pub app_key: String,
+}
+
+/// An issued token.
+#[derive(Clone, Debug)]
+struct TokenEntry {
+    caller: Caller,
+    expires_at: Instant,
+}
+
+/// Largest number of users or departments in a visible scope.
+pub const SCOPE_MAX_IDS: usize = 2000;
+
+/// One organization with its indexes.
+#[derive(Clone, Debug)]
+pub struct Corp {
+    pub corp_id: String,
+    pub name: String,
+    pub apps: BTreeMap<i64, AppSpec>,
+    /// Every department but the root.
+    pub departments: BTreeMap<i64, DeptSpec>,
+    pub users: BTreeMap<String, UserSpec>,
+    pub leave_records: Vec<LeaveRecord>,
+    /// Department → direct sub-departments, ascending by (order, id).
+    children: HashMap<i64, Vec<i64>>,
+    /// Department → direct members, ascending by userid.
+    members: HashMap<i64, Vec<String>>,
+}
+
+impl Corp {
+    /// Builds and checks a corp: unique ids, existing parents, no cycles, users
+    /// in existing departments, apps with distinct agent ids.
+    pub fn from_spec(spec: CorpSpec) -> Result<Self, ModelError> {
+        if spec.corp_id.is_empty() {
+            return Err(ModelError::Invalid("corpId is empty".into()));
+        }
+        let mut corp = Corp {
+            corp_id: spec.corp_id,
+            name: spec.name,
+            apps: BTreeMap::new(),
+            departments: BTreeMap::new(),
+            users: BTreeMap::new(),
+            leave_records: spec.leave_records,
+            children: HashMap::new(),
+            members: HashMap::new(),
+        };
+        for app in spec.apps {
+            if corp.apps.insert(app.agent_id, app.clone()).is_some() {
+                return Err(ModelError::Invalid(format!(
+                    "agentId {} twice",
+                    app.agent_id
+                )));
+            }
+        }
+        for d in spec.departments {
+            if d.id == ROOT_DEPT_ID || corp.departments.insert(d.id, d.clone()).is_some() {
+                return Err(ModelError::Invalid(format!(
+                    "department {} twice (1 is the implicit root)",
+                    d.id
+                )));
+            }
+        }
+        for id in corp.departments.keys() {
+            corp.check_ancestry(*id)?;
+        }
+        corp.reindex_children();
+        for u in spec.users {
+            if corp.users.contains_key(&u.userid) {
+                return Err(ModelError::Invalid(format!("user {} twice", u.userid)));
+            }
+            corp.check_user(&u)?;
+            corp.users.insert(u.userid.clone(), u);
+        }
+        corp.reindex_members();
+        Ok(corp)
+    }
+
+    /// The corp in the file/admin schema.
+    pub fn to_spec(&self) -> CorpSpec {
+        CorpSpec {
+            corp_id: self.corp_id.clone(),
+            name: self.name.clone(),
+            apps: self.apps.values().cloned().collect(),
+            departments: self.departments.values().cloned().collect(),
+            users: self.users.values().cloned().collect(),
+            leave_records: self.leave_records.clone(),
+        }
+    }
+
+    fn dept_exists(&self, id: i64) -> bool {
+        id == ROOT_DEPT_ID || self.departments.contains_key(&id)
+    }
+
+    /// Checks that `id` reaches the root through existing parents, without a cycle.
+    fn check_ancestry(&self, id: i64) -> Result<(), ModelError> {
+        let mut cur = id;
+        for _ in 0..=self.departments.len() {
+            if cur == ROOT_DEPT_ID {
+                return Ok(());
+            }
+            let d = self
+                .departments
+                .get(&cur)
+                .ok_or(ModelError::Invalid(format!(
+                    "department {id}: parent {cur} does not exist"
+                )))?;
+            cur = d.parent_id;
+        }
+        Err(ModelError::Invalid(format!(
+            "department {id} is in a cycle"
+        )))
+    }
+
+    fn check_user(&self, u: &UserSpec) -> Result<(), ModelError> {
+        if u.userid.is_empty() {
+            return Err(ModelError::Invalid("userid is empty".into()));
+        }
+        if u.dept_ids.is_empty() {
+            return Err(ModelError::Invalid(format!(
+                "user {} has no department",
+                u.userid
+            )));
+        }
+        match u.dept_ids.iter().find(|d| !self.dept_exists(**d)) {
+            Some(d) => Err(ModelError::Invalid(format!(
+                "user {}: department {d} does not exist",
+                u.userid
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn reindex_children(&mut self) {
+        let mut children: HashMap<i64, Vec<i64>> = HashMap::new();
+        for d in self.departments.values() {
+            children.entry(d.parent_id).or_default().push(d.id);
+        }
+        for list in children.values_mut() {
+            list.sort_by_key(|id| (self.departments.get(id).map_or(0, |d| d.order), *id));
+        }
+        self.children = children;
+    }
+
+    fn reindex_members(&mut self) {
+        let mut members: HashMap<i64, Vec<String>> = HashMap::new();
+        // BTreeMap iteration is by userid, so every list comes out sorted.
+        for u in self.users.values() {
+            let mut depts = u.dept_ids.clone();
+            depts.sort_unstable();
+            depts.dedup();
+            for d in depts {
+                members.entry(d).or_default().push(u.userid.clone());
+            }
+        }
+        self.members = members;
+    }
+
+    fn index_user(&mut self, u: &UserSpec, add: bool) {
+        for d in &u.dept_ids {
+            let list = self.members.entry(*d).or_default();
+            match (list.binary_search(&u.userid), add) {
+                (Err(pos), true) => list.insert(pos, u.userid.clone()),
+                (Ok(pos), false) => {
+                    list.remove(pos);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ reads (the DingTalk API)
+
+    /// Direct sub-departments of `dept_id` (`listsub`).
+    pub fn sub_departments(&self, dept_id: i64) -> Result<Vec<types::Department>, ModelError> {
+        if !self.dept_exists(dept_id) {
+            return Err(ModelError::DeptNotFound(dept_id));
+        }
+        let ids = self
+            .children
+            .get(&dept_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Ok(ids
+            .iter()
+            .filter_map(|id| self.departments.get(id))
+            .map(|d| self.wire_dept(d, false))
+            .collect())
+    }
+
+    /// One department with counts (`department/get`). The root is named after
+    /// the corp and has no parent.
+    pub fn department(&self, dept_id: i64) -> Result<types::Department, ModelError> {
+        let mut wire = if dept_id == ROOT_DEPT_ID {
+            types::Department {
+                dept_id,
+                name: self.name.clone(),
+                parent_id: None,
+                create_dept_group: false,
+                auto_add_user: false,
+                order: Some(0),
+                member_count: None,
+                owning_member_count: None,
+                dept_manager_userid_list: Vec::new(),
+            }
+        } else {
+            let d = self
+                .departments
+                .get(&dept_id)
+                .ok_or(ModelError::DeptNotFound(dept_id))?;
+            self.wire_dept(d, true)
+        };
+        wire.owning_member_count = Some(self.members.get(&dept_id).map_or(0, Vec::len) as i64);
+        wire.member_count = Some(self.subtree_member_count(dept_id) as i64);
+        Ok(wire)
+    }
+
+    fn wire_dept(&self, d: &DeptSpec, detail: bool) -> types::Department {
+        types::Department {
+            dept_id: d.id,
+            name: d.name.clone(),
+            parent_id: Some(d.parent_id),
+            create_dept_group: false,
+            auto_add_user: false,
+            order: detail.then_some(d.order),
+            member_count: None,
+            owning_member_count: None,
+            dept_manager_userid_list: Vec::new(),
+        }
+    }
+
+    fn subtree_member_count(&self, dept_id: i64) -> usize {
+        let mut stack = vec![dept_id];
+        let mut users = std::collections::HashSet::new();
+        while let Some(d) = stack.pop() {
+            users.extend(
+                self.members
+                    .get(&d)
+                    .into_iter()
+                    .flatten()
+                    .map(String::as_str),
+            );
+            stack.extend(self.children.get(&d).into_iter().flatten().copied());
+        }
+        users.len()
+    }
+
+    /// A page of direct members (`user/list`): `cursor` is the offset; the last
+    /// page has no `next_cursor`.
+    pub fn member_page(
+        &self,
+        dept_id: i64,
+        cursor: i64,
+        size: u32,
+    ) -> Result<types::UserListResult, ModelError> {
+        if !self.dept_exists(dept_id) {
+            return Err(ModelError::DeptNotFound(dept_id));
+        }
+        if !(1..=types::USER_LIST_MAX_SIZE).contains(&size) || !(0..=100_000).contains(&cursor) {
+            return Err(ModelError::Invalid(format!(
+                "size {size} or cursor {cursor} out of range"
+            )));
+        }
+        let all = self
+            .members
+            .get(&dept_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let start = usize::try_from(cursor).unwrap_or(usize::MAX).min(all.len());
+        let end = (start + size as usize).min(all.len());
+        let list = all[start..end]
+            .iter()
+            .filter_map(|uid| self.users.get(uid))
+            .map(|u| self.wire_user(u, Some(dept_id)))
+            .collect();
+        let has_more = end < all.len();
+        Ok(types::UserListResult {
+            has_more,
+            next_cursor: has_more.then_some(end as i64),
+            list,
+        })
+    }
+
+    /// One member (`user/get`).
+    pub fn user(&self, userid: &str) -> Result<types::User, ModelError> {
+        let u = self
+            .users
+            .get(userid)
+            .ok_or_else(|| ModelError::UserNotFound(userid.to_owned()))?;
+        Ok(self.wire_user(u, None))
+    }
+
+    fn wire_user(&self, u: &UserSpec, listed_in: Option<i64>) -> types::User {
+        types::User {
+            userid: u.userid.clone(),
+            unionid: u
+                .unionid
+                .clone()
+                .unwrap_or_else(|| format!("un-{}-{}", self.corp_id, u.userid)),
+            name: u.name.clone(),
+            avatar: None,
+            state_code: u.mobile.as_ref().map(|_| "86".to_owned()),
+            mobile: u.mobile.clone(),
+            email: u.email.clone(),
+            title: u.title.clone(),
+            job_number: u.job_number.clone(),
+            dept_id_list: u.dept_ids.clone(),
+            hired_date: None,
+            active: u.active,
+            admin: u.admin,
+            boss: u.boss,
+            leader: listed_in.map(|_| false),
+        }
+    }
+
+    /// The app's visible scope (`GET …/scopes`).
+    pub fn scopes(&self, agent_id: i64) -> Result<AppScopes, ModelError> {
+        let app = self
+            .apps
+            .get(&agent_id)
+            .ok_or(ModelError::AppNotFound(agent_id))?;
+        let s = &app.visible_scope;
+        if s.only_admin_visible {
+            return Ok(AppScopes {
+                only_admin_visible: true,
+                ..Default::default()
+            });
+        }
+        Ok(AppScopes {
+            user_ids: s.user_ids.clone(),
+            dept_ids: s.dept_ids.clone(),
+            role_ids: s.role_ids.clone(),
+            only_admin_visible: false,
+        })
+    }
+
+    /// Every internal app (`allInnerApps`).
+    pub fn inner_apps(&self) -> Vec<InnerApp> {
+        self.apps
+            .values()
+            .map(|a| InnerApp {
+                agent_id: a.agent_id,
+                name: a.name.clone(),
+                desc: String::new(),
+                app_id: 0,
+                app_status: i64::from(a.enabled),
+                develop_type: 0,
+                unified_app_id: Some(format!("{}-{}", self.corp_id, a.agent_id)),
+            })
+            .collect()
+    }
+
+    /// Leavers with `start <= leaveTime <= end`, from offset `from`, at most `max`.
+    /// Returns the page and the offset of the next one.
+    pub fn leave_page(
+        &self,
+        start: Timestamp,
+        end: Option<Timestamp>,
+        from: usize,
+        max: usize,
+    ) -> (Vec<LeaveRecord>, Option<usize>) {
+        let matching: Vec<&LeaveRecord> = self
+            .leave_records
+            .iter()
+            .filter(|r| {
+                r.leave_time
+                    .parse::<Timestamp>()
+                    .is_ok_and(|t| t >= start && end.is_none_or(|e| t <= e))
+            })
+            .collect();
+        let page = matching
+            .iter()
+            .skip(from)
+            .take(max)
+            .map(|r| (*r).clone())
+            .collect();
+        let next = (from + max < matching.len()).then_some(from + max);
+        (page, next)
+    }
+
+    // ------------------------------------------------------------ writes
+
+    /// Applies a scopes POST delta: at most 100 ids per list, at most 2000
+    /// users and 2000 departments in the result.
+    pub fn apply_scope_delta(
+        &mut self,
+        agent_id: i64,
+        delta: &ScopeDelta,
+    ) -> Result<(), ModelError> {
+        if delta.max_list_len() > types::SCOPE_IDS_PER_CALL {
+            return Err(ModelError::Invalid(format!(
+                "more than {} ids in one list",
+                types::SCOPE_IDS_PER_CALL
+            )));
+        }
+        let app = self
+            .apps
+            .get_mut(&agent_id)
+            .ok_or(ModelError::AppNotFound(agent_id))?;
+        let mut next = app.visible_scope.clone();
+        apply_list(&mut next.user_ids, &delta.add_user_ids, &delta.del_user_ids);
+        apply_list(&mut next.dept_ids, &delta.add_dept_ids, &delta.del_dept_ids);
+        apply_list(&mut next.role_ids, &delta.add_role_ids, &delta.del_role_ids);
+        if let Some(only_admin) = delta.only_admin_visible {
+            next.only_admin_visible = only_admin;
+        }
+        if next.user_ids.len() > SCOPE_MAX_IDS
+            || next.dept_ids.len() > SCOPE_MAX_IDS
+            || next.role_ids.len() > SCOPE_MAX_IDS
+        {
+            return Err(ModelError::Invalid(format!(
+                "a visible scope holds at most {SCOPE_MAX_IDS} ids per list"
+            )));
+        }
+        app.visible_scope = next;
+        Ok(())
+    }
+
+    /// Creates or updates (renames, moves) a department.
+    pub fn put_department(&mut self, dept: DeptSpec) -> Result<(), ModelError> {
+        if dept.id == ROOT_DEPT_ID {
+            return Err(ModelError::Invalid(
+                "the root department cannot be changed".into(),
+            ));
+        }
+        let old = self.departments.insert(dept.id, dept.clone());
+        if let Err(e) = self.check_ancestry(dept.id) {
+            match old {
+                Some(o) => self.departments.insert(dept.id, o),
+                None => self.departments.remove(&dept.id),
+            };
+            return Err(e);
+        }
+        self.reindex_children();
+        Ok(())
+    }
+
+    /// Deletes an empty department (DingTalk refuses to delete one with
+    /// sub-departments or members).
+    pub fn delete_department(&mut self, id: i64) -> Result<(), ModelError> {
+        if !self.departments.contains_key(&id) {
+            return Err(ModelError::DeptNotFound(id));
+        }
+        if self.children.get(&id).is_some_and(|c| !c.is_empty())
+            || self.members.get(&id).is_some_and(|m| !m.is_empty())
+        {
+            return Err(ModelError::Conflict(format!(
+                "department {id} still has sub-departments or members"
+            )));
+        }
+        self.departments.remove(&id);
+        self.members.remove(&id);
+        self.reindex_children();
+        Ok(())
+    }
+
+    /// Creates or replaces a member.
+    pub fn put_user(&mut self, user: UserSpec) -> Result<(), ModelError> {
+        self.check_user(&user)?;
+        if let Some(old) = self.users.remove(&user.userid) {
+            self.index_user(&old, false);
+        }
+        self.index_user(&user, true);
+        self.users.insert(user.userid.clone(), user);
+        Ok(())
+    }
+
+    /// Removes a member and records why (`leave` for resigning, `delete` for an
+    /// admin's deletion). The member also leaves every app's visible scope.
+    pub fn remove_user(
+        &mut self,
+        userid: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<LeaveRecord, ModelError> {
+        let user = self
+            .users
+            .remove(userid)
+            .ok_or_else(|| ModelError::UserNotFound(userid.to_owned()))?;
+        self.index_user(&user, false);
+        for app in self.apps.values_mut() {
+            app.visible_scope.user_ids.retain(|u| u != userid);
+        }
+        let record = LeaveRecord {
+            user_id: user.userid,
+            name: user.name,
+            state_code: user.mobile.as_ref().map(|_| "86".to_owned()),
+            mobile: user.mobile,
+            leave_time: now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            leave_reason: reason.to_owned(),
+        };
+        self.leave_records.push(record.clone());
+        Ok(record)
+    }
+
+    /// Enables/disables an app and/or replaces its visible scope.
+    pub fn update_app(
+        &mut self,
+        agent_id: i64,
+        enabled: Option<bool>,
+        scope: Option<ScopeSpec>,
+    ) -> Result<(), ModelError> {
+        let app = self
+            .apps
+            .get_mut(&agent_id)
+            .ok_or(ModelError::AppNotFound(agent_id))?;
+        if let Some(e) = enabled {
+            app.enabled = e;
+        }
+        if let Some(s) = scope {
+            app.visible_scope = s;
+        }
+        Ok(())
+    }
+}
+
+fn apply_list<T: PartialEq + Clone>(list: &mut Vec<T>, add: &[T], del: &[T]) {
+    list.retain(|x| !del.contains(x));
+    for a in add {
+        if !list.contains(a) {
+            list.push(a.clone());
+        }
+    }
+}
+
+/// Every corp and the tokens issued to their apps.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    pub corps: BTreeMap<String, Corp>,
+    tokens: HashMap<String, TokenEntry>,
+    /// appKey → its current token.
+    token_by_app: HashMap<String, String>,
+}
+
+impl World {
+    /// Builds the world from a file's corps.
+    pub fn from_file(file: OrgFile) -> Result<Self, ModelError> {
+        let mut world = World::default();
+        for corp in file.corps {
+            world.put_corp(corp)?;
+        }
+        Ok(world)
+    }
+
+    /// Adds or replaces a corp. App keys must be unique across corps.
+    pub fn put_corp(&mut self, spec: CorpSpec) -> Result<(), ModelError> {
+        let corp = Corp::from_spec(spec)?;
+        for app in corp.apps.values() {
+            if self.corps.values().any(|c| {
+                c.corp_id != corp.corp_id && c.apps.values().any(|a| a.app_key == app.app_key)
+            }) {
+                return Err(ModelError::Conflict(format!(
+                    "appKey {} belongs to another corp",
+                    app.app_key
+                )));
+            }
+        }
+        self.revoke_corp_tokens(&corp.corp_id);
+        self.corps.insert(corp.corp_id.clone(), corp);
+        Ok(())
+    }
+
+    pub fn corp(&self, corp_id: &str) -> Result<&Corp, ModelError> {
+        self.corps
+            .get(corp_id)
+            .ok_or_else(|| ModelError::CorpNotFound(corp_id.to_owned()))
+    }
+
+    pub fn corp_mut(&mut self, corp_id: &str) -> Result<&mut Corp, ModelError> {
+        self.corps
+            .get_mut(corp_id)
+            .ok_or_else(|| ModelError::CorpNotFound(corp_id.to_owned()))
+    }
+
+    fn revoke_corp_tokens(&mut self, corp_id: &str) {
+        self.tokens.retain(|_, t| t.caller.corp_id != corp_id);
+        let tokens = &self.tokens;
+        self.token_by_app.retain(|_, tok| tokens.contains_key(tok));
+    }
+
+    /// Issues the app's token (`oauth2/accessToken`): the same token while it is
+    /// valid, with its life extended to `ttl`; a new one after expiry. `None`
+    /// when the key is unknown or the secret wrong.
+    pub fn issue_token(
+        &mut self,
+        app_key: &str,
+        app_secret: &str,
+        now: Instant,
+        ttl: Duration,
+        fresh: impl FnOnce() -> String,
+    ) -> Option<String> {
+        let caller = self.corps.values().find_map(|c| {
+            c.apps
+                .values()
+                .find(|a| a.app_key == app_key && a.app_secret == app_secret)
+                .map(|a| Caller {
+                    corp_id: c.corp_id.clone(),
+                    agent_id: a.agent_id,
+                    app_key: a.app_key.clone(),
+                })
+        })?;
+        let current = self
+            .token_by_app
+            .get(app_key)
+            .filter(|t| self.tokens.get(*t).is_some_and(|e| e.expires_at > now))
+            .cloned();
+        let token = match current {
+            Some(t) => t,
+            None => {
+                if let Some(old) = self.token_by_app.remove(app_key) {
+                    self.tokens.remove(&old);
+                }
+                fresh()
+            }
+        };
+        self.tokens.insert(
+            token.clone(),
+            TokenEntry {
+                caller,
+                expires_at: now + ttl,
+            },
+        );
+        self.token_by_app.insert(app_key.to_owned(), token.clone());
+        Some(token)
+    }
+
+    /// Who holds `token`, if it is valid at `now`.
+    pub fn check_token(&self, token: Option<&str>, now: Instant) -> Result<Caller, TokenError> {
+        let token = token.filter(|t| !t.is_empty()).ok_or(TokenError::Missing)?;
+        match self.tokens.get(token) {
+            Some(e) if e.expires_at > now => Ok(e.caller.clone()),
+            _ => Err(TokenError::Invalid),
+        }
+    }
+
+    /// Expires every token at once (admin: simulate a mass expiry).
+    pub fn expire_tokens(&mut self) {
+        self.tokens.clear();
+        self.token_by_app.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corp() -> Corp {
+        let file = OrgFile::parse(
+            r#"
+corps:
+  - corpId: dingacme
+    name: ACME
+    apps:
+      - {agentId: 1001, appKey: k, appSecret: s, visibleScope: {deptIds: [1], userIds: [u2]}}
+    departments:
+      - {id: 2, name: Sales}
+      - {id: 3, name: East, parentId: 2}
+    users:
+      - {userid: u1, name: A, deptIds: [2]}
+      - {userid: u2, name: B, deptIds: [2, 3]}
+      - {userid: u3, name: C, deptIds: [3]}
+"#,
+        )
+        .unwrap();
+        Corp::from_spec(file.corps.into_iter().next().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_user_who_left_disappears_from_lists_and_get_and_joins_the_leave_records() {
+        let mut c = corp();
+        c.remove_user("u2", "leave", Timestamp::UNIX_EPOCH).unwrap();
+        let ids = |d| {
+            c.member_page(d, 0, 100)
+                .unwrap()
+                .list
+                .into_iter()
+                .map(|u| u.userid)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(2), vec!["u1"]);
+        assert_eq!(ids(3), vec!["u3"]);
+        assert_eq!(c.user("u2"), Err(ModelError::UserNotFound("u2".into())));
+        assert_eq!(c.leave_records.len(), 1);
+        assert_eq!(c.leave_records[0].leave_reason, "leave");
+        assert!(c.scopes(1001).unwrap().user_ids.is_empty());
+    }
+
+    #[test]
+    fn scope_delta_adds_and_removes_without_duplicates() {
+        let mut c = corp();
+        let delta = ScopeDelta {
+            add_user_ids: vec!["u1".into(), "u2".into()],
+            del_dept_ids: vec![1],
+            add_dept_ids: vec![3],
+            ..Default::default()
+        };
+        c.apply_scope_delta(1001, &delta).unwrap();
+        let s = c.scopes(1001).unwrap();
+        assert_eq!(s.user_ids, vec!["u2", "u1"]);
+        assert_eq!(s.dept_ids, vec![3]);
+    }
+
+    #[test]
+    fn scope_delta_with_more_than_100_ids_in_a_list_is_refused() {
+        let mut c = corp();
+        let delta = ScopeDelta {
+            add_user_ids: (0..101).map(|i| format!("x{i}")).collect(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            c.apply_scope_delta(1001, &delta),
+            Err(ModelError::Invalid(_))
+        ));
+        assert_eq!(c.scopes(1001).unwrap().user_ids, vec!["u2"]);
+    }
+
+    #[test]
+    fn member_pages_follow_the_cursor_and_the_last_has_no_next_cursor() {
+        let c = corp();
+        let p1 = c.member_page(2, 0, 1).unwrap();
+        assert!(p1.has_more);
+        assert_eq!(p1.next_cursor, Some(1));
+        let p2 = c.member_page(2, 1, 1).unwrap();
+        assert!(!p2.has_more);
+        assert_eq!(p2.next_cursor, None);
+        assert_eq!(p2.list[0].userid, "u2");
+        assert_eq!(p2.list[0].dept_id_list, vec![2, 3]);
+    }
+
+    #[test]
+    fn department_cycles_and_missing_parents_are_refused() {
+        let mut c = corp();
+        let moved = DeptSpec {
+            id: 2,
+            name: "Sales".into(),
+            parent_id: 3,
+            order: 0,
+        };
+        assert!(matches!(
+            c.put_department(moved),
+            Err(ModelError::Invalid(_))
+        ));
+        assert_eq!(c.departments[&2].parent_id, 1);
+        let orphan = DeptSpec {
+            id: 9,
+            name: "X".into(),
+            parent_id: 42,
+            order: 0,
+        };
+        assert!(c.put_department(orphan).is_err());
+        assert!(!c.departments.contains_key(&9));
+    }
+
+    #[test]
+    fn non_empty_department_cannot_be_deleted() {
+        let mut c = corp();
+        assert!(matches!(
+            c.delete_department(3),
+            Err(ModelError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn token_is_reused_and_extended_while_valid_and_renewed_after_expiry() {
+        let mut w = World::from_file(OrgFile {
+            corps: vec![corp().to_spec()],
+        })
+        .unwrap();
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(10);
+        let mut n = 0;
+        let mut fresh = || {
+            n += 1;
+            format!("t{n}")
+        };
+        let a = w.issue_token("k", "s", t0, ttl, &mut fresh).unwrap();
+        let b = w
+            .issue_token("k", "s", t0 + Duration::from_secs(8), ttl, &mut fresh)
+            .unwrap();
+        assert_eq!(a, b);
+        // Extended: still valid 17 s after the first issue.
+        assert!(
+            w.check_token(Some(&a), t0 + Duration::from_secs(17))
+                .is_ok()
+        );
+        assert_eq!(
+            w.check_token(Some(&a), t0 + Duration::from_secs(18)),
+            Err(TokenError::Invalid)
+        );
+        let c = w
+            .issue_token("k", "s", t0 + Duration::from_secs(30), ttl, &mut fresh)
+            .unwrap();
+        assert_ne!(a, c);
+        assert!(w.issue_token("k", "wrong", t0, ttl, &mut fresh).is_none());
+        assert_eq!(w.check_token(None, t0), Err(TokenError::Missing));
+    }
+}

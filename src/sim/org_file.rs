@@ -1,0 +1,156 @@
+//! The organization schema shared by `--org FILE` (YAML or JSON) and the admin
+//! API (`POST /_sim/corps`, `GET /_sim/corps/{corpId}`, the PUT bodies).
+//! The names `corps`, `corpId`, `apps`, `agentId`, `appKey`, `appSecret`,
+//! `enabled`, `visibleScope {deptIds, userIds}`, `departments {id, name, parentId}`
+//! and `users {userid, name, deptIds, mobile, email}` are a contract with scripts:
+//! keep them; add fields freely.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dingtalk::types::{LeaveRecord, ROOT_DEPT_ID};
+
+/// A whole file: one or more organizations.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrgFile {
+    #[serde(default)]
+    pub corps: Vec<CorpSpec>,
+}
+
+/// One organization (corp) with its apps, departments, members and leavers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CorpSpec {
+    pub corp_id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub apps: Vec<AppSpec>,
+    /// Departments other than the root (id 1, which always exists and is named
+    /// after the corp).
+    #[serde(default)]
+    pub departments: Vec<DeptSpec>,
+    #[serde(default)]
+    pub users: Vec<UserSpec>,
+    /// People who left, newest last (as `empLeaveRecords` returns them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leave_records: Vec<LeaveRecord>,
+}
+
+/// An internal app of the corp, with its credentials and visible scope.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppSpec {
+    pub agent_id: i64,
+    pub app_key: String,
+    pub app_secret: String,
+    #[serde(default)]
+    pub name: String,
+    /// `false` = disabled (停用) by the corp's admin: `allInnerApps` shows appStatus 0.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub visible_scope: ScopeSpec,
+}
+
+/// An app's visible scope. "All employees" is `deptIds: [1]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeSpec {
+    #[serde(default)]
+    pub dept_ids: Vec<i64>,
+    #[serde(default)]
+    pub user_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub role_ids: Vec<i64>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub only_admin_visible: bool,
+}
+
+/// A department. `parentId` defaults to the root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeptSpec {
+    pub id: i64,
+    pub name: String,
+    #[serde(default = "root")]
+    pub parent_id: i64,
+    /// Order within the parent (`department/get`); defaults to 0.
+    #[serde(default)]
+    pub order: i64,
+}
+
+/// A member of the corp.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSpec {
+    pub userid: String,
+    pub name: String,
+    /// Defaults to a value derived from corp and userid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unionid: Option<String>,
+    #[serde(default)]
+    pub dept_ids: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_number: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub admin: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub boss: bool,
+    /// Has activated DingTalk; defaults to true.
+    #[serde(default = "yes")]
+    pub active: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn root() -> i64 {
+    ROOT_DEPT_ID
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl OrgFile {
+    /// Parses YAML (JSON is YAML too).
+    pub fn parse(text: &str) -> Result<Self, serde_yaml::Error> {
+        serde_yaml::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+corps:
+  - corpId: dingacme
+    name: ACME
+    apps:
+      - {agentId: 1001, appKey: acme-key, appSecret: acme-secret, enabled: true, visibleScope: {deptIds: [1], userIds: []}}
+    departments:            # root department 1 exists implicitly
+      - {id: 2, name: Sales, parentId: 1}
+    users:
+      - {userid: u1, name: Zhang San, deptIds: [2], mobile: "13800000001", email: zs@acme.example}
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let f = OrgFile::parse(EXAMPLE).unwrap();
+        let corp = &f.corps[0];
+        assert_eq!(corp.corp_id, "dingacme");
+        assert_eq!(corp.apps[0].visible_scope.dept_ids, vec![1]);
+        assert_eq!(corp.departments[0].parent_id, 1);
+        assert_eq!(corp.users[0].mobile.as_deref(), Some("13800000001"));
+        assert!(corp.users[0].active);
+    }
+}

@@ -1,0 +1,647 @@
+//! Contract tests: the DingTalk client against the simulator, started in
+//! process on 127.0.0.1:0. The client is configured exactly as for production
+//! except for its base URLs (and short retry delays).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use dingbind::dingtalk::types::{Api, ScopeDelta};
+use dingbind::dingtalk::{
+    AppClient, Client, Config, ErrorKind, OrgItem, RateLimit, RetryPolicy, TokenSource,
+};
+use dingbind::sim::org_file::{AppSpec, CorpSpec, DeptSpec, ScopeSpec, UserSpec};
+use dingbind::sim::{Faults, OrgFile, SimHandle, Simulator, World};
+use futures::TryStreamExt;
+use serde_json::{Value, json};
+
+const CORP: &str = "dingacme";
+const AGENT: i64 = 1001;
+
+fn user(userid: &str, depts: &[i64]) -> UserSpec {
+    UserSpec {
+        userid: userid.into(),
+        name: format!("Name {userid}"),
+        dept_ids: depts.to_vec(),
+        mobile: Some("13800000001".into()),
+        email: Some(format!("{userid}@acme.example")),
+        ..Default::default()
+    }
+}
+
+/// Root 1 ─ 2 Sales ─ {3 East (250 users), 4 West (empty)}; 1 ─ 5 R&D ─ 6 Lab.
+/// u-boss in 1; r1..r5 in 5; multi in 2 and 5.
+fn acme() -> CorpSpec {
+    let dept = |id, name: &str, parent_id| DeptSpec {
+        id,
+        name: name.into(),
+        parent_id,
+        order: 0,
+    };
+    let mut users: Vec<UserSpec> = (1..=250).map(|i| user(&format!("e{i:03}"), &[3])).collect();
+    users.extend((1..=5).map(|i| user(&format!("r{i}"), &[5])));
+    users.push(user("multi", &[2, 5]));
+    users.push(UserSpec {
+        boss: true,
+        ..user("u-boss", &[1])
+    });
+    CorpSpec {
+        corp_id: CORP.into(),
+        name: "ACME".into(),
+        apps: vec![AppSpec {
+            agent_id: AGENT,
+            app_key: "acme-key".into(),
+            app_secret: "acme-secret".into(),
+            name: "dingbind".into(),
+            enabled: true,
+            visible_scope: ScopeSpec {
+                dept_ids: vec![1],
+                ..Default::default()
+            },
+        }],
+        departments: vec![
+            dept(2, "Sales", 1),
+            dept(3, "East", 2),
+            dept(4, "West", 2),
+            dept(5, "R&D", 1),
+            dept(6, "Lab", 5),
+        ],
+        users,
+        leave_records: Vec::new(),
+    }
+}
+
+const ACME_DEPTS: usize = 6;
+const ACME_USERS: usize = 257;
+/// user/list calls for a full walk: dept 3 has 250 users (3 pages), the others one page each.
+const ACME_USER_PAGES: u64 = 3 + 5;
+
+/// A simulator with ACME, unlimited rate unless `faults` says otherwise.
+async fn start(faults: Faults) -> SimHandle {
+    let world = World::from_file(OrgFile {
+        corps: vec![acme()],
+    })
+    .unwrap();
+    Simulator::start_with(world, faults, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn unlimited() -> Faults {
+    Faults {
+        throttle_qps: 0,
+        ..Faults::default()
+    }
+}
+
+fn config(sim: &SimHandle, qps: u32) -> Config {
+    Config {
+        rate_limit: RateLimit {
+            per_second: qps,
+            guard: Duration::from_millis(50),
+        },
+        retry: RetryPolicy {
+            max_attempts: 4,
+            max_throttled: 30,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            throttle_pause: Duration::from_secs(1),
+        },
+        request_timeout: Duration::from_secs(5),
+        ..Config::with_base_url(&sim.url())
+    }
+}
+
+fn app(config: Config) -> AppClient {
+    Client::new(config)
+        .unwrap()
+        .app(TokenSource::internal_app("acme-key", "acme-secret"))
+}
+
+async fn admin(sim: &SimHandle, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let http = reqwest::Client::new();
+    let mut req = http.request(method, format!("{}{path}", sim.url()));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    resp.json().await.unwrap_or(Value::Null)
+}
+
+async fn sim_stats(sim: &SimHandle) -> Value {
+    admin(sim, reqwest::Method::GET, "/_sim/stats", None).await
+}
+
+fn sim_calls(stats: &Value, api: Api, field: &str) -> u64 {
+    stats["endpoints"][api.name()][field].as_u64().unwrap_or(0)
+}
+
+/// Walks the whole org; returns department ids (roots included) and userids.
+async fn walk(app: &AppClient) -> (BTreeSet<i64>, Vec<String>) {
+    let items: Vec<OrgItem> = app.walk_org([1]).try_collect().await.unwrap();
+    let mut depts = BTreeSet::from([1]);
+    let mut users = Vec::new();
+    for item in items {
+        match item {
+            OrgItem::Department(d) => {
+                assert!(depts.insert(d.dept_id), "department {} twice", d.dept_id)
+            }
+            OrgItem::User(u) => users.push(u.userid),
+        }
+    }
+    (depts, users)
+}
+
+fn assert_complete(depts: &BTreeSet<i64>, users: &[String]) {
+    assert_eq!(depts.len(), ACME_DEPTS);
+    assert_eq!(users.len(), ACME_USERS);
+    assert_eq!(
+        users.iter().collect::<BTreeSet<_>>().len(),
+        ACME_USERS,
+        "users are yielded once each"
+    );
+}
+
+#[tokio::test]
+async fn every_read_endpoint_answers_with_the_documented_shapes() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+
+    let children = app.list_sub_departments(1).await.unwrap();
+    assert_eq!(
+        children.iter().map(|d| d.dept_id).collect::<Vec<_>>(),
+        vec![2, 5]
+    );
+    assert_eq!(children[0].parent_id, Some(1));
+    assert!(
+        app.list_sub_departments(4).await.unwrap().is_empty(),
+        "a leaf has no children"
+    );
+
+    let sales = app.get_department(2).await.unwrap().unwrap();
+    assert_eq!(sales.name, "Sales");
+    assert_eq!(sales.owning_member_count, Some(1));
+    assert_eq!(sales.member_count, Some(251));
+    assert_eq!(app.get_department(999).await.unwrap(), None);
+
+    let page = app.list_users_page(5, 0, 100).await.unwrap();
+    assert!(!page.has_more);
+    assert_eq!(page.list.len(), 6);
+    let multi = page.list.iter().find(|u| u.userid == "multi").unwrap();
+    assert_eq!(multi.dept_id_list, vec![2, 5]);
+
+    let boss = app.get_user("u-boss").await.unwrap().unwrap();
+    assert!(boss.boss);
+    assert_eq!(boss.email.as_deref(), Some("u-boss@acme.example"));
+    assert_eq!(app.get_user("nobody").await.unwrap(), None);
+
+    let scopes = app.get_scopes(AGENT).await.unwrap();
+    assert_eq!(scopes.dept_ids, vec![1]);
+    assert_eq!(app.app_enabled(AGENT).await.unwrap(), Some(true));
+    assert_eq!(app.inner_apps().await.unwrap()[0].agent_id, AGENT);
+
+    assert_eq!(
+        app.stats().get(Api::AccessToken).calls,
+        1,
+        "one token for every call"
+    );
+}
+
+#[tokio::test]
+async fn user_list_follows_the_cursor_across_pages() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    let users = app.list_department_users(3).await.unwrap();
+    assert_eq!(users.len(), 250);
+    assert_eq!(
+        users
+            .iter()
+            .map(|u| &u.userid)
+            .collect::<BTreeSet<_>>()
+            .len(),
+        250
+    );
+    assert_eq!(app.stats().get(Api::UserList).calls, 3);
+}
+
+#[tokio::test]
+async fn a_full_walk_makes_the_lower_bound_of_calls() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    let (depts, users) = walk(&app).await;
+    assert_complete(&depts, &users);
+    let stats = app.stats();
+    assert_eq!(stats.get(Api::AccessToken).calls, 1);
+    assert_eq!(stats.get(Api::DeptListSub).calls, ACME_DEPTS as u64);
+    assert_eq!(stats.get(Api::UserList).calls, ACME_USER_PAGES);
+}
+
+#[tokio::test]
+async fn department_users_yields_each_user_once() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    let users: Vec<_> = app.department_users([2, 5]).try_collect().await.unwrap();
+    let ids: Vec<&str> = users.iter().map(|u| u.userid.as_str()).collect();
+    assert_eq!(ids.iter().filter(|u| **u == "multi").count(), 1);
+    assert_eq!(ids.len(), 6);
+}
+
+#[tokio::test]
+async fn expired_token_mid_walk_is_refreshed_once_under_concurrency() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    app.list_sub_departments(1).await.unwrap();
+    admin(&sim, reqwest::Method::POST, "/_sim/tokens/expire", None).await;
+    let (depts, users) = walk(&app).await;
+    assert_complete(&depts, &users);
+    // Both families answer an expired token; both are refreshed by the same single fetch.
+    assert_eq!(app.get_scopes(AGENT).await.unwrap().dept_ids, vec![1]);
+    assert_eq!(app.stats().get(Api::AccessToken).calls, 2);
+    assert_eq!(
+        sim_calls(&sim_stats(&sim).await, Api::AccessToken, "calls"),
+        2
+    );
+}
+
+#[tokio::test]
+async fn short_token_life_is_renewed_during_a_long_walk() {
+    // Tokens live 1 s; the walk is paced to about 3 s.
+    let sim = start(Faults {
+        token_ttl_seconds: 1,
+        ..unlimited()
+    })
+    .await;
+    let app = app(config(&sim, 5));
+    let (depts, users) = walk(&app).await;
+    assert_complete(&depts, &users);
+    assert!(
+        app.stats().get(Api::AccessToken).calls >= 2,
+        "{:?}",
+        app.stats()
+    );
+    assert_eq!(app.stats().get(Api::UserList).errors, 0);
+}
+
+#[tokio::test]
+async fn throttled_calls_slow_down_and_are_retried_without_losing_anything() {
+    // The simulator allows 3 calls/s per API; the client paces at 20/s.
+    let sim = start(Faults {
+        throttle_qps: 3,
+        ..Faults::default()
+    })
+    .await;
+    let app = app(config(&sim, 20));
+    let (depts, users) = walk(&app).await;
+    assert_complete(&depts, &users);
+    let client = app.stats();
+    let server = sim_stats(&sim).await;
+    let throttled = sim_calls(&server, Api::UserList, "throttled")
+        + sim_calls(&server, Api::DeptListSub, "throttled");
+    assert!(throttled > 0, "the simulator throttled some calls");
+    assert_eq!(
+        client.get(Api::UserList).throttled + client.get(Api::DeptListSub).throttled,
+        throttled
+    );
+    assert_eq!(
+        client.get(Api::UserList).calls - client.get(Api::UserList).throttled,
+        ACME_USER_PAGES
+    );
+    assert_eq!(
+        client.get(Api::DeptListSub).calls - client.get(Api::DeptListSub).throttled,
+        ACME_DEPTS as u64
+    );
+}
+
+#[tokio::test]
+async fn v1_throttle_answer_is_retried_too() {
+    let sim = start(Faults {
+        throttle_qps: 1,
+        ..Faults::default()
+    })
+    .await;
+    let app = app(config(&sim, 0));
+    for _ in 0..3 {
+        assert_eq!(app.get_scopes(AGENT).await.unwrap().dept_ids, vec![1]);
+    }
+    assert!(app.stats().get(Api::ScopesGet).throttled >= 1);
+    assert_eq!(app.stats().get(Api::ScopesGet).errors, 0);
+}
+
+#[tokio::test]
+async fn system_busy_answers_are_retried() {
+    let sim = start(Faults {
+        fail_next: 3,
+        ..unlimited()
+    })
+    .await;
+    let app = app(config(&sim, 0));
+    let (depts, users) = walk(&app).await;
+    assert_complete(&depts, &users);
+    let s = app.stats();
+    assert_eq!(s.endpoints.values().map(|e| e.retries).sum::<u64>(), 3);
+    assert_eq!(s.endpoints.values().map(|e| e.errors).sum::<u64>(), 0);
+}
+
+#[tokio::test]
+async fn bare_http_503_is_retried() {
+    let sim = start(Faults {
+        fail_next: 2,
+        fail_status: Some(503),
+        ..unlimited()
+    })
+    .await;
+    let app = app(config(&sim, 0));
+    assert_eq!(app.list_department_users(5).await.unwrap().len(), 6);
+    assert_eq!(
+        app.stats().total_calls(),
+        3 + 1,
+        "two 503 on the token call, then token and user/list"
+    );
+}
+
+#[tokio::test]
+async fn timeouts_are_retried_and_errors_never_show_the_token() {
+    let sim = start(unlimited()).await;
+    let cfg = Config {
+        request_timeout: Duration::from_millis(300),
+        ..config(&sim, 0)
+    };
+    let app = app(cfg);
+    app.list_sub_departments(1).await.unwrap();
+    admin(
+        &sim,
+        reqwest::Method::PUT,
+        "/_sim/faults",
+        Some(json!({"slowNext": 2, "slowMs": 1000})),
+    )
+    .await;
+    assert_eq!(app.list_sub_departments(2).await.unwrap().len(), 2);
+    assert_eq!(app.stats().get(Api::DeptListSub).retries, 2);
+
+    admin(
+        &sim,
+        reqwest::Method::PUT,
+        "/_sim/faults",
+        Some(json!({"slowNext": 10, "slowMs": 1000})),
+    )
+    .await;
+    let err = app.list_sub_departments(2).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transport);
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("topapi/v2/department/listsub"), "{text}");
+    assert!(!text.contains("access_token="), "{text}");
+}
+
+#[tokio::test]
+async fn wrong_secret_is_one_clear_error_and_one_token_call() {
+    let sim = start(unlimited()).await;
+    let client = Client::new(config(&sim, 0)).unwrap();
+    let app = client.app(TokenSource::internal_app("acme-key", "not-the-secret"));
+    let err = app.list_sub_departments(1).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidCredentials);
+    assert_eq!(err.code(), Some("invalidClientIdOrSecret"));
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("not-the-secret"), "{text}");
+    assert_eq!(client.stats().get(Api::AccessToken).calls, 1);
+    assert_eq!(
+        sim_calls(&sim_stats(&sim).await, Api::AccessToken, "calls"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn simulator_answers_bad_tokens_in_each_family_style() {
+    let sim = start(unlimited()).await;
+    let http = reqwest::Client::new();
+    let top: Value = http
+        .post(format!(
+            "{}/topapi/v2/department/listsub?access_token=bogus",
+            sim.url()
+        ))
+        .json(&json!({"dept_id": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(top["errcode"], 88);
+    assert_eq!(top["sub_code"], "40014");
+    let v1 = http
+        .get(format!("{}/v1.0/microApp/allInnerApps", sim.url()))
+        .header("x-acs-dingtalk-access-token", "bogus")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(v1.status(), 400);
+    let body: Value = v1.json().await.unwrap();
+    assert_eq!(body["code"], "InvalidAuthentication");
+    let missing = http
+        .get(format!("{}/v1.0/microApp/allInnerApps", sim.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 400);
+    assert_eq!(
+        missing.json::<Value>().await.unwrap()["code"],
+        "AuthenticationFailed.MissingParameter"
+    );
+}
+
+#[tokio::test]
+async fn v1_parameter_error_keeps_status_code_and_endpoint() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    let err = app.get_scopes(4242).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Other);
+    assert_eq!(err.code(), Some("invalidParam"));
+    assert_eq!(err.endpoint(), Some(Api::ScopesGet));
+}
+
+#[tokio::test]
+async fn scope_delta_is_split_into_calls_of_100_ids() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    let add: Vec<String> = (1..=250).map(|i| format!("e{i:03}")).collect();
+    let delta = ScopeDelta {
+        add_user_ids: add.clone(),
+        del_dept_ids: vec![1],
+        add_dept_ids: vec![5],
+        ..Default::default()
+    };
+    assert_eq!(app.update_scopes(AGENT, &delta).await.unwrap(), 3);
+    let scopes = app.get_scopes(AGENT).await.unwrap();
+    assert_eq!(scopes.user_ids, add);
+    assert_eq!(scopes.dept_ids, vec![5]);
+    assert_eq!(
+        sim_calls(&sim_stats(&sim).await, Api::ScopesUpdate, "calls"),
+        3
+    );
+}
+
+#[tokio::test]
+async fn scope_post_is_not_retried_after_a_server_error() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    app.get_scopes(AGENT).await.unwrap();
+    admin(
+        &sim,
+        reqwest::Method::PUT,
+        "/_sim/faults",
+        Some(json!({"failNext": 1})),
+    )
+    .await;
+    let delta = ScopeDelta {
+        add_user_ids: vec!["r1".into()],
+        ..Default::default()
+    };
+    let err = app.update_scopes(AGENT, &delta).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy);
+    assert_eq!(
+        sim_calls(&sim_stats(&sim).await, Api::ScopesUpdate, "calls"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_user_who_left_is_gone_from_lists_and_get_and_is_in_the_leave_records() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    let start_time = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    admin(
+        &sim,
+        reqwest::Method::POST,
+        &format!("/_sim/corps/{CORP}/users/multi/leave"),
+        None,
+    )
+    .await;
+    assert_eq!(app.get_user("multi").await.unwrap(), None);
+    let (_, users) = walk(&app).await;
+    assert!(!users.contains(&"multi".to_string()));
+    assert_eq!(users.len(), ACME_USERS - 1);
+    let records = app.leave_records(start_time, None).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].user_id, "multi");
+    assert_eq!(records[0].leave_reason, "leave");
+}
+
+#[tokio::test]
+async fn leave_records_are_read_across_pages() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    for i in 1..=120 {
+        admin(
+            &sim,
+            reqwest::Method::DELETE,
+            &format!("/_sim/corps/{CORP}/users/e{i:03}"),
+            None,
+        )
+        .await;
+    }
+    let records = app
+        .leave_records(
+            jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 120);
+    assert!(records.iter().all(|r| r.leave_reason == "delete"));
+    assert_eq!(app.stats().get(Api::EmpLeaveRecords).calls, 3);
+}
+
+#[tokio::test]
+async fn disabling_the_app_shows_as_app_status_0() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    admin(
+        &sim,
+        reqwest::Method::PUT,
+        &format!("/_sim/corps/{CORP}/apps/{AGENT}"),
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    assert_eq!(app.app_enabled(AGENT).await.unwrap(), Some(false));
+    assert_eq!(app.inner_apps().await.unwrap()[0].app_status, 0);
+}
+
+#[tokio::test]
+async fn admin_changes_to_departments_and_users_show_in_the_api() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    admin(
+        &sim,
+        reqwest::Method::PUT,
+        &format!("/_sim/corps/{CORP}/departments/7"),
+        Some(json!({"name": "Ops", "parentId": 4})),
+    )
+    .await;
+    admin(
+        &sim,
+        reqwest::Method::PUT,
+        &format!("/_sim/corps/{CORP}/users/n1"),
+        Some(json!({"name": "New", "deptIds": [7]})),
+    )
+    .await;
+    // Move East under R&D.
+    admin(
+        &sim,
+        reqwest::Method::PUT,
+        &format!("/_sim/corps/{CORP}/departments/3"),
+        Some(json!({"name": "East", "parentId": 5})),
+    )
+    .await;
+    let ids = |v: Vec<dingbind::dingtalk::types::Department>| {
+        v.into_iter().map(|d| d.dept_id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(app.list_sub_departments(4).await.unwrap()), vec![7]);
+    assert_eq!(ids(app.list_sub_departments(5).await.unwrap()), vec![3, 6]);
+    assert_eq!(
+        app.get_user("n1").await.unwrap().unwrap().dept_id_list,
+        vec![7]
+    );
+    let corp = admin(
+        &sim,
+        reqwest::Method::GET,
+        &format!("/_sim/corps/{CORP}"),
+        None,
+    )
+    .await;
+    assert_eq!(corp["users"].as_array().map(Vec::len), Some(ACME_USERS + 1));
+}
+
+#[tokio::test]
+async fn empty_member_list_fault_fires_once() {
+    let sim = start(Faults {
+        empty_members_once: Some(5),
+        ..unlimited()
+    })
+    .await;
+    let app = app(config(&sim, 0));
+    assert!(app.list_department_users(5).await.unwrap().is_empty());
+    assert_eq!(app.list_department_users(5).await.unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn reset_restores_the_initial_world_and_clears_counters() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    admin(
+        &sim,
+        reqwest::Method::POST,
+        &format!("/_sim/corps/{CORP}/users/r1/leave"),
+        None,
+    )
+    .await;
+    app.get_user("r1").await.unwrap();
+    admin(&sim, reqwest::Method::POST, "/_sim/reset", None).await;
+    let stats = sim_stats(&sim).await;
+    assert_eq!(stats["endpoints"], json!({}));
+    // The reset revoked the client's token; it refreshes and sees r1 again.
+    assert!(app.get_user("r1").await.unwrap().is_some());
+    let by_app: HashMap<String, Value> =
+        serde_json::from_value(sim_stats(&sim).await["apps"].clone()).unwrap();
+    // The call refused for its revoked token names no app; the token call and the retry do.
+    assert_eq!(by_app["acme-key"]["calls"], 2);
+    assert_eq!(sim_calls(&sim_stats(&sim).await, Api::UserGet, "calls"), 2);
+}
