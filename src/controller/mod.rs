@@ -31,7 +31,7 @@ use crate::{
     api::{FINALIZER, SyncProgress, Tenant},
     dingtalk,
     metrics::{ErrorLabels, Metrics},
-    reconcile::{Credentials, Reconciler, Secrets},
+    reconcile::{Reconciler, Secrets},
     server::{self, Health},
     store::Store,
     telemetry::LogFormat,
@@ -388,59 +388,30 @@ fn record_dingtalk_metrics(
     }
 }
 
-/// Reads the Secrets a Tenant references. Their values never leave this function
-/// except as the credentials handed to the DingTalk client.
+/// Reads the Secrets a Tenant references and resolves them.
 async fn read_secrets(tenant: &Tenant, client: &Client) -> Result<Secrets, ReconcileError> {
-    let ns = tenant.namespace().unwrap_or_default();
-    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let value = |s: &Secret, key: &str| -> Option<String> {
-        s.data
-            .as_ref()
-            .and_then(|d: &BTreeMap<_, _>| d.get(key))
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            .or_else(|| s.string_data.as_ref().and_then(|d| d.get(key).cloned()))
-    };
-    let credentials = match tenant
-        .spec
-        .dingtalk
-        .as_ref()
-        .map(|d| &d.credentials_secret_ref)
-    {
-        None => None,
-        Some(r) => Some(match api.get_opt(&r.name).await? {
-            None => Err(format!(
-                "Secret {ns}/{} (app credentials) does not exist.",
-                r.name
-            )),
-            Some(s) => match (value(&s, &r.app_key_key), value(&s, &r.app_secret_key)) {
-                (Some(k), Some(v)) if !k.is_empty() && !v.is_empty() => Ok(Credentials {
-                    app_key: k,
-                    app_secret: dingtalk::Secret::new(v),
-                }),
-                _ => Err(format!(
-                    "Secret {ns}/{} lacks the keys {} and {}.",
-                    r.name, r.app_key_key, r.app_secret_key
-                )),
-            },
-        }),
-    };
-    let creator_password_set = match tenant
-        .spec
-        .creator
-        .as_ref()
-        .and_then(|c| c.password_secret_ref.as_ref())
-    {
-        None => false,
-        Some(r) => api
-            .get_opt(&r.name)
-            .await?
-            .and_then(|s| value(&s, &r.key))
-            .is_some_and(|p| !p.is_empty()),
-    };
-    Ok(Secrets {
-        credentials,
-        creator_password_set,
-    })
+    let api: Api<Secret> = Api::namespaced(client.clone(), &tenant.namespace().unwrap_or_default());
+    let mut found = BTreeMap::new();
+    for name in Secrets::referenced(tenant) {
+        if let Some(s) = api.get_opt(&name).await? {
+            found.insert(name, secret_data(&s));
+        }
+    }
+    Ok(Secrets::resolve(tenant, |name| found.get(name).cloned()))
+}
+
+fn secret_data(s: &Secret) -> BTreeMap<String, String> {
+    let data = s
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()));
+    let string_data = s
+        .string_data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()));
+    data.chain(string_data).collect()
 }
 
 fn error_policy(tenant: Arc<Tenant>, error: &ReconcileError, ctx: Arc<Context>) -> Action {

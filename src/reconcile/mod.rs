@@ -3,9 +3,13 @@
 //! from the API server) and `dingbind dev` (Tenants from files): the caller
 //! resolves the referenced Secrets and writes the outcome where it belongs.
 
-mod read;
+pub mod read;
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+    time::Duration,
+};
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -20,9 +24,9 @@ use crate::{
         conditions,
         desired::{CreatorIdentity, desired_directory},
         directory::diff,
-        guard::guard,
+        guard::{Guarded, guard},
         schedule::{self, SyncClock, SyncTrigger},
-        scope::{DesiredScope, delta},
+        scope::{DesiredScope, ScopeDelta, delta},
     },
     dingtalk::{self, AppClient, ErrorKind, TokenSource},
     store::{Account, LedgerEntry, Store, SyncOutcome, SyncRunRecord},
@@ -41,6 +45,66 @@ pub struct Secrets {
     pub credentials: Option<Result<Credentials, String>>,
     /// The creator's password Secret exists and holds a non-empty password.
     pub creator_password_set: bool,
+}
+
+impl Secrets {
+    /// Resolves the Secrets `tenant` references, given a lookup of a Secret's
+    /// data by name in the Tenant's namespace. Values never leave this function
+    /// except as the credentials for the DingTalk client.
+    pub fn resolve(
+        tenant: &Tenant,
+        lookup: impl Fn(&str) -> Option<BTreeMap<String, String>>,
+    ) -> Self {
+        let ns = tenant.metadata.namespace.as_deref().unwrap_or("default");
+        let credentials = tenant.spec.dingtalk.as_ref().map(|d| {
+            let r = &d.credentials_secret_ref;
+            match lookup(&r.name) {
+                None => Err(format!(
+                    "Secret {ns}/{} (app credentials) does not exist.",
+                    r.name
+                )),
+                Some(data) => match (data.get(&r.app_key_key), data.get(&r.app_secret_key)) {
+                    (Some(k), Some(v)) if !k.is_empty() && !v.is_empty() => Ok(Credentials {
+                        app_key: k.clone(),
+                        app_secret: dingtalk::Secret::new(v.as_str()),
+                    }),
+                    _ => Err(format!(
+                        "Secret {ns}/{} lacks the keys {} and {}.",
+                        r.name, r.app_key_key, r.app_secret_key
+                    )),
+                },
+            }
+        });
+        let creator_password_set = tenant
+            .spec
+            .creator
+            .as_ref()
+            .and_then(|c| c.password_secret_ref.as_ref())
+            .and_then(|r| lookup(&r.name).and_then(|data| data.get(&r.key).cloned()))
+            .is_some_and(|p| !p.is_empty());
+        Secrets {
+            credentials,
+            creator_password_set,
+        }
+    }
+
+    /// Names of the Secrets `tenant` references.
+    pub fn referenced(tenant: &Tenant) -> Vec<String> {
+        let creds = tenant
+            .spec
+            .dingtalk
+            .as_ref()
+            .map(|d| d.credentials_secret_ref.name.clone());
+        let password = tenant
+            .spec
+            .creator
+            .as_ref()
+            .and_then(|c| c.password_secret_ref.as_ref())
+            .map(|r| r.name.clone());
+        let mut names: Vec<String> = creds.into_iter().chain(password).collect();
+        names.dedup();
+        names
+    }
 }
 
 /// An Event for people to see (`kubectl describe`, `kubectl get events`).
@@ -571,22 +635,8 @@ impl Reconciler {
                 return Ok(Err(e));
             }
         };
-        let creator = tenant
-            .spec
-            .creator
-            .as_ref()
-            .map(|c| CreatorIdentity {
-                email: c.email.clone(),
-                phone: c.phone.clone(),
-            })
-            .unwrap_or_default();
-        let desired = desired_directory(fetched.departments, fetched.users, &creator);
-        let current = self.store.directory(key).await?;
-        let max = tenant
-            .spec
-            .sync
-            .max_deletions_for(current.members.len() as u64);
-        let guarded = guard(diff(&current, &desired), max, approved);
+        let plan = self.plan_sync(key, tenant, fetched, approved).await?;
+        let guarded = &plan.guarded;
         let counts = (
             guarded.diff.add_members.len() as u64,
             guarded.diff.update_members.len() as u64,
@@ -604,13 +654,7 @@ impl Reconciler {
         } else {
             self.store.apply_sync(key, &guarded.diff, &record).await?;
         }
-        let members =
-            desired.members.len() as u64 + if guarded.held > 0 { guarded.held } else { 0 };
-        let departments = if guarded.held > 0 {
-            current.departments.len().max(desired.departments.len())
-        } else {
-            desired.departments.len()
-        } as u64;
+        let (members, departments) = (plan.members_after, plan.departments_after);
         run.status.directory = Some(DirectoryStatus {
             departments,
             members,
@@ -644,6 +688,106 @@ impl Reconciler {
         tracing::info!(tenant = %key, added = counts.0, updated = counts.1, removed = counts.2, held = guarded.held, calls, "directory synced");
         Ok(Ok(()))
     }
+}
+
+/// What a sync would change, before it is applied.
+#[derive(Clone, Debug)]
+pub struct SyncPlan {
+    /// The diff after the accidental-delete guard, and the removals it holds back.
+    pub guarded: Guarded,
+    /// Members and departments in the directory once the diff is applied.
+    pub members_after: u64,
+    pub departments_after: u64,
+}
+
+impl Reconciler {
+    /// Compares what was read in DingTalk with the store and applies the guard. Writes nothing.
+    async fn plan_sync(
+        &self,
+        key: &TenantKey,
+        tenant: &Tenant,
+        fetched: read::Fetched,
+        approved: Option<u64>,
+    ) -> Result<SyncPlan, Error> {
+        let creator = tenant
+            .spec
+            .creator
+            .as_ref()
+            .map(|c| CreatorIdentity {
+                email: c.email.clone(),
+                phone: c.phone.clone(),
+            })
+            .unwrap_or_default();
+        let desired = desired_directory(fetched.departments, fetched.users, &creator);
+        let current = self.store.directory(key).await?;
+        let max = tenant
+            .spec
+            .sync
+            .max_deletions_for(current.members.len() as u64);
+        let guarded = guard(diff(&current, &desired), max, approved);
+        let d = &guarded.diff;
+        let members_after =
+            (current.members.len() + d.add_members.len() - d.remove_members.len()) as u64;
+        let departments_after = (current.departments.len() + d.add_departments.len()
+            - d.remove_departments.len()) as u64;
+        Ok(SyncPlan {
+            guarded,
+            members_after,
+            departments_after,
+        })
+    }
+
+    /// What reconciling `tenant` now would do, without doing it: the binding
+    /// step, the scope delta and the directory changes (read from DingTalk).
+    pub async fn plan(
+        &self,
+        tenant: &Tenant,
+        secrets: &Secrets,
+        now: Timestamp,
+    ) -> Result<Plan, Error> {
+        let key = tenant.key();
+        let ledger = self.ledger_state(&key).await?;
+        let step = binding::next_step(&tenant.spec, &ledger, now);
+        let mut plan = Plan {
+            step,
+            scope: None,
+            sync: None,
+            problem: None,
+        };
+        if plan.step != Step::Operate {
+            return Ok(plan);
+        }
+        let (Some(dt), Some(Ok(creds))) = (tenant.spec.dingtalk.as_ref(), &secrets.credentials)
+        else {
+            plan.problem =
+                Some("the app credentials are not available; DingTalk was not read".into());
+            return Ok(plan);
+        };
+        let app = self.app(creds);
+        let desired = DesiredScope::from_spec(&dt.visible_scope);
+        let fetched = match app.get_scopes(dt.agent_id).await {
+            Ok(observed) => {
+                plan.scope = Some(delta(&desired, &observed_scope(observed)));
+                read::read_scope(&app, &desired, now, &|_| {}).await
+            }
+            Err(e) => Err(e),
+        };
+        match fetched {
+            Ok(fetched) => plan.sync = Some(self.plan_sync(&key, tenant, fetched, None).await?),
+            Err(e) => plan.problem = Some(format!("reading DingTalk: {e}")),
+        }
+        Ok(plan)
+    }
+}
+
+/// The result of [`Reconciler::plan`].
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub step: Step,
+    pub scope: Option<ScopeDelta>,
+    pub sync: Option<SyncPlan>,
+    /// Why DingTalk could not be read, if it could not.
+    pub problem: Option<String>,
 }
 
 fn deletion_message(held: u64) -> String {

@@ -1,10 +1,13 @@
 //! The `dingbind` command line.
 
+mod plan;
+mod status;
+
 use std::{io::Write, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
-use crate::{controller, telemetry, validate};
+use crate::{controller, dev, sim, telemetry, validate};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,6 +28,14 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Run the operator against a Kubernetes cluster.
     Controller(controller::ControllerArgs),
+    /// Run the whole loop on this machine: Tenants from a folder, an embedded DingTalk simulator, the local store.
+    Dev(dev::DevArgs),
+    /// Every tenant's status (mode, corp, members, conditions, last sync).
+    Status(status::StatusArgs),
+    /// What applying these manifests would do, without doing it.
+    Plan(plan::PlanArgs),
+    /// Serve the DingTalk simulator (both API families and the /_sim/ admin API).
+    DingtalkSim(sim::cli::SimArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -46,6 +57,32 @@ pub async fn main() -> ExitCode {
         Command::Controller(args) => {
             telemetry::init(args.log_format, "info,kube=warn");
             controller::run(args)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(Into::into)
+        }
+        Command::Dev(args) => {
+            telemetry::init(args.log_format, "info");
+            dev::run(args)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(Into::into)
+        }
+        Command::Status(args) => status::run(&args, &mut std::io::stdout().lock())
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Plan(args) => plan::run(&args, &mut std::io::stdout().lock())
+            .await
+            .map(|ok| {
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }),
+        Command::DingtalkSim(args) => {
+            telemetry::init(telemetry::LogFormat::Text, "info");
+            sim::cli::run(args)
                 .await
                 .map(|()| ExitCode::SUCCESS)
                 .map_err(Into::into)

@@ -1,0 +1,171 @@
+//! `dingbind plan -f PATH`: what applying these manifests would do, without
+//! doing it. For GitOps pull requests.
+
+use std::{io::Write, path::PathBuf};
+
+use jiff::Timestamp;
+
+use crate::{
+    api::TenantKey,
+    core::binding::Step,
+    dev::{
+        accept::{self, ACCEPTED, Accepted, Admission},
+        source,
+    },
+    dingtalk,
+    reconcile::{Reconciler, Secrets},
+    store::Store,
+    validate::{Severity, TenantValidator},
+};
+
+#[derive(clap::Args, Debug)]
+pub struct PlanArgs {
+    /// A manifest file or folder (Tenants, and the Secrets they reference).
+    #[arg(short = 'f', long = "filename")]
+    pub path: PathBuf,
+    /// Directory store with the tenants' current state.
+    #[arg(long, env = "DINGBIND_STORE", default_value = crate::store::DEFAULT_URL)]
+    pub store: String,
+    /// DingTalk base URL (both families) to read scopes and directories from; without it DingTalk is not read.
+    #[arg(long)]
+    pub dingtalk_url: Option<String>,
+}
+
+/// Prints the plan; returns whether every manifest would be accepted.
+pub async fn run(
+    args: &PlanArgs,
+    out: &mut impl Write,
+) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let store = Store::connect(&args.store).await?;
+    let manifests = if args.path.is_dir() {
+        source::read(&args.path)
+    } else {
+        let mut m = source::Manifests::default();
+        let text = std::fs::read_to_string(&args.path)
+            .map_err(|e| format!("{}: {e}", args.path.display()))?;
+        for doc in crate::validate::parse_documents(&args.path, &text)? {
+            if doc.value.get("kind").and_then(|k| k.as_str()) == Some("Tenant") {
+                m.tenants.push(doc);
+            }
+        }
+        m
+    };
+    let client = dingtalk::Client::new(match &args.dingtalk_url {
+        Some(url) => dingtalk::Config::with_base_url(url),
+        None => dingtalk::Config::default(),
+    })?;
+    let reconciler = Reconciler::new(store.clone(), client);
+    let validator = TenantValidator::new();
+    let mut all_ok = true;
+    for doc in &manifests.tenants {
+        let key: TenantKey = doc.object_name().parse()?;
+        writeln!(out, "Tenant {key} ({})", doc.file.display())?;
+        let previous: Option<Accepted> = store
+            .document(&key, ACCEPTED)
+            .await?
+            .and_then(|v| serde_json::from_value(v).ok());
+        let status = store
+            .document(&key, "status")
+            .await?
+            .and_then(|v| serde_json::from_value(v).ok());
+        let accepted = match accept::admit(&validator, doc, previous.as_ref(), status.as_ref()) {
+            Admission::Refused(findings) => {
+                all_ok = false;
+                for f in findings.iter().filter(|f| f.severity == Severity::Error) {
+                    writeln!(
+                        out,
+                        "  REFUSED: {}: {}",
+                        if f.field.is_empty() { "-" } else { &f.field },
+                        f.message
+                    )?;
+                }
+                continue;
+            }
+            Admission::Unchanged => match previous {
+                Some(p) => {
+                    writeln!(out, "  unchanged")?;
+                    p
+                }
+                None => continue,
+            },
+            Admission::Accepted(a, warnings) => {
+                for w in warnings {
+                    writeln!(out, "  warning: {}", w.message)?;
+                }
+                a
+            }
+        };
+        let tenant = accept::tenant(&accepted, status)?;
+        let ns = key.namespace.clone();
+        let secrets = Secrets::resolve(&tenant, |name| {
+            manifests
+                .secrets
+                .get(&TenantKey {
+                    namespace: ns.clone(),
+                    name: name.into(),
+                })
+                .map(|s| s.0.clone())
+        });
+        let plan = reconciler.plan(&tenant, &secrets, Timestamp::now()).await?;
+        match plan.step {
+            Step::Suspended => writeln!(out, "  suspended: nothing happens")?,
+            Step::Public { unbound: Some(_) } => {
+                writeln!(out, "  stays in public mode (unbound for good)")?
+            }
+            Step::Public { unbound: None } => writeln!(out, "  public mode")?,
+            Step::RebindForbidden { unbound_at } => {
+                all_ok = false;
+                writeln!(
+                    out,
+                    "  REFUSED: unbound from DingTalk on {unbound_at}; a tenant cannot return to DingTalk mode"
+                )?;
+            }
+            Step::UnbindTrialExpired => {
+                writeln!(out, "  UNBIND now: the trial expired (irreversible)")?
+            }
+            Step::RequestedUnbind => writeln!(
+                out,
+                "  UNBIND requested (irreversible once carried out): waits until the creator has a contact and a password, and the app is disabled in DingTalk"
+            )?,
+            Step::Operate => writeln!(out, "  DingTalk mode")?,
+        }
+        if let Some(scope) = &plan.scope {
+            if scope.is_empty() {
+                writeln!(out, "  visible scope: unchanged")?;
+            } else {
+                writeln!(out, "  visible scope: {}", scope.summary())?;
+            }
+        }
+        if let Some(sync) = &plan.sync {
+            let d = &sync.guarded.diff;
+            writeln!(
+                out,
+                "  directory: members +{} ~{} -{}, departments +{} ~{} -{} -> {} members",
+                d.add_members.len(),
+                d.update_members.len(),
+                d.remove_members.len(),
+                d.add_departments.len(),
+                d.update_departments.len(),
+                d.remove_departments.len(),
+                sync.members_after
+            )?;
+            for m in d.add_members.iter().take(20) {
+                writeln!(out, "    + {} ({})", m.name, m.userid)?;
+            }
+            for u in d.remove_members.iter().take(20) {
+                writeln!(out, "    - {u}")?;
+            }
+            if sync.guarded.held > 0 {
+                writeln!(
+                    out,
+                    "  {} removals would be held back by sync.maxDeletions until approved",
+                    sync.guarded.held
+                )?;
+            }
+        }
+        if let Some(p) = &plan.problem {
+            writeln!(out, "  note: {p}")?;
+        }
+    }
+    Ok(all_ok)
+}

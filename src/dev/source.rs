@@ -1,0 +1,165 @@
+//! Tenants and Secrets from a folder of YAML manifests, as local mode reads them.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use serde_json::Value;
+
+use crate::{
+    api::TenantKey,
+    validate::{self, Document},
+};
+
+/// What changes when a file is saved: the files, their sizes and times.
+pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+/// The manifest files of `dir` and when they last changed.
+pub fn fingerprint(dir: &Path) -> Fingerprint {
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path, out: &mut Fingerprint) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            walk(&path, out);
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push((path, meta.len(), meta.modified().ok()));
+        }
+    }
+}
+
+/// A Secret as written in a manifest: `data` (base64) and `stringData`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretData(pub BTreeMap<String, String>);
+
+impl SecretData {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+}
+
+/// Everything read from the folder.
+#[derive(Debug, Default)]
+pub struct Manifests {
+    pub tenants: Vec<Document>,
+    pub secrets: BTreeMap<TenantKey, SecretData>,
+    /// Files that could not be read or parsed, with the reason.
+    pub errors: Vec<String>,
+}
+
+/// Reads every Tenant and Secret under `dir`. A file that cannot be parsed is
+/// reported and skipped; the others still count.
+pub fn read(dir: &Path) -> Manifests {
+    let mut m = Manifests::default();
+    for (path, _, _) in fingerprint(dir) {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                m.errors.push(format!("{}: {e}", path.display()));
+                continue;
+            }
+        };
+        let docs = match validate::parse_documents(&path, &text) {
+            Ok(d) => d,
+            Err(e) => {
+                m.errors.push(e.to_string());
+                continue;
+            }
+        };
+        for doc in docs {
+            match doc.value.get("kind").and_then(Value::as_str) {
+                Some("Tenant") => m.tenants.push(doc),
+                Some("Secret") => {
+                    if let Some((key, data)) = secret(&doc.value) {
+                        m.secrets.insert(key, data);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    m
+}
+
+fn secret(v: &Value) -> Option<(TenantKey, SecretData)> {
+    use base64::Engine;
+    let meta = v.get("metadata")?;
+    let key = TenantKey {
+        namespace: meta
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string(),
+        name: meta.get("name").and_then(Value::as_str)?.to_string(),
+    };
+    let mut data = BTreeMap::new();
+    for (k, val) in v
+        .get("data")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(bytes) = val
+            .as_str()
+            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        {
+            data.insert(k.clone(), String::from_utf8_lossy(&bytes).into_owned());
+        }
+    }
+    for (k, val) in v
+        .get("stringData")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(s) = val.as_str() {
+            data.insert(k.clone(), s.to_string());
+        }
+    }
+    Some((key, SecretData(data)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_merge_data_and_string_data() {
+        let v: Value = serde_yaml::from_str(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: t}\ndata: {appKey: a2V5}\nstringData: {appSecret: shh}\n",
+        )
+        .unwrap();
+        let (key, data) = secret(&v).unwrap();
+        assert_eq!(key.to_string(), "t/s");
+        assert_eq!(data.get("appKey"), Some("key"));
+        assert_eq!(data.get("appSecret"), Some("shh"));
+    }
+
+    #[test]
+    fn reads_tenants_and_secrets_from_the_examples() {
+        let m = read(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/tenants"
+        )));
+        assert!(m.errors.is_empty(), "{:?}", m.errors);
+        assert_eq!(m.tenants.len(), 4);
+        assert!(m.secrets.contains_key(&TenantKey {
+            namespace: "tenants".into(),
+            name: "acme-dingtalk".into()
+        }));
+    }
+}
