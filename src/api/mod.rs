@@ -260,12 +260,13 @@ impl Default for SyncSpec {
 }
 
 impl SyncSpec {
-    /// The removal limit for a directory of `current` members.
+    /// The removal limit for a directory of `current` members. A percentage is
+    /// rounded up, so that one departure from a small directory needs no approval.
     pub fn max_deletions_for(&self, current: u64) -> u64 {
         match &self.max_deletions {
             IntOrString::Int(n) => u64::try_from(*n).unwrap_or(0),
             IntOrString::String(s) => match s.strip_suffix('%').map(str::parse::<u64>) {
-                Some(Ok(pct)) => current * pct.min(100) / 100,
+                Some(Ok(pct)) => (current * pct.min(100)).div_ceil(100),
                 _ => s.parse().unwrap_or(0),
             },
         }
@@ -330,6 +331,7 @@ mod tests {
     fn max_deletions_count_and_percentage() {
         let mut s = SyncSpec::default();
         assert_eq!(s.max_deletions_for(1000), 100);
+        assert_eq!(s.max_deletions_for(3), 1, "rounded up");
         s.max_deletions = IntOrString::Int(7);
         assert_eq!(s.max_deletions_for(1000), 7);
         s.max_deletions = IntOrString::String("0%".into());

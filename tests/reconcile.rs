@@ -1,0 +1,590 @@
+//! The reconciler shell against the DingTalk simulator and the store (SQLite
+//! always; PostgreSQL too when `DINGBIND_TEST_POSTGRES_URL` is set): the
+//! binding lifecycle, the visible scope, the directory sync and its guard.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use dingbind::{
+    api::{Mode, SYNC_REQUESTED_AT, Tenant, TenantKey, UnbindReason, condition, reason},
+    core::conditions,
+    dingtalk,
+    reconcile::{Outcome, Reconciler, Secrets},
+    sim::{OrgFile, SimHandle, Simulator, World},
+    store::{LedgerEntry, Store},
+};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+
+const ORG: &str = r#"
+corps:
+  - corpId: dingacme
+    name: ACME
+    apps:
+      - {agentId: 1001, appKey: acme-key, appSecret: acme-secret, enabled: true, visibleScope: {deptIds: [2], userIds: []}}
+    departments:
+      - {id: 2, name: Sales, parentId: 1}
+      - {id: 3, name: East, parentId: 2}
+      - {id: 4, name: Engineering, parentId: 1}
+      - {id: 5, name: Platform, parentId: 4}
+      - {id: 6, name: Finance, parentId: 1}
+    users:
+      - {userid: boss, name: Owner, deptIds: [1], email: owner@acme.example, admin: true}
+      - {userid: s1, name: Sales One, deptIds: [2], email: s1@acme.example}
+      - {userid: s2, name: Sales Two, deptIds: [3], email: s2@acme.example}
+      - {userid: s3, name: Both, deptIds: [3, 5], email: s3@acme.example}
+      - {userid: e1, name: Eng One, deptIds: [4], email: e1@acme.example}
+      - {userid: e2, name: Eng Two, deptIds: [5], email: e2@acme.example}
+      - {userid: f1, name: Fin One, deptIds: [6], email: f1@acme.example}
+      - {userid: f2, name: Fin Two, deptIds: [6], email: f2@acme.example}
+"#;
+
+/// The simulator, a store and a reconciler, for one test.
+struct Env {
+    sim: SimHandle,
+    store: Store,
+    rec: Reconciler,
+    http: reqwest::Client,
+    ns: String,
+}
+
+async fn envs() -> Vec<Env> {
+    let dir = tempfile::tempdir().expect("temp dir").keep();
+    let mut urls = vec![format!("sqlite://{}", dir.join("store.db").display())];
+    match std::env::var("DINGBIND_TEST_POSTGRES_URL") {
+        Ok(url) => urls.push(url),
+        Err(_) => {
+            eprintln!("note: DINGBIND_TEST_POSTGRES_URL is not set; PostgreSQL was not tested here")
+        }
+    }
+    let mut out = Vec::new();
+    for url in urls {
+        let world = World::from_file(OrgFile::parse(ORG).expect("org parses")).expect("world");
+        let sim = Simulator::start(world, "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("simulator starts");
+        let store = Store::connect(&url)
+            .await
+            .expect("store opens (is PostgreSQL running?)");
+        let client =
+            dingtalk::Client::new(dingtalk::Config::with_base_url(&sim.url())).expect("client");
+        let rec = Reconciler::new(store.clone(), client);
+        let ns = format!("t{}", fastrand::u64(..));
+        out.push(Env {
+            sim,
+            store,
+            rec,
+            http: reqwest::Client::new(),
+            ns,
+        });
+    }
+    out
+}
+
+impl Env {
+    fn tenant(&self, name: &str, spec: Value) -> Tenant {
+        let mut t: Tenant = serde_json::from_value(json!({
+            "apiVersion": "dingbind.dev/v1alpha1",
+            "kind": "Tenant",
+            "metadata": {"name": name, "namespace": self.ns},
+            "spec": spec,
+        }))
+        .expect("tenant");
+        t.metadata.generation = Some(1);
+        t
+    }
+
+    fn key(&self, name: &str) -> TenantKey {
+        TenantKey {
+            namespace: self.ns.clone(),
+            name: name.into(),
+        }
+    }
+
+    /// Reconciles at `now` and keeps the status on the object, as the controller does.
+    async fn run_at(&self, t: &mut Tenant, secrets: &Secrets, now: Timestamp) -> Outcome {
+        let outcome = self
+            .rec
+            .reconcile(t, secrets, now, &|_| {})
+            .await
+            .expect("reconcile");
+        t.status = Some(outcome.status.clone());
+        outcome
+    }
+
+    async fn run(&self, t: &mut Tenant, secrets: &Secrets) -> Outcome {
+        self.run_at(t, secrets, Timestamp::now()).await
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self
+            .http
+            .request(method, format!("{}/_sim/{path}", self.sim.url()));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("admin call");
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.json().await.unwrap_or(Value::Null)
+    }
+
+    async fn app_calls(&self) -> u64 {
+        let stats = self.admin(reqwest::Method::GET, "stats", None).await;
+        stats
+            .pointer("/apps/acme-key/calls")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    }
+
+    async fn members(&self, name: &str) -> BTreeSet<String> {
+        self.store
+            .directory(&self.key(name))
+            .await
+            .expect("directory")
+            .members
+            .into_keys()
+            .collect()
+    }
+}
+
+fn secrets(password: bool) -> Secrets {
+    let mut data = BTreeMap::new();
+    data.insert(
+        "creds".to_string(),
+        BTreeMap::from([
+            ("appKey".into(), "acme-key".into()),
+            ("appSecret".into(), "acme-secret".into()),
+        ]),
+    );
+    if password {
+        data.insert(
+            "pw".to_string(),
+            BTreeMap::from([("password".into(), "s3cret".into())]),
+        );
+    }
+    let probe = serde_json::from_value::<Tenant>(json!({
+        "apiVersion": "dingbind.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "x", "namespace": "n"},
+        "spec": {"mode": "DingTalk",
+                 "dingtalk": {"corpId": "dingacme", "agentId": 1001, "credentialsSecretRef": {"name": "creds"}, "visibleScope": {"allEmployees": true}},
+                 "creator": {"email": "owner@acme.example", "passwordSecretRef": {"name": "pw"}}}
+    }))
+    .expect("probe");
+    Secrets::resolve(&probe, |name| data.get(name).cloned())
+}
+
+fn spec(scope: Value) -> Value {
+    json!({
+        "mode": "DingTalk",
+        "dingtalk": {"corpId": "dingacme", "agentId": 1001, "credentialsSecretRef": {"name": "creds"}, "visibleScope": scope},
+        "creator": {"email": "owner@acme.example", "passwordSecretRef": {"name": "pw"}},
+    })
+}
+
+fn ready(o: &Outcome) -> (String, String) {
+    let c = conditions::get(&o.status.conditions, condition::READY).expect("Ready condition");
+    (c.status.clone(), c.reason.clone())
+}
+
+fn set_of(ids: &[&str]) -> BTreeSet<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+fn request_sync(t: &mut Tenant, value: &str) {
+    t.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(SYNC_REQUESTED_AT.into(), value.into());
+}
+
+#[tokio::test]
+async fn bind_and_sync_mirrors_the_scope_without_the_creator() {
+    for env in envs().await {
+        let mut t = env.tenant(
+            "acme",
+            spec(json!({"departments": [2, 4], "users": ["f1"]})),
+        );
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(
+            ready(&o),
+            ("True".into(), reason::RECONCILED.into()),
+            "{:?}",
+            o.status
+        );
+        // Headcount == distinct DingTalk users in the scope (Sales and Engineering subtrees, plus f1).
+        assert_eq!(
+            env.members("acme").await,
+            set_of(&["s1", "s2", "s3", "e1", "e2", "f1"])
+        );
+        let dir = env.store.directory(&env.key("acme")).await.unwrap();
+        assert_eq!(
+            dir.departments.keys().copied().collect::<Vec<_>>(),
+            vec![2, 3, 4, 5]
+        );
+        assert_eq!(dir.members["s3"].dept_ids, vec![3, 5]);
+        assert_eq!(
+            dir.members["f1"].dept_ids,
+            Vec::<i64>::new(),
+            "listed by userid, Finance is outside the scope"
+        );
+        let status_dir = o.status.directory.as_ref().unwrap();
+        assert_eq!(
+            (status_dir.members, status_dir.departments, status_dir.added),
+            (6, 4, 6)
+        );
+        assert_eq!(o.status.mode, Some(Mode::DingTalk));
+        assert_eq!(o.status.bound_corp_id.as_deref(), Some("dingacme"));
+        // The app's scope in DingTalk is now the declared one.
+        let corp = env
+            .admin(reqwest::Method::GET, "corps/dingacme", None)
+            .await;
+        let scope = &corp["apps"][0]["visibleScope"];
+        assert_eq!(scope["deptIds"], json!([2, 4]));
+        assert_eq!(scope["userIds"], json!(["f1"]));
+        assert!(
+            o.events.iter().any(|e| e.reason == reason::SCOPE_UPDATED),
+            "drift was corrected with an Event"
+        );
+        assert_eq!(
+            env.store.ledger(&env.key("acme")).await.unwrap().len(),
+            1,
+            "one Bound entry"
+        );
+    }
+}
+
+#[tokio::test]
+async fn all_employees_covers_the_whole_organization_but_the_creator() {
+    for env in envs().await {
+        let mut t = env.tenant("all", spec(json!({"allEmployees": true})));
+        env.run(&mut t, &secrets(true)).await;
+        assert_eq!(
+            env.members("all").await,
+            set_of(&["s1", "s2", "s3", "e1", "e2", "f1", "f2"])
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_member_who_left_is_removed_on_a_requested_sync() {
+    for env in envs().await {
+        let mut t = env.tenant("acme", spec(json!({"departments": [2]})));
+        env.run(&mut t, &secrets(true)).await;
+        assert!(env.members("acme").await.contains("s2"));
+        env.admin(reqwest::Method::POST, "corps/dingacme/users/s2/leave", None)
+            .await;
+        // Within the interval nothing is read again...
+        env.run(&mut t, &secrets(true)).await;
+        assert!(env.members("acme").await.contains("s2"));
+        // ...until a sync is requested.
+        request_sync(&mut t, "2026-11-26T10:00:00Z");
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(env.members("acme").await, set_of(&["s1", "s3"]));
+        assert_eq!(
+            o.status.last_handled_sync_request.as_deref(),
+            Some("2026-11-26T10:00:00Z")
+        );
+        assert_eq!(o.status.directory.as_ref().unwrap().removed, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_sync_with_nothing_changed_writes_nothing() {
+    for env in envs().await {
+        let mut t = env.tenant("acme", spec(json!({"departments": [2, 4]})));
+        env.run(&mut t, &secrets(true)).await;
+        request_sync(&mut t, "again");
+        let o = env.run(&mut t, &secrets(true)).await;
+        let d = o.status.directory.as_ref().unwrap();
+        assert_eq!((d.added, d.updated, d.removed), (0, 0, 0));
+        let runs = env.store.sync_runs(&env.key("acme"), 1).await.unwrap();
+        assert_eq!(runs[0].rows_written, 0, "{runs:?}");
+    }
+}
+
+#[tokio::test]
+async fn mass_removals_are_held_until_the_exact_count_is_approved() {
+    for env in envs().await {
+        let mut s = spec(json!({"allEmployees": true}));
+        s["sync"] = json!({"maxDeletions": 1});
+        let mut t = env.tenant("acme", s);
+        env.run(&mut t, &secrets(true)).await;
+        for u in ["e1", "e2", "f1"] {
+            env.admin(
+                reqwest::Method::POST,
+                &format!("corps/dingacme/users/{u}/leave"),
+                None,
+            )
+            .await;
+        }
+        env.admin(
+            reqwest::Method::PUT,
+            "corps/dingacme/users/n1",
+            Some(json!({"name": "New", "deptIds": [2]})),
+        )
+        .await;
+        request_sync(&mut t, "1");
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(
+            ready(&o),
+            ("False".into(), reason::DELETION_THRESHOLD_EXCEEDED.into())
+        );
+        let synced = conditions::get(&o.status.conditions, condition::DIRECTORY_SYNCED).unwrap();
+        assert_eq!(synced.reason, reason::DELETION_THRESHOLD_EXCEEDED);
+        assert!(synced.message.contains("3 members"), "{}", synced.message);
+        assert!(
+            o.events
+                .iter()
+                .any(|e| e.warning && e.reason == reason::DELETION_THRESHOLD_EXCEEDED)
+        );
+        let members = env.members("acme").await;
+        assert!(
+            members.contains("e1") && members.contains("f1"),
+            "no one removed"
+        );
+        assert!(members.contains("n1"), "the rest of the sync applied");
+        assert_eq!(o.status.directory.as_ref().unwrap().pending_deletions, 3);
+        // A wrong count approves nothing.
+        t.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("dingbind.dev/approve-deletions".into(), "2".into());
+        env.run(&mut t, &secrets(true)).await;
+        assert!(env.members("acme").await.contains("e1"));
+        t.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("dingbind.dev/approve-deletions".into(), "3".into());
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(ready(&o).0, "True");
+        assert!(!env.members("acme").await.contains("e1"));
+        assert_eq!(o.status.directory.as_ref().unwrap().pending_deletions, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_department_answering_empty_once_does_not_wipe_the_directory() {
+    for env in envs().await {
+        let mut t = env.tenant("acme", spec(json!({"departments": [6]})));
+        env.run(&mut t, &secrets(true)).await;
+        assert_eq!(env.members("acme").await, set_of(&["f1", "f2"]));
+        env.admin(
+            reqwest::Method::PUT,
+            "faults",
+            Some(json!({"emptyMembersOnce": 6})),
+        )
+        .await;
+        request_sync(&mut t, "1");
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(ready(&o).1, reason::DELETION_THRESHOLD_EXCEEDED);
+        assert_eq!(env.members("acme").await, set_of(&["f1", "f2"]));
+        // The next read is correct again and the hold clears by itself.
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(ready(&o).0, "True", "{:?}", o.status.conditions);
+        assert_eq!(env.members("acme").await, set_of(&["f1", "f2"]));
+    }
+}
+
+#[tokio::test]
+async fn unbind_waits_for_the_creator_then_the_app_then_unbinds_for_good() {
+    for env in envs().await {
+        let mut t = env.tenant("acme", spec(json!({"departments": [2]})));
+        env.run(&mut t, &secrets(false)).await;
+        t.spec.mode = Mode::Public;
+        t.metadata.generation = Some(2);
+        let o = env.run(&mut t, &secrets(false)).await;
+        assert_eq!(
+            ready(&o),
+            ("False".into(), reason::CREATOR_ACCOUNT_INCOMPLETE.into())
+        );
+        assert!(
+            conditions::get(&o.status.conditions, condition::READY)
+                .unwrap()
+                .message
+                .contains("password")
+        );
+        assert_eq!(
+            o.status.mode,
+            Some(Mode::DingTalk),
+            "nothing changes while a precondition is missing"
+        );
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(
+            ready(&o),
+            ("False".into(), reason::APP_STILL_ENABLED.into())
+        );
+        assert!(!env.members("acme").await.is_empty());
+        env.admin(
+            reqwest::Method::PUT,
+            "corps/dingacme/apps/1001",
+            Some(json!({"enabled": false})),
+        )
+        .await;
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(o.status.mode, Some(Mode::Public));
+        assert_eq!(o.status.unbind_reason, Some(UnbindReason::Requested));
+        assert!(o.status.unbound_at.is_some());
+        assert!(o.status.directory.is_none());
+        assert!(
+            env.members("acme").await.is_empty(),
+            "the DingTalk-synced directory is cleared"
+        );
+        let ledger = env.store.ledger(&env.key("acme")).await.unwrap();
+        assert!(
+            matches!(
+                ledger.last(),
+                Some(LedgerEntry::Unbound {
+                    reason: UnbindReason::Requested,
+                    ..
+                })
+            ),
+            "{ledger:?}"
+        );
+        assert!(o.events.iter().any(|e| e.reason == reason::UNBOUND));
+    }
+}
+
+#[tokio::test]
+async fn a_withdrawn_unbind_leaves_the_tenant_bound_and_synced() {
+    for env in envs().await {
+        let mut t = env.tenant("acme", spec(json!({"departments": [2]})));
+        env.run(&mut t, &secrets(true)).await;
+        t.spec.mode = Mode::Public;
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(ready(&o).1, reason::APP_STILL_ENABLED);
+        t.spec.mode = Mode::DingTalk;
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(ready(&o), ("True".into(), reason::RECONCILED.into()));
+        assert_eq!(o.status.mode, Some(Mode::DingTalk));
+        assert_eq!(env.members("acme").await, set_of(&["s1", "s2", "s3"]));
+        assert!(
+            env.store
+                .ledger(&env.key("acme"))
+                .await
+                .unwrap()
+                .iter()
+                .all(|e| matches!(e, LedgerEntry::Bound { .. }))
+        );
+    }
+}
+
+#[tokio::test]
+async fn trial_expiry_unbinds_at_the_instant_without_preconditions() {
+    for env in envs().await {
+        let now = Timestamp::now();
+        let expires = now + SignedDuration::from_secs(30);
+        let mut s = spec(json!({"departments": [2]}));
+        s["trial"] = json!({"expiresAt": expires.to_string()});
+        s["creator"] = json!({"phone": "13800000000"});
+        let mut t = env.tenant("trial", s);
+        let o = env.run_at(&mut t, &secrets(false), now).await;
+        assert_eq!(o.status.mode, Some(Mode::DingTalk));
+        let wait = o.requeue_after.expect("requeued");
+        assert!(
+            wait <= std::time::Duration::from_secs(30),
+            "requeued for the expiry, not the next poll: {wait:?}"
+        );
+        let o = env.run_at(&mut t, &secrets(false), expires).await;
+        assert_eq!(o.status.mode, Some(Mode::Public));
+        assert_eq!(o.status.unbind_reason, Some(UnbindReason::TrialExpired));
+        assert!(env.members("trial").await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_recreated_tenant_asking_for_dingtalk_again_is_refused_without_calling_dingtalk() {
+    for env in envs().await {
+        let mut t = env.tenant("acme", spec(json!({"departments": [2]})));
+        env.run(&mut t, &secrets(true)).await;
+        env.admin(
+            reqwest::Method::PUT,
+            "corps/dingacme/apps/1001",
+            Some(json!({"enabled": false})),
+        )
+        .await;
+        t.spec.mode = Mode::Public;
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(o.status.mode, Some(Mode::Public));
+        // Deleted and created again in DingTalk mode: a new object, no status.
+        let mut again = env.tenant("acme", spec(json!({"departments": [2]})));
+        let calls = env.app_calls().await;
+        let o = env.run(&mut again, &secrets(true)).await;
+        assert_eq!(ready(&o), ("False".into(), reason::REBIND_FORBIDDEN.into()));
+        assert_eq!(o.status.mode, Some(Mode::Public));
+        assert!(
+            o.events
+                .iter()
+                .any(|e| e.warning && e.reason == reason::REBIND_FORBIDDEN)
+        );
+        assert_eq!(
+            env.app_calls().await,
+            calls,
+            "no DingTalk call for an unbound tenant"
+        );
+        assert!(env.members("acme").await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn bad_credentials_and_a_missing_app_are_conditions_not_errors() {
+    for env in envs().await {
+        let mut t = env.tenant("acme", spec(json!({"departments": [2]})));
+        let wrong = Secrets::resolve(&t, |name| {
+            (name == "creds").then(|| {
+                BTreeMap::from([
+                    ("appKey".into(), "acme-key".into()),
+                    ("appSecret".into(), "nope".into()),
+                ])
+            })
+        });
+        let o = env.run(&mut t, &wrong).await;
+        assert_eq!(
+            ready(&o),
+            ("False".into(), reason::INVALID_CREDENTIALS.into())
+        );
+        assert!(
+            !format!("{:?}", o.status).contains("nope"),
+            "the secret never appears in status"
+        );
+        let missing = Secrets::resolve(&t, |_| None);
+        let o = env.run(&mut t, &missing).await;
+        assert_eq!(ready(&o).1, reason::SECRET_NOT_FOUND);
+        let mut other = env.tenant("other", spec(json!({"departments": [2]})));
+        other.spec.dingtalk.as_mut().unwrap().agent_id = 4242;
+        let o = env.run(&mut other, &secrets(true)).await;
+        assert_eq!(ready(&o), ("False".into(), reason::APP_NOT_FOUND.into()));
+    }
+}
+
+#[tokio::test]
+async fn deletion_policy_delete_drops_the_directory_and_keeps_the_ledger() {
+    for env in envs().await {
+        let mut s = spec(json!({"departments": [2]}));
+        s["deletionPolicy"] = json!("Delete");
+        let mut t = env.tenant("acme", s);
+        env.run(&mut t, &secrets(true)).await;
+        env.rec.cleanup(&t).await.unwrap();
+        assert!(env.members("acme").await.is_empty());
+        assert_eq!(env.store.ledger(&env.key("acme")).await.unwrap().len(), 1);
+        let mut kept = env.tenant("kept", spec(json!({"departments": [2]})));
+        env.run(&mut kept, &secrets(true)).await;
+        env.rec.cleanup(&kept).await.unwrap();
+        assert_eq!(
+            env.members("kept").await.len(),
+            3,
+            "Retain keeps the directory"
+        );
+    }
+}
+
+#[tokio::test]
+async fn suspended_tenants_are_left_alone() {
+    for env in envs().await {
+        let mut s = spec(json!({"departments": [2]}));
+        s["suspend"] = json!(true);
+        let mut t = env.tenant("acme", s);
+        let calls = env.app_calls().await;
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(ready(&o).1, reason::SUSPENDED);
+        assert_eq!(env.app_calls().await, calls);
+        assert!(env.members("acme").await.is_empty());
+    }
+}
