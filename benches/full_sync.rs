@@ -38,7 +38,10 @@ impl Drop for Sim {
 }
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn peak_rss_mib() -> f64 {
@@ -70,7 +73,9 @@ async fn main() {
     }
     let depts = corp.departments.len() + 1;
     let listsub_calls = depts;
-    let page_calls: usize = (1..=depts as i64).map(|d| direct.get(&d).copied().unwrap_or(0).div_ceil(100).max(1)).sum();
+    let page_calls: usize = (1..=depts as i64)
+        .map(|d| direct.get(&d).copied().unwrap_or(0).div_ceil(100).max(1))
+        .sum();
     let bound_secs = listsub_calls.max(page_calls) as f64 / QPS;
     drop(corp);
 
@@ -78,7 +83,10 @@ async fn main() {
         .args([
             "dingtalk-sim",
             "--generate",
-            &format!("departments={},users={},seed={}", spec.departments, spec.users, spec.seed),
+            &format!(
+                "departments={},users={},seed={}",
+                spec.departments, spec.users, spec.seed
+            ),
             "--listen",
             "127.0.0.1:0",
         ])
@@ -89,11 +97,18 @@ async fn main() {
     let stdout = child.stdout.take().expect("simulator stdout");
     let _sim = Sim(child);
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("simulator address");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("simulator address");
     let url = line.trim().rsplit(' ').next().expect("address").to_string();
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("bench.db").display())).await.expect("store");
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("bench.db").display()
+    ))
+    .await
+    .expect("store");
     let client = dingtalk::Client::new(dingtalk::Config::with_base_url(&url)).expect("client");
     let rec = Reconciler::new(store.clone(), client.clone());
 
@@ -104,29 +119,53 @@ async fn main() {
                  "credentialsSecretRef": {"name": "creds"}, "visibleScope": {"allEmployees": true}}}
     }))
     .expect("tenant");
-    let creds = BTreeMap::from([("appKey".to_string(), GEN_APP_KEY.to_string()), ("appSecret".to_string(), GEN_APP_SECRET.to_string())]);
+    let creds = BTreeMap::from([
+        ("appKey".to_string(), GEN_APP_KEY.to_string()),
+        ("appSecret".to_string(), GEN_APP_SECRET.to_string()),
+    ]);
     let secrets = Secrets::resolve(&tenant, |_| Some(creds.clone()));
 
     println!("organization: {} departments, {} users", depts, spec.users);
     let started = Instant::now();
-    let outcome = rec.reconcile(&tenant, &secrets, Timestamp::now(), &|_| {}).await.expect("reconcile");
+    let outcome = rec
+        .reconcile(&tenant, &secrets, Timestamp::now(), &|_| {})
+        .await
+        .expect("reconcile");
     let elapsed = started.elapsed().as_secs_f64();
     let stats = client.stats();
     let dir_status = outcome.status.directory.clone().unwrap_or_default();
-    println!("full sync: {} members, {} departments in the directory", dir_status.members, dir_status.departments);
+    println!(
+        "full sync: {} members, {} departments in the directory",
+        dir_status.members, dir_status.departments
+    );
     println!("calls by endpoint:");
     for (api, s) in &stats.endpoints {
-        println!("  {:<40} {:>6} calls, {} throttled", api.name(), s.calls, s.throttled);
+        println!(
+            "  {:<40} {:>6} calls, {} throttled",
+            api.name(),
+            s.calls,
+            s.throttled
+        );
     }
-    println!("lower bound: listsub {listsub_calls} calls, user/list {page_calls} pages -> {bound_secs:.1} s at {QPS} calls/s per API");
-    println!("wall time: {elapsed:.1} s, ratio {:.3} (target <= 1.10)", elapsed / bound_secs);
+    println!(
+        "lower bound: listsub {listsub_calls} calls, user/list {page_calls} pages -> {bound_secs:.1} s at {QPS} calls/s per API"
+    );
+    println!(
+        "wall time: {elapsed:.1} s, ratio {:.3} (target <= 1.10)",
+        elapsed / bound_secs
+    );
     println!("throttle errors: {}", stats.total_throttled());
     println!("peak RSS: {:.0} MiB (target < 200)", peak_rss_mib());
 
     tenant.status = Some(outcome.status);
-    tenant.metadata.annotations = Some(BTreeMap::from([(SYNC_REQUESTED_AT.to_string(), "again".to_string())]));
+    tenant.metadata.annotations = Some(BTreeMap::from([(
+        SYNC_REQUESTED_AT.to_string(),
+        "again".to_string(),
+    )]));
     let started = Instant::now();
-    rec.reconcile(&tenant, &secrets, Timestamp::now(), &|_| {}).await.expect("second reconcile");
+    rec.reconcile(&tenant, &secrets, Timestamp::now(), &|_| {})
+        .await
+        .expect("second reconcile");
     let runs = store.sync_runs(&tenant.key(), 1).await.expect("runs");
     println!(
         "sync with nothing changed: {:.1} s, {} rows written",

@@ -12,6 +12,11 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
     pub endpoint: String,
 }
@@ -26,7 +31,7 @@ pub struct Metrics {
     pub members_added: Counter,
     pub members_updated: Counter,
     pub members_removed: Counter,
-    pub deletions_held: Gauge,
+    pub deletions_held: Family<TenantLabels, Gauge>,
     pub dingtalk_calls: Family<EndpointLabels, Counter>,
     pub dingtalk_throttles: Family<EndpointLabels, Counter>,
     pub leader: Gauge,
@@ -44,7 +49,7 @@ impl Metrics {
             members_added: Counter::default(),
             members_updated: Counter::default(),
             members_removed: Counter::default(),
-            deletions_held: Gauge::default(),
+            deletions_held: Family::default(),
             dingtalk_calls: Family::default(),
             dingtalk_throttles: Family::default(),
             leader: Gauge::default(),

@@ -111,6 +111,7 @@ pub enum Error {
 
 /// What every reconciliation shares.
 pub struct Context {
+    pub backoff: Backoff,
     pub client: Client,
     pub reconciler: Reconciler,
     pub recorder: Recorder,
@@ -183,6 +184,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
             instance: Some(identity),
         };
         let ctx = Arc::new(Context {
+            backoff: Backoff::default(),
             recorder: Recorder::new(client.clone(), reporter),
             client: client.clone(),
             reconciler: Reconciler::new(store, dingtalk),
@@ -343,9 +345,8 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
         &calls_before,
         &ctx.reconciler.dingtalk().stats(),
     );
-    if let Some(d) = &outcome.status.directory {
-        ctx.metrics.deletions_held.set(d.pending_deletions as i64);
-    }
+    record_sync_metrics(&ctx.metrics, tenant, &outcome.status);
+    ctx.backoff.reset(&tenant.key());
     status::write(&api, tenant, &outcome.status).await?;
     let reference = tenant.object_ref(&());
     for e in &outcome.events {
@@ -367,6 +368,32 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
     Ok(outcome
         .requeue_after
         .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Sync metrics, when this reconciliation ran a sync.
+fn record_sync_metrics(m: &Metrics, tenant: &Tenant, status: &crate::api::TenantStatus) {
+    let labels = crate::metrics::TenantLabels {
+        tenant: tenant.key().to_string(),
+    };
+    let Some(d) = &status.directory else {
+        m.deletions_held.get_or_create(&labels).set(0);
+        return;
+    };
+    m.deletions_held
+        .get_or_create(&labels)
+        .set(i64::try_from(d.pending_deletions).unwrap_or(i64::MAX));
+    let before = tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.directory.as_ref())
+        .and_then(|d| d.last_sync_time.clone());
+    if d.last_sync_time.is_some() && d.last_sync_time != before {
+        m.sync_duration
+            .observe(d.last_sync_duration_ms.unwrap_or(0) as f64 / 1000.0);
+        m.members_added.inc_by(d.added);
+        m.members_updated.inc_by(d.updated);
+        m.members_removed.inc_by(d.removed);
+    }
 }
 
 fn record_dingtalk_metrics(
@@ -421,8 +448,31 @@ fn error_policy(tenant: Arc<Tenant>, error: &ReconcileError, ctx: Arc<Context>) 
             reason: error.reason().into(),
         })
         .inc();
-    tracing::warn!(tenant = %tenant.key(), error = %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    let delay = ctx.backoff.next(&tenant.key());
+    tracing::warn!(tenant = %tenant.key(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Exponential backoff per Tenant after failed reconciliations: 5 s, 10 s, 20 s…
+/// up to 5 minutes; a success starts again from 5 s.
+#[derive(Default)]
+pub struct Backoff(std::sync::Mutex<std::collections::HashMap<crate::api::TenantKey, u32>>);
+
+impl Backoff {
+    const BASE: Duration = Duration::from_secs(5);
+    const MAX: Duration = Duration::from_secs(300);
+
+    pub fn next(&self, key: &crate::api::TenantKey) -> Duration {
+        let mut failures = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(key.clone()).or_insert(0);
+        let delay = Self::BASE.saturating_mul(1 << (*n).min(16)).min(Self::MAX);
+        *n = n.saturating_add(1);
+        delay
+    }
+
+    pub fn reset(&self, key: &crate::api::TenantKey) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
 }
 
 fn hostname() -> String {
@@ -458,4 +508,31 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_tenant_up_to_a_cap_and_resets() {
+        let b = Backoff::default();
+        let a = crate::api::TenantKey {
+            namespace: "n".into(),
+            name: "a".into(),
+        };
+        let other = crate::api::TenantKey {
+            namespace: "n".into(),
+            name: "b".into(),
+        };
+        let delays: Vec<u64> = (0..9).map(|_| b.next(&a).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(
+            b.next(&other).as_secs(),
+            5,
+            "each tenant has its own backoff"
+        );
+        b.reset(&a);
+        assert_eq!(b.next(&a).as_secs(), 5);
+    }
 }
