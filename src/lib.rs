@@ -5,7 +5,7 @@
 //! observe → decide → act loop described in the README.
 
 pub mod api;
-pub mod validate;
 pub mod core;
 pub mod dingtalk;
 pub mod sim;
+pub mod validate;

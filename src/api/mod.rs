@@ -252,7 +252,10 @@ fn default_max_deletions() -> IntOrString {
 
 impl Default for SyncSpec {
     fn default() -> Self {
-        Self { interval: default_interval(), max_deletions: default_max_deletions() }
+        Self {
+            interval: default_interval(),
+            max_deletions: default_max_deletions(),
+        }
     }
 }
 
@@ -270,7 +273,9 @@ impl SyncSpec {
 }
 
 /// What happens to the directory when the Tenant is deleted.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
 pub enum DeletionPolicy {
     /// Keep the directory data.
     #[default]
@@ -307,7 +312,10 @@ impl std::str::FromStr for TenantKey {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once('/') {
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-                Ok(Self { namespace: ns.into(), name: name.into() })
+                Ok(Self {
+                    namespace: ns.into(),
+                    name: name.into(),
+                })
             }
             _ => Err(format!("expected NAMESPACE/NAME, got {s:?}")),
         }

@@ -48,7 +48,10 @@ pub struct Directory {
 }
 
 impl Directory {
-    pub fn new(departments: impl IntoIterator<Item = Department>, members: impl IntoIterator<Item = Member>) -> Self {
+    pub fn new(
+        departments: impl IntoIterator<Item = Department>,
+        members: impl IntoIterator<Item = Member>,
+    ) -> Self {
         Self {
             departments: departments.into_iter().map(|d| (d.id, d)).collect(),
             members: members.into_iter().map(|m| (m.userid.clone(), m)).collect(),
@@ -99,7 +102,12 @@ pub fn diff(current: &Directory, desired: &Directory) -> DirectoryDiff {
             Some(_) => {}
         }
     }
-    d.remove_departments = current.departments.keys().filter(|id| !desired.departments.contains_key(id)).copied().collect();
+    d.remove_departments = current
+        .departments
+        .keys()
+        .filter(|id| !desired.departments.contains_key(id))
+        .copied()
+        .collect();
     for (userid, member) in &desired.members {
         match current.members.get(userid) {
             None => d.add_members.push(member.clone()),
@@ -107,7 +115,12 @@ pub fn diff(current: &Directory, desired: &Directory) -> DirectoryDiff {
             Some(_) => {}
         }
     }
-    d.remove_members = current.members.keys().filter(|u| !desired.members.contains_key(*u)).cloned().collect();
+    d.remove_members = current
+        .members
+        .keys()
+        .filter(|u| !desired.members.contains_key(*u))
+        .cloned()
+        .collect();
     d
 }
 
@@ -135,26 +148,49 @@ mod tests {
     use proptest::prelude::*;
 
     fn member(userid: &str, name: &str, depts: &[i64]) -> Member {
-        Member { userid: userid.into(), unionid: format!("un-{userid}"), name: name.into(), dept_ids: depts.to_vec(), ..Default::default() }
+        Member {
+            userid: userid.into(),
+            unionid: format!("un-{userid}"),
+            name: name.into(),
+            dept_ids: depts.to_vec(),
+            ..Default::default()
+        }
     }
 
     fn dept(id: i64, parent: Option<i64>, name: &str) -> Department {
-        Department { id, parent_id: parent, name: name.into(), order: 0 }
+        Department {
+            id,
+            parent_id: parent,
+            name: name.into(),
+            order: 0,
+        }
     }
 
     #[test]
     fn unchanged_directory_gives_an_empty_diff() {
-        let dir = Directory::new([dept(2, Some(1), "Sales")], [member("u1", "Zhang San", &[2])]);
+        let dir = Directory::new(
+            [dept(2, Some(1), "Sales")],
+            [member("u1", "Zhang San", &[2])],
+        );
         assert!(diff(&dir, &dir).is_empty());
     }
 
     #[test]
     fn diff_sorts_changes_into_add_update_remove() {
-        let current = Directory::new([dept(2, None, "Sales"), dept(3, None, "Ops")], [member("u1", "A", &[2]), member("u2", "B", &[3])]);
-        let desired = Directory::new([dept(2, None, "Sales & Marketing"), dept(4, None, "R&D")], [member("u1", "A", &[2]), member("u3", "C", &[4])]);
+        let current = Directory::new(
+            [dept(2, None, "Sales"), dept(3, None, "Ops")],
+            [member("u1", "A", &[2]), member("u2", "B", &[3])],
+        );
+        let desired = Directory::new(
+            [dept(2, None, "Sales & Marketing"), dept(4, None, "R&D")],
+            [member("u1", "A", &[2]), member("u3", "C", &[4])],
+        );
         let d = diff(&current, &desired);
         assert_eq!(d.add_departments, vec![dept(4, None, "R&D")]);
-        assert_eq!(d.update_departments, vec![dept(2, None, "Sales & Marketing")]);
+        assert_eq!(
+            d.update_departments,
+            vec![dept(2, None, "Sales & Marketing")]
+        );
         assert_eq!(d.remove_departments, vec![3]);
         assert_eq!(d.add_members, vec![member("u3", "C", &[4])]);
         assert!(d.update_members.is_empty());
@@ -163,11 +199,16 @@ mod tests {
 
     fn arb_directory() -> impl Strategy<Value = Directory> {
         let depts = prop::collection::btree_map(1i64..20, "[a-c]{1,2}", 0..8);
-        let members = prop::collection::btree_map("u[0-9]{1,2}", ("[a-c]{1,2}", prop::collection::vec(1i64..20, 0..3)), 0..20);
+        let members = prop::collection::btree_map(
+            "u[0-9]{1,2}",
+            ("[a-c]{1,2}", prop::collection::vec(1i64..20, 0..3)),
+            0..20,
+        );
         (depts, members).prop_map(|(d, m)| {
             Directory::new(
                 d.into_iter().map(|(id, name)| dept(id, None, &name)),
-                m.into_iter().map(|(u, (name, depts))| member(&u, &name, &depts)),
+                m.into_iter()
+                    .map(|(u, (name, depts))| member(&u, &name, &depts)),
             )
         })
     }

@@ -36,7 +36,12 @@ impl std::fmt::Display for Finding {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(f, "{}: {level}: Tenant {}", self.file.display(), self.object)?;
+        write!(
+            f,
+            "{}: {level}: Tenant {}",
+            self.file.display(),
+            self.object
+        )?;
         if !self.field.is_empty() {
             write!(f, ": {}", self.field)?;
         }
@@ -47,9 +52,16 @@ impl std::fmt::Display for Finding {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: document {index}: not valid YAML: {source}")]
-    Parse { path: PathBuf, index: usize, source: serde_yaml::Error },
+    Parse {
+        path: PathBuf,
+        index: usize,
+        source: serde_yaml::Error,
+    },
     #[error("{0}: no YAML or JSON files found")]
     Empty(PathBuf),
 }
@@ -67,7 +79,10 @@ impl Document {
     pub fn object_name(&self) -> String {
         let meta = self.value.get("metadata");
         let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str);
-        let ns = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("default");
+        let ns = meta
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .unwrap_or("default");
         match name {
             Some(name) => format!("{ns}/{name}"),
             None => format!("document {}", self.index + 1),
@@ -85,9 +100,14 @@ pub fn read_tenants(path: &Path) -> Result<Vec<Document>, Error> {
     }
     let mut docs = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| Error::Read { path: file.clone(), source })?;
+        let text = std::fs::read_to_string(&file).map_err(|source| Error::Read {
+            path: file.clone(),
+            source,
+        })?;
         docs.extend(
-            parse_documents(&file, &text)?.into_iter().filter(|d| is_tenant(&d.value)),
+            parse_documents(&file, &text)?
+                .into_iter()
+                .filter(|d| is_tenant(&d.value)),
         );
     }
     Ok(docs)
@@ -97,10 +117,17 @@ pub fn read_tenants(path: &Path) -> Result<Vec<Document>, Error> {
 pub fn parse_documents(file: &Path, text: &str) -> Result<Vec<Document>, Error> {
     let mut docs = Vec::new();
     for (index, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value: Value = serde::Deserialize::deserialize(de)
-            .map_err(|source| Error::Parse { path: file.to_path_buf(), index: index + 1, source })?;
+        let value: Value = serde::Deserialize::deserialize(de).map_err(|source| Error::Parse {
+            path: file.to_path_buf(),
+            index: index + 1,
+            source,
+        })?;
         if !value.is_null() {
-            docs.push(Document { file: file.to_path_buf(), index, value });
+            docs.push(Document {
+                file: file.to_path_buf(),
+                index,
+                value,
+            });
         }
     }
     Ok(docs)
@@ -108,22 +135,33 @@ pub fn parse_documents(file: &Path, text: &str) -> Result<Vec<Document>, Error> 
 
 fn is_tenant(v: &Value) -> bool {
     v.get("kind").and_then(Value::as_str) == Some("Tenant")
-        && v.get("apiVersion").and_then(Value::as_str).is_some_and(|a| a.starts_with(api::GROUP))
+        && v.get("apiVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|a| a.starts_with(api::GROUP))
 }
 
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
-    let meta = std::fs::metadata(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if meta.is_file() {
         out.push(path.to_path_buf());
         return Ok(());
     }
-    let entries = std::fs::read_dir(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+    let entries = std::fs::read_dir(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     children.sort();
     for child in children {
         if child.is_dir() {
             collect_files(&child, out)?;
-        } else if matches!(child.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+        } else if matches!(
+            child.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
             out.push(child);
         }
     }
@@ -151,7 +189,10 @@ impl TenantValidator {
             .and_then(|s| s.open_api_v3_schema.as_ref())
             .map(|s| serde_json::to_value(s).unwrap_or_default())
             .unwrap_or_default();
-        Self { schema, cel: Validator::new() }
+        Self {
+            schema,
+            cel: Validator::new(),
+        }
     }
 
     /// Validates one Tenant, as a create (`previous: None`) or as an update of `previous`.
@@ -178,17 +219,29 @@ impl TenantValidator {
 
         let mut violations = Vec::new();
         schema::check(&self.schema, &doc.value, "", &mut violations);
-        findings.extend(violations.into_iter().map(|v| finding(v.field, v.message, Severity::Error)));
+        findings.extend(
+            violations
+                .into_iter()
+                .map(|v| finding(v.field, v.message, Severity::Error)),
+        );
         // CEL rules see a well-typed object only; the API server does the same.
         if findings.is_empty() {
             let old = previous.map(|p| &p.value);
             if let Err(errors) = self.cel.validate(&self.schema, &doc.value, old) {
                 for e in errors.iter() {
-                    findings.push(finding(e.field_path.trim_start_matches('.').to_string(), e.message.clone(), Severity::Error));
+                    findings.push(finding(
+                        e.field_path.trim_start_matches('.').to_string(),
+                        e.message.clone(),
+                        Severity::Error,
+                    ));
                 }
             }
         }
-        findings.extend(self.warnings(doc, previous).into_iter().map(|m| finding("spec.mode".into(), m, Severity::Warning)));
+        findings.extend(
+            self.warnings(doc, previous)
+                .into_iter()
+                .map(|m| finding("spec.mode".into(), m, Severity::Warning)),
+        );
         findings
     }
 
@@ -200,10 +253,16 @@ impl TenantValidator {
         let mut out = Vec::new();
         let public = Mode::Public.as_str();
         let dingtalk = Mode::DingTalk.as_str();
-        if new_mode.as_deref() == Some(public) && old_mode.as_deref() != Some(public) && doc.value.pointer("/spec/dingtalk").is_some() {
+        if new_mode.as_deref() == Some(public)
+            && old_mode.as_deref() != Some(public)
+            && doc.value.pointer("/spec/dingtalk").is_some()
+        {
             out.push("mode Public requests an unbind from DingTalk: once carried out it can never be undone".into());
         }
-        if new_mode.as_deref() == Some(dingtalk) && old_mode.as_deref() == Some(public) && old_status.is_none() {
+        if new_mode.as_deref() == Some(dingtalk)
+            && old_mode.as_deref() == Some(public)
+            && old_status.is_none()
+        {
             out.push(format!(
                 "the previous version has no status: if the tenant was already unbound (status.mode: Public), the API server refuses this change ({})",
                 api::REBIND_FORBIDDEN_MESSAGE
@@ -222,7 +281,9 @@ pub fn validate_paths(path: &Path, previous: Option<&Path>) -> Result<Vec<Findin
     Ok(docs
         .iter()
         .flat_map(|doc| {
-            let prev = previous_docs.iter().find(|p| p.object_name() == doc.object_name());
+            let prev = previous_docs
+                .iter()
+                .find(|p| p.object_name() == doc.object_name());
             validator.validate(doc, prev)
         })
         .collect())
@@ -232,7 +293,9 @@ fn is_dns_subdomain(name: &str) -> bool {
     name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -243,11 +306,16 @@ mod tests {
     use super::*;
 
     fn doc(yaml: &str) -> Document {
-        parse_documents(Path::new("t.yaml"), yaml).unwrap().remove(0)
+        parse_documents(Path::new("t.yaml"), yaml)
+            .unwrap()
+            .remove(0)
     }
 
     fn errors(findings: &[Finding]) -> Vec<&Finding> {
-        findings.iter().filter(|f| f.severity == Severity::Error).collect()
+        findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .collect()
     }
 
     const BOUND: &str = r#"
@@ -273,10 +341,15 @@ spec:
     #[test]
     fn scope_must_not_combine_all_employees_with_lists() {
         let v = TenantValidator::new();
-        let bad = BOUND.replace("{departments: [2, 3], users: [u1]}", "{allEmployees: true, departments: [2]}");
+        let bad = BOUND.replace(
+            "{departments: [2, 3], users: [u1]}",
+            "{allEmployees: true, departments: [2]}",
+        );
         let f = v.validate(&doc(&bad), None);
         assert!(
-            errors(&f).iter().any(|f| f.message.contains("cannot combine allEmployees")),
+            errors(&f)
+                .iter()
+                .any(|f| f.message.contains("cannot combine allEmployees")),
             "{f:?}"
         );
     }
@@ -286,7 +359,12 @@ spec:
         let v = TenantValidator::new();
         let bad = BOUND.replace("{departments: [2, 3], users: [u1]}", "{}");
         let f = v.validate(&doc(&bad), None);
-        assert!(errors(&f).iter().any(|f| f.message.contains("must not be empty")), "{f:?}");
+        assert!(
+            errors(&f)
+                .iter()
+                .any(|f| f.message.contains("must not be empty")),
+            "{f:?}"
+        );
     }
 
     #[test]
@@ -294,13 +372,20 @@ spec:
         let v = TenantValidator::new();
         let bad = "apiVersion: dingbind.dev/v1alpha1\nkind: Tenant\nmetadata: {name: x}\nspec: {mode: DingTalk}\n";
         let f = v.validate(&doc(bad), None);
-        assert!(errors(&f).iter().any(|f| f.message.contains("spec.dingtalk is required")), "{f:?}");
+        assert!(
+            errors(&f)
+                .iter()
+                .any(|f| f.message.contains("spec.dingtalk is required")),
+            "{f:?}"
+        );
     }
 
     #[test]
     fn schema_errors_name_the_field() {
         let v = TenantValidator::new();
-        let bad = BOUND.replace("agentId: 1001", "agentId: 0").replace("mode: DingTalk", "mode: Dingtalk");
+        let bad = BOUND
+            .replace("agentId: 1001", "agentId: 0")
+            .replace("mode: DingTalk", "mode: Dingtalk");
         let f = v.validate(&doc(&bad), None);
         let fields: Vec<_> = errors(&f).iter().map(|f| f.field.as_str()).collect();
         assert!(fields.contains(&"spec.dingtalk.agentId"), "{f:?}");
@@ -310,10 +395,15 @@ spec:
     #[test]
     fn return_to_dingtalk_after_unbind_is_refused() {
         let v = TenantValidator::new();
-        let unbound = format!("{}\nstatus: {{mode: Public}}\n", BOUND.replace("mode: DingTalk", "mode: Public"));
+        let unbound = format!(
+            "{}\nstatus: {{mode: Public}}\n",
+            BOUND.replace("mode: DingTalk", "mode: Public")
+        );
         let f = v.validate(&doc(BOUND), Some(&doc(&unbound)));
         assert!(
-            errors(&f).iter().any(|f| f.message == api::REBIND_FORBIDDEN_MESSAGE && f.field == "spec.mode"),
+            errors(&f)
+                .iter()
+                .any(|f| f.message == api::REBIND_FORBIDDEN_MESSAGE && f.field == "spec.mode"),
             "{f:?}"
         );
     }
@@ -321,7 +411,10 @@ spec:
     #[test]
     fn withdrawing_a_pending_unbind_is_allowed() {
         let v = TenantValidator::new();
-        let pending = format!("{}\nstatus: {{mode: DingTalk}}\n", BOUND.replace("mode: DingTalk", "mode: Public"));
+        let pending = format!(
+            "{}\nstatus: {{mode: DingTalk}}\n",
+            BOUND.replace("mode: DingTalk", "mode: Public")
+        );
         let f = v.validate(&doc(BOUND), Some(&doc(&pending)));
         assert!(errors(&f).is_empty(), "{f:?}");
     }
@@ -331,7 +424,10 @@ spec:
         let v = TenantValidator::new();
         let bad = format!("{BOUND}  sync: {{interval: 30s}}\n");
         let f = v.validate(&doc(&bad), None);
-        assert!(errors(&f).iter().any(|f| f.message.contains("at least 1m")), "{f:?}");
+        assert!(
+            errors(&f).iter().any(|f| f.message.contains("at least 1m")),
+            "{f:?}"
+        );
     }
 
     #[test]
@@ -339,7 +435,10 @@ spec:
         let v = TenantValidator::new();
         let f = v.validate(&doc(&BOUND.replace("mode: DingTalk", "mode: Public")), None);
         assert!(errors(&f).is_empty(), "{f:?}");
-        assert!(f.iter().any(|f| f.severity == Severity::Warning && f.message.contains("never be undone")));
+        assert!(
+            f.iter()
+                .any(|f| f.severity == Severity::Warning && f.message.contains("never be undone"))
+        );
     }
 
     #[test]

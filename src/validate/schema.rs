@@ -14,7 +14,12 @@ pub struct Violation {
 
 /// Checks `value` against `schema`, appending what is wrong to `out`.
 pub fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>) {
-    let mut add = |message: String| out.push(Violation { field: path.to_string(), message });
+    let mut add = |message: String| {
+        out.push(Violation {
+            field: path.to_string(),
+            message,
+        })
+    };
 
     if value.is_null() {
         if schema.get("nullable").and_then(Value::as_bool) != Some(true) {
@@ -22,13 +27,23 @@ pub fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>
         }
         return;
     }
-    if schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
+    if schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
         if !(value.is_i64() || value.is_u64() || value.is_string()) {
-            add(format!("must be an integer or a string, got {}", kind(value)));
+            add(format!(
+                "must be an integer or a string, got {}",
+                kind(value)
+            ));
         }
         return;
     }
-    if schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
+    if schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
         && schema.get("type").is_none()
     {
         return;
@@ -39,11 +54,19 @@ pub fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>
             let Some(map) = value.as_object() else {
                 return add(format!("must be an object, got {}", kind(value)));
             };
-            for req in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+            for req in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(name) = req.as_str()
                     && !map.contains_key(name)
                 {
-                    out.push(Violation { field: join(path, name), message: "required field is missing".into() });
+                    out.push(Violation {
+                        field: join(path, name),
+                        message: "required field is missing".into(),
+                    });
                 }
             }
             let props = schema.get("properties").and_then(Value::as_object);
@@ -55,7 +78,10 @@ pub fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>
                 } else if let Some(add_schema) = additional.filter(|a| a.is_object()) {
                     check(add_schema, child, &child_path, out);
                 } else if props.is_some() && !(path.is_empty() && is_implicit_root_field(key)) {
-                    out.push(Violation { field: child_path, message: "unknown field".into() });
+                    out.push(Violation {
+                        field: child_path,
+                        message: "unknown field".into(),
+                    });
                 }
             }
         }
@@ -66,7 +92,10 @@ pub fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>
             if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
                 && items.len() as u64 > max
             {
-                add(format!("must have at most {max} items, has {}", items.len()));
+                add(format!(
+                    "must have at most {max} items, has {}",
+                    items.len()
+                ));
             }
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
                 && (items.len() as u64) < min
@@ -108,8 +137,12 @@ pub fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>
             }
         }
         Some("integer") => {
-            let Some(n) = value.as_i64().or_else(|| value.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
-            else {
+            let Some(n) = value.as_i64().or_else(|| {
+                value
+                    .as_f64()
+                    .filter(|f| f.fract() == 0.0)
+                    .map(|f| f as i64)
+            }) else {
                 return add(format!("must be an integer, got {}", kind(value)));
             };
             check_range(schema, n as f64, &mut add);
@@ -134,7 +167,10 @@ pub fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>
         let names: Vec<String> = allowed.iter().map(Value::to_string).collect();
         out.push(Violation {
             field: path.to_string(),
-            message: format!("unsupported value {value}: supported values: {}", names.join(", ")),
+            message: format!(
+                "unsupported value {value}: supported values: {}",
+                names.join(", ")
+            ),
         });
     }
 }
@@ -158,7 +194,11 @@ fn is_implicit_root_field(key: &str) -> bool {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -190,8 +230,14 @@ mod tests {
         assert_eq!(violations(schema.clone(), json!({"mode":"A"})), vec![]);
         let v = violations(schema.clone(), json!({"mode":"C","extra":1}));
         assert_eq!(v.len(), 2, "{v:?}");
-        assert!(v.iter().any(|v| v.field == "extra" && v.message == "unknown field"));
-        assert!(v.iter().any(|v| v.field == "mode" && v.message.contains("unsupported value")));
+        assert!(
+            v.iter()
+                .any(|v| v.field == "extra" && v.message == "unknown field")
+        );
+        assert!(
+            v.iter()
+                .any(|v| v.field == "mode" && v.message.contains("unsupported value"))
+        );
         assert_eq!(violations(schema, json!({}))[0].field, "mode");
     }
 
