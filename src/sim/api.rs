@@ -266,7 +266,10 @@ impl Shared {
         if let Some(r) = self.limit(&mut inner, api.name(), family, &caller.app_key) {
             return r;
         }
-        match (op(&mut inner, &caller), family) {
+        let result = op(&mut inner, &caller);
+        // Serialize outside the lock.
+        drop(inner);
+        match (result, family) {
             (Ok(v), Family::Topapi) => top_ok(v, rid),
             (Ok(v), Family::V1) => Json(v).into_response(),
             (Err(e), _) => render(family, e, rid),
