@@ -92,7 +92,8 @@ impl Error {
         match self {
             Error::Api { kind, .. } => *kind,
             Error::Transport { .. } => ErrorKind::Transport,
-            Error::Decode { .. } | Error::Config(_) => ErrorKind::Decode,
+            Error::Decode { .. } => ErrorKind::Decode,
+            Error::Config(_) => ErrorKind::Other,
         }
     }
 

@@ -116,6 +116,9 @@ impl Client {
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout)
             .user_agent(concat!("dingbind/", env!("CARGO_PKG_VERSION")))
+            // DingTalk never redirects; following one would carry the topapi
+            // token (a query parameter) to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {

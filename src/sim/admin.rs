@@ -248,16 +248,15 @@ async fn put_app(
         else {
             return Err(ModelError::AppNotFound(agent_id).into());
         };
-        let mut spec = inner.world.corp(&corp_id)?.to_spec();
-        spec.apps.push(AppSpec {
+        let app = AppSpec {
             agent_id,
             app_key,
             app_secret,
             name: body.name.clone().unwrap_or_default(),
             enabled: true,
             visible_scope: ScopeSpec::default(),
-        });
-        inner.world.put_corp(spec)?;
+        };
+        inner.world.add_app(&corp_id, app)?;
     }
     let corp = inner.world.corp_mut(&corp_id)?;
     corp.update_app(agent_id, body.enabled, body.visible_scope)?;

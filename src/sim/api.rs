@@ -187,8 +187,9 @@ fn unauthorized(family: Family, err: TokenError, rid: String) -> Response {
 }
 
 impl Shared {
-    /// Counts the call, applies latency, and maybe fails it (faults).
-    async fn prelude(&self, name: &'static str, family: Family) -> Result<(), Response> {
+    /// Counts the call, applies latency, and maybe fails it (faults): the
+    /// failure answer, if any.
+    async fn prelude(&self, name: &'static str, family: Family) -> Option<Response> {
         let (delay, fail) = {
             let mut inner = self.lock();
             inner.stats.endpoint(name).calls += 1;
@@ -206,42 +207,40 @@ impl Shared {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        match fail {
-            None => Ok(()),
-            Some((Some(status), _)) => {
+        fail.map(|(status, rid)| match (status, family) {
+            (Some(status), _) => {
                 let status =
                     StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                Err((status, "simulated failure").into_response())
+                (status, "simulated failure").into_response()
             }
-            Some((None, rid)) => Err(match family {
-                Family::Topapi => top_err(-1, "系统繁忙", rid),
-                Family::V1 => v1_err(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "systemBusy",
-                    "系统繁忙",
-                    rid,
-                ),
-            }),
-        }
+            (None, Family::Topapi) => top_err(-1, "系统繁忙", rid),
+            (None, Family::V1) => v1_err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "systemBusy",
+                "系统繁忙",
+                rid,
+            ),
+        })
     }
 
-    /// Applies the per-app per-API limit of the current 1-second window.
+    /// Applies the per-app per-API limit of the current 1-second window: the
+    /// throttle answer, if the call is over it.
     fn limit(
         &self,
         inner: &mut Inner,
         name: &'static str,
         family: Family,
         app_key: &str,
-    ) -> Result<(), Response> {
+    ) -> Option<Response> {
         let window = self.started.elapsed().as_secs();
         let qps = inner.faults.throttle_qps;
         inner.stats.app(app_key).calls += 1;
         if inner.limiter.admit(app_key, name, window, qps) {
-            return Ok(());
+            return None;
         }
         inner.stats.endpoint(name).throttled += 1;
         inner.stats.app(app_key).throttled += 1;
-        Err(throttled(family, request_id(&mut inner.rng)))
+        Some(throttled(family, request_id(&mut inner.rng)))
     }
 
     /// Runs `op` for an authenticated call of `api` and renders its answer.
@@ -252,7 +251,7 @@ impl Shared {
         op: impl FnOnce(&mut Inner, &Caller) -> Result<T, Reject>,
     ) -> Response {
         let family = api.family();
-        if let Err(r) = self.prelude(api.name(), family).await {
+        if let Some(r) = self.prelude(api.name(), family).await {
             return r;
         }
         let mut inner = self.lock();
@@ -264,10 +263,13 @@ impl Shared {
             Ok(c) => c,
             Err(e) => return unauthorized(family, e, rid),
         };
-        if let Err(r) = self.limit(&mut inner, api.name(), family, &caller.app_key) {
+        if let Some(r) = self.limit(&mut inner, api.name(), family, &caller.app_key) {
             return r;
         }
-        match (op(&mut inner, &caller), family) {
+        let result = op(&mut inner, &caller);
+        // Serialize outside the lock.
+        drop(inner);
+        match (result, family) {
             (Ok(v), Family::Topapi) => top_ok(v, rid),
             (Ok(v), Family::V1) => Json(v).into_response(),
             (Err(e), _) => render(family, e, rid),
@@ -301,7 +303,7 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Reject> {
 
 async fn access_token(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     let name = Api::AccessToken.name();
-    if let Err(r) = s.prelude(name, Family::V1).await {
+    if let Some(r) = s.prelude(name, Family::V1).await {
         return r;
     }
     let mut inner = s.lock();
@@ -317,7 +319,7 @@ async fn access_token(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
             );
         }
     };
-    if let Err(r) = s.limit(&mut inner, name, Family::V1, &req.app_key) {
+    if let Some(r) = s.limit(&mut inner, name, Family::V1, &req.app_key) {
         return r;
     }
     match issue(&mut inner, &req.app_key, req.app_secret.expose()) {
@@ -357,7 +359,7 @@ async fn gettoken(
     State(s): State<Arc<Shared>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.prelude(GETTOKEN, Family::Topapi).await {
+    if let Some(r) = s.prelude(GETTOKEN, Family::Topapi).await {
         return r;
     }
     let mut inner = s.lock();
@@ -365,7 +367,7 @@ async fn gettoken(
     let (Some(key), Some(secret)) = (q.get("appkey"), q.get("appsecret")) else {
         return top_err(40035, "缺少参数 corpid or appkey", rid);
     };
-    if let Err(r) = s.limit(&mut inner, GETTOKEN, Family::Topapi, key) {
+    if let Some(r) = s.limit(&mut inner, GETTOKEN, Family::Topapi, key) {
         return r;
     }
     match issue(&mut inner, key, secret) {

@@ -66,3 +66,47 @@ pub async fn run(args: SimArgs) -> Result<(), Error> {
     let _ = tokio::signal::ctrl_c().await;
     handle.shutdown().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn args(org: Option<PathBuf>, generate: Option<&str>) -> SimArgs {
+        SimArgs {
+            org,
+            generate: generate.map(Into::into),
+            listen: DEFAULT_LISTEN.parse().unwrap(),
+            token_ttl: 7200,
+            qps: 20,
+        }
+    }
+
+    #[test]
+    fn world_comes_from_the_org_file_and_the_generator() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "corps:\n  - corpId: dingacme\n    name: ACME\n    users:\n      - {{userid: u1, name: A, deptIds: [1]}}").unwrap();
+        let world = load_world(&args(
+            Some(file.path().to_owned()),
+            Some("departments=10,users=20,seed=1"),
+        ))
+        .unwrap();
+        assert_eq!(
+            world.corps.keys().collect::<Vec<_>>(),
+            vec!["dingacme", "dinggen"]
+        );
+        assert_eq!(world.corps["dinggen"].users.len(), 20);
+    }
+
+    #[test]
+    fn bad_inputs_are_reported_with_their_cause() {
+        assert!(matches!(
+            load_world(&args(Some("/nonexistent.yaml".into()), None)),
+            Err(Error::Read { .. })
+        ));
+        assert!(matches!(
+            load_world(&args(None, Some("departments=many"))),
+            Err(Error::Spec(_))
+        ));
+    }
+}

@@ -606,6 +606,29 @@ impl World {
         Ok(())
     }
 
+    /// Adds an app to a corp. Agent ids are unique in the corp, app keys in the world.
+    pub fn add_app(&mut self, corp_id: &str, app: AppSpec) -> Result<(), ModelError> {
+        if self
+            .corps
+            .values()
+            .any(|c| c.apps.values().any(|a| a.app_key == app.app_key))
+        {
+            return Err(ModelError::Conflict(format!(
+                "appKey {} exists",
+                app.app_key
+            )));
+        }
+        let corp = self.corp_mut(corp_id)?;
+        if corp.apps.contains_key(&app.agent_id) {
+            return Err(ModelError::Conflict(format!(
+                "agentId {} exists",
+                app.agent_id
+            )));
+        }
+        corp.apps.insert(app.agent_id, app);
+        Ok(())
+    }
+
     pub fn corp(&self, corp_id: &str) -> Result<&Corp, ModelError> {
         self.corps
             .get(corp_id)
