@@ -50,7 +50,8 @@ fn pg_admin_url() -> Option<String> {
             PG_NOTE.call_once(|| {
                 // Written straight to stderr so that the test harness does not capture it.
                 let _ = std::io::stderr().write_all(
-                    format!("\nNOTE: {PG_ENV} is not set: the PostgreSQL store tests were NOT run (SQLite only). See docs/store.md.\n").as_bytes(),
+                    format!("\nNOTE: {PG_ENV} is not set: the PostgreSQL store tests were NOT run (SQLite only). See docs/store.md.\n")
+                        .as_bytes(),
                 );
             });
             None
@@ -65,7 +66,10 @@ fn with_database(url: &str, db: &str) -> String {
         None => (url, None),
     };
     let authority_start = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_end = base[authority_start..].find('/').map(|i| authority_start + i).unwrap_or(base.len());
+    let host_end = base[authority_start..]
+        .find('/')
+        .map(|i| authority_start + i)
+        .unwrap_or(base.len());
     let mut out = format!("{}/{db}", &base[..host_end]);
     if let Some(q) = query {
         out.push('?');
@@ -82,23 +86,47 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("store.db").display());
-                TestDb { backend, url, _dir: Some(dir), pg_name: None }
+                TestDb {
+                    backend,
+                    url,
+                    _dir: Some(dir),
+                    pg_name: None,
+                }
             }
             Backend::Postgres => {
                 let admin = pg_admin_url().expect("postgres enabled");
-                let name = format!("dingbind_test_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+                let name = format!(
+                    "dingbind_test_{}_{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::SeqCst)
+                );
                 let mut conn = sqlx::PgConnection::connect(&admin)
                     .await
-                    .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable ({}): {e}", dingbind::store::redact(&admin)));
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await.expect("create test database");
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "{PG_ENV} is set but PostgreSQL is unreachable ({}): {e}",
+                            dingbind::store::redact(&admin)
+                        )
+                    });
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
                 let _ = conn.close().await;
-                TestDb { backend, url: with_database(&admin, &name), _dir: None, pg_name: Some(name) }
+                TestDb {
+                    backend,
+                    url: with_database(&admin, &name),
+                    _dir: None,
+                    pg_name: Some(name),
+                }
             }
         }
     }
 
     async fn store(&self) -> Store {
-        Store::connect(&self.url).await.unwrap_or_else(|e| panic!("connect {}: {e}", self.backend_name()))
+        Store::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("connect {}: {e}", self.backend_name()))
     }
 
     fn backend_name(&self) -> &'static str {
@@ -113,12 +141,24 @@ impl TestDb {
         let sql = sqlx::AssertSqlSafe(sql.to_string());
         match self.backend {
             Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(&self.url).await.map_err(|e| e.to_string())?;
-                sqlx::query(sql).execute(&mut c).await.map(|r| r.rows_affected()).map_err(|e| e.to_string())
+                let mut c = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query(sql)
+                    .execute(&mut c)
+                    .await
+                    .map(|r| r.rows_affected())
+                    .map_err(|e| e.to_string())
             }
             Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&self.url).await.map_err(|e| e.to_string())?;
-                sqlx::query(sql).execute(&mut c).await.map(|r| r.rows_affected()).map_err(|e| e.to_string())
+                let mut c = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query(sql)
+                    .execute(&mut c)
+                    .await
+                    .map(|r| r.rows_affected())
+                    .map_err(|e| e.to_string())
             }
         }
     }
@@ -128,21 +168,32 @@ impl TestDb {
         let sql = sqlx::AssertSqlSafe(sql.to_string());
         match self.backend {
             Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(&self.url).await.expect("raw connect");
-                sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut c).await.expect("raw query")
+                let mut c = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("raw connect");
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("raw query")
             }
             Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&self.url).await.expect("raw connect");
-                sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut c).await.expect("raw query")
+                let mut c = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("raw connect");
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("raw query")
             }
         }
     }
 
     async fn drop_database(&self) {
-        if let (Some(name), Some(admin)) = (&self.pg_name, pg_admin_url()) {
-            if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).execute(&mut c).await;
-            }
+        if let (Some(name), Some(admin)) = (&self.pg_name, pg_admin_url())
+            && let Ok(mut c) = sqlx::PgConnection::connect(&admin).await
+        {
+            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await;
         }
     }
 }
@@ -188,10 +239,14 @@ both_backends!(
     migrations_are_idempotent,
     concurrent_connects_migrate_once,
     killed_writer_leaves_the_directory_all_old_or_all_new,
+    directory_command_prints_table_json_and_yaml,
 );
 
 fn key(ns: &str, name: &str) -> TenantKey {
-    TenantKey { namespace: ns.into(), name: name.into() }
+    TenantKey {
+        namespace: ns.into(),
+        name: name.into(),
+    }
 }
 
 fn ts(s: &str) -> Timestamp {
@@ -199,11 +254,23 @@ fn ts(s: &str) -> Timestamp {
 }
 
 fn member(userid: &str, name: &str, depts: &[i64]) -> Member {
-    Member { userid: userid.into(), unionid: format!("un-{userid}"), name: name.into(), active: true, dept_ids: depts.to_vec(), ..Default::default() }
+    Member {
+        userid: userid.into(),
+        unionid: format!("un-{userid}"),
+        name: name.into(),
+        active: true,
+        dept_ids: depts.to_vec(),
+        ..Default::default()
+    }
 }
 
 fn dept(id: i64, parent: Option<i64>, name: &str) -> Department {
-    Department { id, parent_id: parent, name: name.into(), order: id }
+    Department {
+        id,
+        parent_id: parent,
+        name: name.into(),
+        order: id,
+    }
 }
 
 fn run_for(d: &dingbind::core::directory::DirectoryDiff) -> SyncRunRecord {
@@ -214,7 +281,10 @@ fn run_for(d: &dingbind::core::directory::DirectoryDiff) -> SyncRunRecord {
 async fn sync_to(store: &Store, t: &TenantKey, desired: &Directory) -> dingbind::store::SyncRunId {
     let current = store.directory(t).await.expect("directory");
     let d = diff(&current, desired);
-    store.apply_sync(t, &d, &run_for(&d)).await.expect("apply_sync")
+    store
+        .apply_sync(t, &d, &run_for(&d))
+        .await
+        .expect("apply_sync")
 }
 
 async fn last_rows_written(store: &Store, t: &TenantKey) -> u64 {
@@ -223,9 +293,24 @@ async fn last_rows_written(store: &Store, t: &TenantKey) -> u64 {
 
 async fn unknown_tenant_has_an_empty_directory(db: &TestDb) {
     let store = db.store().await;
-    assert_eq!(store.directory(&key("nobody", "here")).await.unwrap(), Directory::default());
-    assert!(store.account(&key("nobody", "here")).await.unwrap().is_none());
-    assert!(store.ledger(&key("nobody", "here")).await.unwrap().is_empty());
+    assert_eq!(
+        store.directory(&key("nobody", "here")).await.unwrap(),
+        Directory::default()
+    );
+    assert!(
+        store
+            .account(&key("nobody", "here"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .ledger(&key("nobody", "here"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn diff_application_round_trips(db: &TestDb) {
@@ -238,9 +323,23 @@ async fn diff_application_round_trips(db: &TestDb) {
     full.job_number = Some("J001".into());
     full.admin = true;
     full.boss = true;
-    let a = Directory::new([dept(1, None, "Acme"), dept(2, Some(1), "Sales"), dept(3, Some(1), "R&D")], [full.clone(), member("u2", "Li Si", &[3]), member("u3", "Wang Wu", &[])]);
+    let a = Directory::new(
+        [
+            dept(1, None, "Acme"),
+            dept(2, Some(1), "Sales"),
+            dept(3, Some(1), "R&D"),
+        ],
+        [
+            full.clone(),
+            member("u2", "Li Si", &[3]),
+            member("u3", "Wang Wu", &[]),
+        ],
+    );
     let first = diff(&Directory::default(), &a);
-    store.apply_sync(&t, &first, &run_for(&first)).await.unwrap();
+    store
+        .apply_sync(&t, &first, &run_for(&first))
+        .await
+        .unwrap();
     assert_eq!(store.directory(&t).await.unwrap(), a);
 
     // Update (fields and departments), add, remove; departments too.
@@ -252,15 +351,26 @@ async fn diff_application_round_trips(db: &TestDb) {
     u1.dept_ids = vec![3, 4];
     u1.mobile = None;
     b.members.remove("u2");
-    b.members.insert("u4".into(), member("u4", "Zhao Liu", &[4]));
+    b.members
+        .insert("u4".into(), member("u4", "Zhao Liu", &[4]));
     let second = diff(&a, &b);
     assert_eq!(apply(&a, &second), b);
-    store.apply_sync(&t, &second, &run_for(&second)).await.unwrap();
+    store
+        .apply_sync(&t, &second, &run_for(&second))
+        .await
+        .unwrap();
     assert_eq!(store.directory(&t).await.unwrap(), b);
 
     let runs = store.sync_runs(&t, 10).await.unwrap();
     assert_eq!(runs.len(), 2);
-    assert_eq!((runs[0].record.added, runs[0].record.updated, runs[0].record.removed), (2, 2, 2));
+    assert_eq!(
+        (
+            runs[0].record.added,
+            runs[0].record.updated,
+            runs[0].record.removed
+        ),
+        (2, 2, 2)
+    );
     assert_eq!(runs[0].record.outcome, SyncOutcome::Succeeded);
     assert_eq!(runs[1].record.added, 6);
 }
@@ -282,17 +392,34 @@ async fn identical_sync_writes_nothing(db: &TestDb) {
     let t = key("acme", "idempotent");
     let a = org(20, 300, 0);
     let full_load = diff(&Directory::default(), &a);
-    store.apply_sync(&t, &full_load, &run_for(&full_load)).await.unwrap();
+    store
+        .apply_sync(&t, &full_load, &run_for(&full_load))
+        .await
+        .unwrap();
     let first_written = last_rows_written(&store, &t).await;
     let links: usize = a.members.values().map(|m| m.dept_ids.len()).sum();
-    assert_eq!(first_written as usize, a.departments.len() + a.members.len() + links);
-    let versions = db.raw_i64("SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM members").await + db.raw_i64("SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM departments").await;
+    assert_eq!(
+        first_written as usize,
+        a.departments.len() + a.members.len() + links
+    );
+    let versions = db
+        .raw_i64("SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM members")
+        .await
+        + db.raw_i64("SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM departments")
+            .await;
 
     // The very same full-load diff again (a caller retrying after a lost reply):
     // every row already holds these values, so nothing is written.
-    store.apply_sync(&t, &full_load, &run_for(&full_load)).await.unwrap();
+    store
+        .apply_sync(&t, &full_load, &run_for(&full_load))
+        .await
+        .unwrap();
     assert_eq!(last_rows_written(&store, &t).await, 0);
-    let after = db.raw_i64("SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM members").await + db.raw_i64("SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM departments").await;
+    let after = db
+        .raw_i64("SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM members")
+        .await
+        + db.raw_i64("SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM departments")
+            .await;
     assert_eq!(after, versions, "row versions moved: rows were rewritten");
     assert_eq!(store.directory(&t).await.unwrap(), a);
 }
@@ -328,24 +455,49 @@ async fn update_rewrites_only_the_changed_rows(db: &TestDb) {
     assert_eq!(store.directory(&t).await.unwrap(), b);
     // 1 department + 1 member row + 1 link deleted + 1 link inserted.
     assert_eq!(last_rows_written(&store, &t).await, 4);
-    assert_eq!(db.raw_i64("SELECT COUNT(*) FROM members WHERE version > 1").await, 1);
-    assert_eq!(db.raw_i64("SELECT version FROM members WHERE userid = 'user0000007'").await, 2);
-    assert_eq!(db.raw_i64("SELECT COUNT(*) FROM departments WHERE version > 1").await, 1);
+    assert_eq!(
+        db.raw_i64("SELECT COUNT(*) FROM members WHERE version > 1")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.raw_i64("SELECT version FROM members WHERE userid = 'user0000007'")
+            .await,
+        2
+    );
+    assert_eq!(
+        db.raw_i64("SELECT COUNT(*) FROM departments WHERE version > 1")
+            .await,
+        1
+    );
 }
 
 async fn sync_runs_record_failed_and_held_runs_newest_first(db: &TestDb) {
     let store = db.store().await;
     let t = key("acme", "runs");
-    let mut failed = SyncRunRecord::unapplied(ts("2026-02-01T10:00:00Z"), ts("2026-02-01T10:00:01.123456Z"), SyncOutcome::Failed, "DingTalk 503");
+    let mut failed = SyncRunRecord::unapplied(
+        ts("2026-02-01T10:00:00Z"),
+        ts("2026-02-01T10:00:01.123456Z"),
+        SyncOutcome::Failed,
+        "DingTalk 503",
+    );
     failed.calls = 7;
     let id1 = store.record_sync_run(&t, &failed).await.unwrap();
-    let mut held = SyncRunRecord::unapplied(ts("2026-02-01T11:00:00Z"), ts("2026-02-01T11:00:02Z"), SyncOutcome::Held, "would delete 60% of members");
+    let mut held = SyncRunRecord::unapplied(
+        ts("2026-02-01T11:00:00Z"),
+        ts("2026-02-01T11:00:02Z"),
+        SyncOutcome::Held,
+        "would delete 60% of members",
+    );
     held.held_deletions = 600;
     held.calls = 42;
     let id2 = store.record_sync_run(&t, &held).await.unwrap();
     assert!(id2 > id1);
     let runs = store.sync_runs(&t, 10).await.unwrap();
-    assert_eq!(runs.iter().map(|r| r.id).collect::<Vec<_>>(), vec![id2, id1]);
+    assert_eq!(
+        runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![id2, id1]
+    );
     assert_eq!(runs[0].record, held);
     assert_eq!(runs[1].record, failed);
     assert_eq!(runs[0].rows_written, 0);
@@ -356,10 +508,20 @@ async fn sync_runs_record_failed_and_held_runs_newest_first(db: &TestDb) {
 async fn account_round_trips_and_never_stores_a_password(db: &TestDb) {
     let store = db.store().await;
     let t = key("acme", "account");
-    let acc = Account { mode: Mode::DingTalk, corp_id: Some("ding123".into()), creator_email: Some("boss@acme.example".into()), creator_phone: None, password_set: true };
+    let acc = Account {
+        mode: Mode::DingTalk,
+        corp_id: Some("ding123".into()),
+        creator_email: Some("boss@acme.example".into()),
+        creator_phone: None,
+        password_set: true,
+    };
     store.put_account(&t, &acc).await.unwrap();
     assert_eq!(store.account(&t).await.unwrap(), Some(acc.clone()));
-    let public = Account { mode: Mode::Public, creator_phone: Some("+86-1390000".into()), ..acc };
+    let public = Account {
+        mode: Mode::Public,
+        creator_phone: Some("+86-1390000".into()),
+        ..acc
+    };
     store.put_account(&t, &public).await.unwrap();
     assert_eq!(store.account(&t).await.unwrap(), Some(public));
     // The schema has no column that could hold a password.
@@ -376,20 +538,77 @@ async fn account_round_trips_and_never_stores_a_password(db: &TestDb) {
 async fn ledger_refuses_rebinding_after_unbind_through_the_api(db: &TestDb) {
     let store = db.store().await;
     let t = key("acme", "ledger");
-    let bound = LedgerEntry::Bound { at: ts("2026-01-01T00:00:00Z"), corp_id: "ding1".into() };
-    let unbound = LedgerEntry::Unbound { at: ts("2026-03-01T00:00:00Z"), corp_id: "ding1".into(), reason: UnbindReason::TrialExpired };
+    let bound = LedgerEntry::Bound {
+        at: ts("2026-01-01T00:00:00Z"),
+        corp_id: "ding1".into(),
+    };
+    let unbound = LedgerEntry::Unbound {
+        at: ts("2026-03-01T00:00:00Z"),
+        corp_id: "ding1".into(),
+        reason: UnbindReason::TrialExpired,
+    };
     store.append_ledger(&t, bound.clone()).await.unwrap();
     assert!(!store.is_unbound(&t).await.unwrap());
-    store.put_account(&t, &Account { mode: Mode::DingTalk, corp_id: Some("ding1".into()), creator_email: None, creator_phone: None, password_set: false }).await.unwrap();
+    store
+        .put_account(
+            &t,
+            &Account {
+                mode: Mode::DingTalk,
+                corp_id: Some("ding1".into()),
+                creator_email: None,
+                creator_phone: None,
+                password_set: false,
+            },
+        )
+        .await
+        .unwrap();
     store.append_ledger(&t, unbound.clone()).await.unwrap();
     assert!(store.is_unbound(&t).await.unwrap());
 
-    let again = store.append_ledger(&t, LedgerEntry::Bound { at: ts("2026-04-01T00:00:00Z"), corp_id: "ding1".into() }).await;
-    assert!(matches!(again, Err(Error::Irreversible { .. })), "{again:?}");
-    let back = store.put_account(&t, &Account { mode: Mode::DingTalk, corp_id: Some("ding1".into()), creator_email: None, creator_phone: None, password_set: true }).await;
+    let again = store
+        .append_ledger(
+            &t,
+            LedgerEntry::Bound {
+                at: ts("2026-04-01T00:00:00Z"),
+                corp_id: "ding1".into(),
+            },
+        )
+        .await;
+    assert!(
+        matches!(again, Err(Error::Irreversible { .. })),
+        "{again:?}"
+    );
+    let back = store
+        .put_account(
+            &t,
+            &Account {
+                mode: Mode::DingTalk,
+                corp_id: Some("ding1".into()),
+                creator_email: None,
+                creator_phone: None,
+                password_set: true,
+            },
+        )
+        .await;
     assert!(matches!(back, Err(Error::Irreversible { .. })), "{back:?}");
-    assert_eq!(store.account(&t).await.unwrap().map(|a| a.password_set), Some(false), "refused write changed the account");
-    store.put_account(&t, &Account { mode: Mode::Public, corp_id: Some("ding1".into()), creator_email: None, creator_phone: None, password_set: true }).await.unwrap();
+    assert_eq!(
+        store.account(&t).await.unwrap().map(|a| a.password_set),
+        Some(false),
+        "refused write changed the account"
+    );
+    store
+        .put_account(
+            &t,
+            &Account {
+                mode: Mode::Public,
+                corp_id: Some("ding1".into()),
+                creator_email: None,
+                creator_phone: None,
+                password_set: true,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(store.ledger(&t).await.unwrap(), vec![bound, unbound]);
 }
 
@@ -397,8 +616,15 @@ async fn ledger_rows_cannot_be_updated_or_deleted_with_raw_sql(db: &TestDb) {
     let store = db.store().await;
     let t = key("acme", "raw");
     let entries = vec![
-        LedgerEntry::Bound { at: ts("2026-01-01T00:00:00Z"), corp_id: "ding1".into() },
-        LedgerEntry::Unbound { at: ts("2026-02-01T00:00:00Z"), corp_id: "ding1".into(), reason: UnbindReason::Requested },
+        LedgerEntry::Bound {
+            at: ts("2026-01-01T00:00:00Z"),
+            corp_id: "ding1".into(),
+        },
+        LedgerEntry::Unbound {
+            at: ts("2026-02-01T00:00:00Z"),
+            corp_id: "ding1".into(),
+            reason: UnbindReason::Requested,
+        },
     ];
     for e in &entries {
         store.append_ledger(&t, e.clone()).await.unwrap();
@@ -417,7 +643,10 @@ async fn ledger_rows_cannot_be_updated_or_deleted_with_raw_sql(db: &TestDb) {
     for sql in &attacks {
         let result = db.raw_exec(sql).await;
         let err = result.expect_err(&format!("{} accepted: {sql}", db.backend_name()));
-        assert!(err.contains("dingbind ledger"), "{sql}: unexpected error {err}");
+        assert!(
+            err.contains("dingbind ledger"),
+            "{sql}: unexpected error {err}"
+        );
     }
     assert_eq!(store.ledger(&t).await.unwrap(), entries);
     assert!(store.is_unbound(&t).await.unwrap());
@@ -425,9 +654,33 @@ async fn ledger_rows_cannot_be_updated_or_deleted_with_raw_sql(db: &TestDb) {
 
 async fn seed_tenant(store: &Store, t: &TenantKey) {
     sync_to(store, t, &org(5, 20, 0)).await;
-    store.put_account(t, &Account { mode: Mode::DingTalk, corp_id: Some("ding9".into()), creator_email: None, creator_phone: Some("+86-1".into()), password_set: true }).await.unwrap();
-    store.append_ledger(t, LedgerEntry::Bound { at: ts("2026-01-01T00:00:00Z"), corp_id: "ding9".into() }).await.unwrap();
-    store.put_document(t, "status", &json!({"mode": "DingTalk"})).await.unwrap();
+    store
+        .put_account(
+            t,
+            &Account {
+                mode: Mode::DingTalk,
+                corp_id: Some("ding9".into()),
+                creator_email: None,
+                creator_phone: Some("+86-1".into()),
+                password_set: true,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .append_ledger(
+            t,
+            LedgerEntry::Bound {
+                at: ts("2026-01-01T00:00:00Z"),
+                corp_id: "ding9".into(),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .put_document(t, "status", &json!({"mode": "DingTalk"}))
+        .await
+        .unwrap();
 }
 
 async fn clear_directory_keeps_account_ledger_and_runs(db: &TestDb) {
@@ -435,7 +688,17 @@ async fn clear_directory_keeps_account_ledger_and_runs(db: &TestDb) {
     let (t, other) = (key("acme", "clear"), key("acme", "other"));
     seed_tenant(&store, &t).await;
     seed_tenant(&store, &other).await;
-    store.append_ledger(&t, LedgerEntry::Unbound { at: ts("2026-05-01T00:00:00Z"), corp_id: "ding9".into(), reason: UnbindReason::Requested }).await.unwrap();
+    store
+        .append_ledger(
+            &t,
+            LedgerEntry::Unbound {
+                at: ts("2026-05-01T00:00:00Z"),
+                corp_id: "ding9".into(),
+                reason: UnbindReason::Requested,
+            },
+        )
+        .await
+        .unwrap();
     store.clear_directory(&t).await.unwrap();
     assert_eq!(store.directory(&t).await.unwrap(), Directory::default());
     assert!(store.account(&t).await.unwrap().is_some());
@@ -450,7 +713,17 @@ async fn delete_tenant_data_keeps_the_ledger(db: &TestDb) {
     let (t, other) = (key("acme", "gone"), key("acme", "stays"));
     seed_tenant(&store, &t).await;
     seed_tenant(&store, &other).await;
-    store.append_ledger(&t, LedgerEntry::Unbound { at: ts("2026-05-01T00:00:00Z"), corp_id: "ding9".into(), reason: UnbindReason::Requested }).await.unwrap();
+    store
+        .append_ledger(
+            &t,
+            LedgerEntry::Unbound {
+                at: ts("2026-05-01T00:00:00Z"),
+                corp_id: "ding9".into(),
+                reason: UnbindReason::Requested,
+            },
+        )
+        .await
+        .unwrap();
     let ledger = store.ledger(&t).await.unwrap();
 
     store.delete_tenant_data(&t).await.unwrap();
@@ -458,11 +731,23 @@ async fn delete_tenant_data_keeps_the_ledger(db: &TestDb) {
     assert!(store.account(&t).await.unwrap().is_none());
     assert!(store.sync_runs(&t, 10).await.unwrap().is_empty());
     assert!(store.document(&t, "status").await.unwrap().is_none());
-    assert_eq!(db.raw_i64("SELECT COUNT(*) FROM member_departments md JOIN tenants t ON t.id = md.tenant_id WHERE t.name = 'gone'").await, 0);
+    assert_eq!(
+        db.raw_i64("SELECT COUNT(*) FROM member_departments md JOIN tenants t ON t.id = md.tenant_id WHERE t.name = 'gone'")
+            .await,
+        0
+    );
     // The ledger survives, and with it the refusal to bind again.
     assert_eq!(store.ledger(&t).await.unwrap(), ledger);
     assert!(store.is_unbound(&t).await.unwrap());
-    let rebind = store.append_ledger(&t, LedgerEntry::Bound { at: ts("2026-06-01T00:00:00Z"), corp_id: "ding9".into() }).await;
+    let rebind = store
+        .append_ledger(
+            &t,
+            LedgerEntry::Bound {
+                at: ts("2026-06-01T00:00:00Z"),
+                corp_id: "ding9".into(),
+            },
+        )
+        .await;
     assert!(matches!(rebind, Err(Error::Irreversible { .. })));
     // The other tenant is untouched.
     assert_eq!(store.directory(&other).await.unwrap(), org(5, 20, 0));
@@ -474,24 +759,60 @@ async fn documents_round_trip_per_tenant_and_kind(db: &TestDb) {
     let (a, b) = (key("ns1", "a"), key("ns2", "b"));
     let status = json!({"mode": "DingTalk", "conditions": [{"type": "Ready", "status": "True"}], "n": 3, "nested": {"k": null}});
     store.put_document(&a, "status", &status).await.unwrap();
-    store.put_document(&a, "accepted-spec", &json!({"mode": "Public"})).await.unwrap();
-    store.put_document(&b, "status", &json!({"mode": "Public"})).await.unwrap();
+    store
+        .put_document(&a, "accepted-spec", &json!({"mode": "Public"}))
+        .await
+        .unwrap();
+    store
+        .put_document(&b, "status", &json!({"mode": "Public"}))
+        .await
+        .unwrap();
     assert_eq!(store.document(&a, "status").await.unwrap(), Some(status));
     assert_eq!(store.document(&a, "nope").await.unwrap(), None);
-    store.put_document(&a, "status", &json!({"mode": "Public"})).await.unwrap();
-    assert_eq!(store.document(&a, "status").await.unwrap(), Some(json!({"mode": "Public"})));
+    store
+        .put_document(&a, "status", &json!({"mode": "Public"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.document(&a, "status").await.unwrap(),
+        Some(json!({"mode": "Public"}))
+    );
     let all = store.documents("status").await.unwrap();
-    assert_eq!(all, vec![(a.clone(), json!({"mode": "Public"})), (b, json!({"mode": "Public"}))]);
-    assert_eq!(store.documents("accepted-spec").await.unwrap(), vec![(a, json!({"mode": "Public"}))]);
+    assert_eq!(
+        all,
+        vec![
+            (a.clone(), json!({"mode": "Public"})),
+            (b, json!({"mode": "Public"}))
+        ]
+    );
+    assert_eq!(
+        store.documents("accepted-spec").await.unwrap(),
+        vec![(a, json!({"mode": "Public"}))]
+    );
 }
 
 async fn tenants_lists_every_tenant_with_data_or_ledger(db: &TestDb) {
     let store = db.store().await;
-    store.put_document(&key("b", "docs"), "status", &json!({})).await.unwrap();
-    store.append_ledger(&key("a", "ledger-only"), LedgerEntry::Bound { at: ts("2026-01-01T00:00:00Z"), corp_id: "x".into() }).await.unwrap();
+    store
+        .put_document(&key("b", "docs"), "status", &json!({}))
+        .await
+        .unwrap();
+    store
+        .append_ledger(
+            &key("a", "ledger-only"),
+            LedgerEntry::Bound {
+                at: ts("2026-01-01T00:00:00Z"),
+                corp_id: "x".into(),
+            },
+        )
+        .await
+        .unwrap();
     sync_to(&store, &key("c", "dir"), &org(2, 3, 0)).await;
     store.delete_tenant_data(&key("b", "docs")).await.unwrap();
-    assert_eq!(store.tenants().await.unwrap(), vec![key("a", "ledger-only"), key("c", "dir")]);
+    assert_eq!(
+        store.tenants().await.unwrap(),
+        vec![key("a", "ledger-only"), key("c", "dir")]
+    );
 }
 
 async fn migrations_are_idempotent(db: &TestDb) {
@@ -504,8 +825,15 @@ async fn migrations_are_idempotent(db: &TestDb) {
         assert_eq!(again.directory(&t).await.unwrap(), org(3, 10, 0));
         again.close().await;
     }
-    assert_eq!(db.raw_i64("SELECT COUNT(*) FROM _sqlx_migrations").await, dingbind::store::SCHEMA_VERSION);
-    assert_eq!(db.raw_i64("SELECT COUNT(*) FROM _sqlx_migrations WHERE NOT success").await, 0);
+    assert_eq!(
+        db.raw_i64("SELECT COUNT(*) FROM _sqlx_migrations").await,
+        dingbind::store::SCHEMA_VERSION
+    );
+    assert_eq!(
+        db.raw_i64("SELECT COUNT(*) FROM _sqlx_migrations WHERE NOT success")
+            .await,
+        0
+    );
 }
 
 async fn concurrent_connects_migrate_once(db: &TestDb) {
@@ -515,33 +843,101 @@ async fn concurrent_connects_migrate_once(db: &TestDb) {
         tokio::spawn(async move { Store::connect(&url).await })
     });
     for handle in connects.collect::<Vec<_>>() {
-        let store = handle.await.expect("join").unwrap_or_else(|e| panic!("concurrent connect failed: {e}"));
+        let store = handle
+            .await
+            .expect("join")
+            .unwrap_or_else(|e| panic!("concurrent connect failed: {e}"));
         store.close().await;
     }
-    assert_eq!(db.raw_i64("SELECT COUNT(*) FROM _sqlx_migrations").await, dingbind::store::SCHEMA_VERSION);
+    assert_eq!(
+        db.raw_i64("SELECT COUNT(*) FROM _sqlx_migrations").await,
+        dingbind::store::SCHEMA_VERSION
+    );
     let store = db.store().await;
     sync_to(&store, &key("acme", "after"), &org(2, 5, 0)).await;
+}
+
+async fn directory_command_prints_table_json_and_yaml(db: &TestDb) {
+    use dingbind::store::cli::{DirectoryArgs, OutputFormat, run};
+    let store = db.store().await;
+    let t = key("acme", "cli");
+    let dir = Directory::new(
+        [dept(1, None, "Acme"), dept(2, Some(1), "销售部")],
+        [member("u1", "张三", &[2]), member("u2", "Li Si", &[1, 2])],
+    );
+    sync_to(&store, &t, &dir).await;
+    store.close().await;
+    let args = |output| DirectoryArgs {
+        tenant: t.clone(),
+        store: db.url.clone(),
+        output,
+    };
+
+    let mut out = Vec::new();
+    run(args(OutputFormat::Json), &mut out).await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(json["apiVersion"], "dingbind.dev/directory/v1");
+    assert_eq!(json["tenant"], "acme/cli");
+    assert_eq!(json["departments"][1]["name"], "销售部");
+    assert_eq!(json["departments"][1]["memberCount"], 2);
+    assert_eq!(json["departments"][0]["totalMemberCount"], 2);
+    assert_eq!(json["members"][1]["deptIds"], json!([1, 2]));
+
+    let mut out = Vec::new();
+    run(args(OutputFormat::Yaml), &mut out).await.unwrap();
+    let yaml: serde_json::Value = serde_yaml::from_slice(&out).unwrap();
+    assert_eq!(yaml, json);
+
+    let mut out = Vec::new();
+    run(args(OutputFormat::Table), &mut out).await.unwrap();
+    let table = String::from_utf8(out).unwrap();
+    assert!(table.contains("\n  销售部"), "{table}");
+    assert!(table.contains("MEMBERS (2)"), "{table}");
+
+    let err = run(
+        DirectoryArgs {
+            tenant: key("acme", "nope"),
+            ..args(OutputFormat::Json)
+        },
+        &mut Vec::new(),
+    )
+    .await
+    .expect_err("unknown tenant");
+    assert!(matches!(err, Error::UnknownTenant { .. }), "{err}");
 }
 
 // ---- URLs and start-up errors ----
 
 #[tokio::test]
 async fn bad_urls_are_clear_errors_without_the_password() {
-    for url in ["mysql://app:hunter2pw@db/dingbind", "postgres://app:hunter2pw@db:99999/dingbind", "sqlite://", "dingbind.db"] {
+    for url in [
+        "mysql://app:hunter2pw@db/dingbind",
+        "postgres://app:hunter2pw@db:99999/dingbind",
+        "sqlite://",
+        "dingbind.db",
+    ] {
         let err = Store::connect(url).await.expect_err(url);
         let shown = format!("{err} / {err:?}");
         assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {shown}");
-        assert!(!shown.contains("hunter2pw"), "{url}: password leaked: {shown}");
+        assert!(
+            !shown.contains("hunter2pw"),
+            "{url}: password leaked: {shown}"
+        );
     }
 }
 
 #[tokio::test]
 async fn unreachable_postgres_is_a_clear_error_without_the_password() {
     // Port 1 on loopback: connection refused, immediately.
-    let err = Store::connect("postgres://app:hunter2pw@127.0.0.1:1/dingbind").await.expect_err("connected to port 1?");
+    let err = Store::connect("postgres://app:hunter2pw@127.0.0.1:1/dingbind")
+        .await
+        .expect_err("connected to port 1?");
     let shown = format!("{err} / {err:?}");
     assert!(matches!(err, Error::Unavailable { .. }), "{shown}");
-    assert!(shown.contains("postgres://app:***@127.0.0.1:1/dingbind"), "{shown}");
+    assert!(
+        shown.contains("postgres://app:***@127.0.0.1:1/dingbind"),
+        "{shown}"
+    );
     assert!(!shown.contains("hunter2pw"), "password leaked: {shown}");
 }
 
@@ -551,9 +947,14 @@ async fn wrong_postgres_credentials_are_a_clear_error_without_the_password() {
     // The live test server, a role that does not exist, a password.
     let rest = admin.split_once("://").map(|(_, r)| r).unwrap_or(&admin);
     let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-    let host_port = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+    let host_port = authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority);
     let url = format!("postgres://nobody_dingbind:hunter2pw@{host_port}/dingbind");
-    let err = Store::connect(&url).await.expect_err("connected with a made-up role");
+    let err = Store::connect(&url)
+        .await
+        .expect_err("connected with a made-up role");
     let shown = format!("{err} / {err:?}");
     assert!(matches!(err, Error::Unavailable { .. }), "{shown}");
     assert!(shown.contains("nobody_dingbind:***@"), "{shown}");
@@ -564,7 +965,9 @@ async fn wrong_postgres_credentials_are_a_clear_error_without_the_password() {
 async fn sqlite_in_a_missing_folder_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/no/such/folder/store.db", dir.path().display());
-    let err = Store::connect(&url).await.expect_err("opened a file in a missing folder");
+    let err = Store::connect(&url)
+        .await
+        .expect_err("opened a file in a missing folder");
     assert!(matches!(err, Error::Unavailable { .. }), "{err}");
     assert!(err.to_string().contains("no/such/folder/store.db"), "{err}");
 }
@@ -573,10 +976,17 @@ async fn sqlite_in_a_missing_folder_is_a_clear_error() {
 async fn sqlite_store_is_created_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("new.db");
-    let store = Store::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    let store = Store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
     assert!(path.exists());
-    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut c).await.unwrap();
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
     assert_eq!(mode, "wal");
     store.close().await;
 }
@@ -599,13 +1009,18 @@ fn crash_new() -> Directory {
 /// `DINGBIND_CRASH_CHILD_URL` set; without it, this returns at once.
 #[tokio::test]
 async fn crash_writer_child_process() {
-    let Ok(url) = std::env::var(CHILD_URL_ENV) else { return };
+    let Ok(url) = std::env::var(CHILD_URL_ENV) else {
+        return;
+    };
     let store = Store::connect(&url).await.expect("child connect");
     let t = key(CRASH_TENANT.0, CRASH_TENANT.1);
     let d = diff(&crash_old(), &crash_new());
     println!("APPLYING");
     std::io::stdout().flush().expect("flush");
-    store.apply_sync(&t, &d, &run_for(&d)).await.expect("child apply");
+    store
+        .apply_sync(&t, &d, &run_for(&d))
+        .await
+        .expect("child apply");
     println!("COMMITTED");
 }
 
@@ -616,7 +1031,9 @@ async fn writer_in_transaction(db: &TestDb) -> bool {
             // Try to take the write lock without waiting: "database is locked" means
             // the child holds it, i.e. its sync transaction is open.
             let opts: sqlx::sqlite::SqliteConnectOptions = db.url.parse().expect("sqlite url");
-            let mut c = sqlx::SqliteConnection::connect_with(&opts.busy_timeout(Duration::ZERO)).await.expect("probe connect");
+            let mut c = sqlx::SqliteConnection::connect_with(&opts.busy_timeout(Duration::ZERO))
+                .await
+                .expect("probe connect");
             let locked = match sqlx::query("BEGIN IMMEDIATE").execute(&mut c).await {
                 Ok(_) => {
                     let _ = sqlx::query("ROLLBACK").execute(&mut c).await;
@@ -629,7 +1046,9 @@ async fn writer_in_transaction(db: &TestDb) -> bool {
         }
         Backend::Postgres => {
             // The child's transaction has written rows once it holds a transaction id.
-            db.raw_i64("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'dingbind-crash-writer' AND backend_xid IS NOT NULL").await > 0
+            db.raw_i64("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'dingbind-crash-writer' AND backend_xid IS NOT NULL")
+                .await
+                > 0
         }
     }
 }
@@ -646,10 +1065,20 @@ async fn killed_writer_leaves_the_directory_all_old_or_all_new(db: &TestDb) {
     }
     let child_url = match db.backend {
         Backend::Sqlite => db.url.clone(),
-        Backend::Postgres => format!("{}{}application_name=dingbind-crash-writer", db.url, if db.url.contains('?') { '&' } else { '?' }),
+        Backend::Postgres => format!(
+            "{}{}application_name=dingbind-crash-writer",
+            db.url,
+            if db.url.contains('?') { '&' } else { '?' }
+        ),
     };
     let mut child = tokio::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["crash_writer_child_process", "--exact", "--nocapture", "--test-threads", "1"])
+        .args([
+            "crash_writer_child_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env(CHILD_URL_ENV, &child_url)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -683,24 +1112,40 @@ async fn killed_writer_leaves_the_directory_all_old_or_all_new(db: &TestDb) {
     assert!(in_tx, "never caught the writer inside its transaction");
     child.start_kill().expect("SIGKILL the writer");
     let status = child.wait().await.expect("reap writer");
-    assert!(!status.success(), "writer finished before the kill: {status:?}");
+    assert!(
+        !status.success(),
+        "writer finished before the kill: {status:?}"
+    );
 
     // Let PostgreSQL notice the dead client and roll back (its locks go with it).
     let store = db.store().await;
-    let dir = tokio::time::timeout(Duration::from_secs(60), store.directory(&t)).await.expect("read after crash").expect("directory");
+    let dir = tokio::time::timeout(Duration::from_secs(60), store.directory(&t))
+        .await
+        .expect("read after crash")
+        .expect("directory");
     let verdict = if dir == old {
         "all-old"
     } else if dir == new {
         "all-new"
     } else {
-        panic!("MIX after the crash: {} departments, {} members", dir.departments.len(), dir.members.len());
+        panic!(
+            "MIX after the crash: {} departments, {} members",
+            dir.departments.len(),
+            dir.members.len()
+        );
     };
-    eprintln!("{}: killed writer left the directory {verdict}", db.backend_name());
+    eprintln!(
+        "{}: killed writer left the directory {verdict}",
+        db.backend_name()
+    );
     // The killed transaction never committed, so the only run recorded is the seed's.
     let runs = store.sync_runs(&t, 10).await.unwrap();
     assert_eq!(runs.len(), if verdict == "all-old" { 1 } else { 2 });
     // And the store still takes writes (no lock left behind).
-    let next = tokio::time::timeout(Duration::from_secs(60), async { sync_to(&store, &t, &org(3, 30, 2)).await }).await;
+    let next = tokio::time::timeout(Duration::from_secs(60), async {
+        sync_to(&store, &t, &org(3, 30, 2)).await
+    })
+    .await;
     assert!(next.is_ok(), "store still locked after the crash");
     assert_eq!(store.directory(&t).await.unwrap(), org(3, 30, 2));
 }

@@ -43,8 +43,14 @@ pub enum Error {
 
     /// The tenant was unbound from DingTalk: the ledger refuses to bind it again
     /// and the account can never go back to DingTalk mode.
-    #[error("tenant {tenant} was unbound from DingTalk; it can never be bound to DingTalk mode again")]
+    #[error(
+        "tenant {tenant} was unbound from DingTalk; it can never be bound to DingTalk mode again"
+    )]
     Irreversible { tenant: TenantKey },
+
+    /// The store holds nothing for this tenant.
+    #[error("the store at `{store}` holds nothing for tenant {tenant}")]
+    UnknownTenant { tenant: TenantKey, store: String },
 
     /// Writing command output failed.
     #[error("writing the output: {0}")]
@@ -63,6 +69,9 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for std::result::Result<T, sqlx::Error> {
     fn ctx(self, f: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Database { context: f(), source })
+        self.map_err(|source| Error::Database {
+            context: f(),
+            source,
+        })
     }
 }

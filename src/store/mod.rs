@@ -73,11 +73,18 @@ impl Store {
     /// [`Store::connect`] with an already parsed URL.
     pub async fn connect_url(url: &StoreUrl) -> Result<Store> {
         let backend = match url {
-            StoreUrl::Sqlite { path } => Backend::Sqlite(sqlite::SqliteStore::connect(url, path).await?),
-            StoreUrl::Postgres { options, .. } => Backend::Postgres(postgres::PgStore::connect(url, options).await?),
+            StoreUrl::Sqlite { path } => {
+                Backend::Sqlite(sqlite::SqliteStore::connect(url, path).await?)
+            }
+            StoreUrl::Postgres { options, .. } => {
+                Backend::Postgres(postgres::PgStore::connect(url, options).await?)
+            }
         };
         tracing::debug!(store = %url, "store opened and migrated");
-        Ok(Store { backend, url: url.redacted() })
+        Ok(Store {
+            backend,
+            url: url.redacted(),
+        })
     }
 
     /// The store's URL, password redacted: safe to log.
@@ -113,12 +120,21 @@ impl Store {
     /// when it already holds the same values, so re-applying a diff writes
     /// nothing; the rows really written are recorded as the run's
     /// `rows_written`.
-    pub async fn apply_sync(&self, tenant: &TenantKey, diff: &DirectoryDiff, run: &SyncRunRecord) -> Result<SyncRunId> {
+    pub async fn apply_sync(
+        &self,
+        tenant: &TenantKey,
+        diff: &DirectoryDiff,
+        run: &SyncRunRecord,
+    ) -> Result<SyncRunId> {
         dispatch!(self, s => s.apply_sync(tenant, diff, run).await)
     }
 
     /// Record a sync run that did not change the directory (failed or held).
-    pub async fn record_sync_run(&self, tenant: &TenantKey, run: &SyncRunRecord) -> Result<SyncRunId> {
+    pub async fn record_sync_run(
+        &self,
+        tenant: &TenantKey,
+        run: &SyncRunRecord,
+    ) -> Result<SyncRunId> {
         dispatch!(self, s => s.record_sync_run(tenant, run).await)
     }
 
@@ -186,7 +202,10 @@ impl Store {
 
 /// A list bound as one JSON array parameter (`json_each` / `jsonb_array_elements`).
 fn json_array<T: Serialize>(items: &[T]) -> Result<String> {
-    serde_json::to_string(items).map_err(|e| Error::InvalidInput { context: "encoding a key list".into(), reason: e.to_string() })
+    serde_json::to_string(items).map_err(|e| Error::InvalidInput {
+        context: "encoding a key list".into(),
+        reason: e.to_string(),
+    })
 }
 
 /// A stored document body back into JSON.

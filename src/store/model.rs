@@ -34,7 +34,11 @@ pub enum LedgerEntry {
     /// The tenant was bound to the DingTalk organization `corp_id`.
     Bound { at: Timestamp, corp_id: String },
     /// The tenant was unbound from `corp_id`, for good.
-    Unbound { at: Timestamp, corp_id: String, reason: UnbindReason },
+    Unbound {
+        at: Timestamp,
+        corp_id: String,
+        reason: UnbindReason,
+    },
 }
 
 impl LedgerEntry {
@@ -79,7 +83,10 @@ impl SyncOutcome {
             "Succeeded" => Ok(SyncOutcome::Succeeded),
             "Failed" => Ok(SyncOutcome::Failed),
             "Held" => Ok(SyncOutcome::Held),
-            other => Err(corrupt("reading sync runs", format!("unknown outcome {other:?}"))),
+            other => Err(corrupt(
+                "reading sync runs",
+                format!("unknown outcome {other:?}"),
+            )),
         }
     }
 }
@@ -125,7 +132,12 @@ impl SyncRunRecord {
     }
 
     /// A run that changed nothing in the directory (`Failed` or `Held`).
-    pub fn unapplied(started: Timestamp, finished: Timestamp, outcome: SyncOutcome, message: impl Into<String>) -> Self {
+    pub fn unapplied(
+        started: Timestamp,
+        finished: Timestamp,
+        outcome: SyncOutcome,
+        message: impl Into<String>,
+    ) -> Self {
         SyncRunRecord {
             started,
             finished,
@@ -171,12 +183,18 @@ pub struct SyncRun {
 // ---- conversions shared by both backends ----
 
 pub(crate) fn corrupt(context: &str, reason: String) -> Error {
-    Error::Corrupt { context: context.to_string(), reason }
+    Error::Corrupt {
+        context: context.to_string(),
+        reason,
+    }
 }
 
 /// A `u64` count as the `BIGINT` both backends store.
 pub(crate) fn to_db_count(n: u64, what: &str) -> Result<i64> {
-    i64::try_from(n).map_err(|_| Error::InvalidInput { context: format!("recording {what}"), reason: format!("{n} is above {}", i64::MAX) })
+    i64::try_from(n).map_err(|_| Error::InvalidInput {
+        context: format!("recording {what}"),
+        reason: format!("{n} is above {}", i64::MAX),
+    })
 }
 
 /// A stored count back to `u64`.
@@ -197,7 +215,10 @@ pub(crate) fn mode_from_str(s: &str) -> Result<Mode> {
     match s {
         "DingTalk" => Ok(Mode::DingTalk),
         "Public" => Ok(Mode::Public),
-        other => Err(corrupt("reading the account", format!("unknown mode {other:?}"))),
+        other => Err(corrupt(
+            "reading the account",
+            format!("unknown mode {other:?}"),
+        )),
     }
 }
 
@@ -205,23 +226,44 @@ pub(crate) fn reason_from_str(s: &str) -> Result<UnbindReason> {
     match s {
         "Requested" => Ok(UnbindReason::Requested),
         "TrialExpired" => Ok(UnbindReason::TrialExpired),
-        other => Err(corrupt("reading the ledger", format!("unknown unbind reason {other:?}"))),
+        other => Err(corrupt(
+            "reading the ledger",
+            format!("unknown unbind reason {other:?}"),
+        )),
     }
 }
 
 /// A ledger row back into an entry.
-pub(crate) fn ledger_entry(event: &str, at: Timestamp, corp_id: String, reason: Option<&str>) -> Result<LedgerEntry> {
+pub(crate) fn ledger_entry(
+    event: &str,
+    at: Timestamp,
+    corp_id: String,
+    reason: Option<&str>,
+) -> Result<LedgerEntry> {
     match (event, reason) {
         ("Bound", None) => Ok(LedgerEntry::Bound { at, corp_id }),
-        ("Unbound", Some(reason)) => Ok(LedgerEntry::Unbound { at, corp_id, reason: reason_from_str(reason)? }),
-        (event, reason) => Err(corrupt("reading the ledger", format!("event {event:?} with reason {reason:?}"))),
+        ("Unbound", Some(reason)) => Ok(LedgerEntry::Unbound {
+            at,
+            corp_id,
+            reason: reason_from_str(reason)?,
+        }),
+        (event, reason) => Err(corrupt(
+            "reading the ledger",
+            format!("event {event:?} with reason {reason:?}"),
+        )),
     }
 }
 
 /// The columns of a ledger entry: (event, at, corp_id, reason).
-pub(crate) fn ledger_columns(entry: &LedgerEntry) -> (&'static str, Timestamp, &str, Option<&'static str>) {
+pub(crate) fn ledger_columns(
+    entry: &LedgerEntry,
+) -> (&'static str, Timestamp, &str, Option<&'static str>) {
     match entry {
         LedgerEntry::Bound { at, corp_id } => ("Bound", *at, corp_id, None),
-        LedgerEntry::Unbound { at, corp_id, reason } => ("Unbound", *at, corp_id, Some(reason.as_str())),
+        LedgerEntry::Unbound {
+            at,
+            corp_id,
+            reason,
+        } => ("Unbound", *at, corp_id, Some(reason.as_str())),
     }
 }

@@ -39,7 +39,9 @@ fn micros(column: &str) -> String {
 /// A timestamp as the text PostgreSQL parses exactly into `timestamptz`
 /// (microsecond precision).
 fn pg_ts(t: Timestamp) -> String {
-    Timestamp::from_microsecond(t.as_microsecond()).unwrap_or(t).to_string()
+    Timestamp::from_microsecond(t.as_microsecond())
+        .unwrap_or(t)
+        .to_string()
 }
 
 /// A PostgreSQL-backed store.
@@ -57,17 +59,33 @@ impl PgStore {
         if options.get_application_name().is_none() {
             options = options.application_name("dingbind");
         }
-        let unavailable = |reason: String| Error::Unavailable { url: url.redacted(), reason: url.scrub(&reason) };
-        let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(unavailable(e.to_string())),
-            Err(_) => return Err(unavailable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
+        let unavailable = |reason: String| Error::Unavailable {
+            url: url.redacted(),
+            reason: url.scrub(&reason),
         };
+        let mut conn =
+            match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await
+            {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => return Err(unavailable(e.to_string())),
+                Err(_) => {
+                    return Err(unavailable(format!(
+                        "no answer within {}s",
+                        CONNECT_TIMEOUT.as_secs()
+                    )));
+                }
+            };
         let migrated = migrations::run(&migrations::postgres(), &mut conn).await;
         let closed = conn.close().await;
-        migrated.map_err(|e| Error::Migration { url: url.redacted(), reason: url.scrub(&e.to_string()) })?;
+        migrated.map_err(|e| Error::Migration {
+            url: url.redacted(),
+            reason: url.scrub(&e.to_string()),
+        })?;
         closed.map_err(|e| unavailable(e.to_string()))?;
-        let pool = PgPoolOptions::new().max_connections(POOL_SIZE).acquire_timeout(ACQUIRE_TIMEOUT).connect_lazy_with(options);
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
         Ok(PgStore { pool })
     }
 
@@ -81,28 +99,50 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await
             .ctx(ctx)?;
-        rows.iter().map(|r| Ok(TenantKey { namespace: r.try_get(0).ctx(ctx)?, name: r.try_get(1).ctx(ctx)? })).collect()
+        rows.iter()
+            .map(|r| {
+                Ok(TenantKey {
+                    namespace: r.try_get(0).ctx(ctx)?,
+                    name: r.try_get(1).ctx(ctx)?,
+                })
+            })
+            .collect()
     }
 
     pub(crate) async fn directory(&self, t: &TenantKey) -> Result<Directory> {
         let ctx = || format!("reading the directory of {t}");
         // One snapshot for the three reads, even while a sync commits.
-        let mut tx = self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.ctx(ctx)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+            .ctx(ctx)?;
         let Some(tenant) = tenant_id(&mut tx, t, false).await? else {
             return Ok(Directory::default());
         };
         let mut dir = Directory::default();
         {
-            let mut rows = sqlx::query("SELECT dept_id, parent_id, name, sort_order FROM departments WHERE tenant_id = $1").bind(tenant).fetch(&mut *tx);
+            let mut rows = sqlx::query(
+                "SELECT dept_id, parent_id, name, sort_order FROM departments WHERE tenant_id = $1",
+            )
+            .bind(tenant)
+            .fetch(&mut *tx);
             while let Some(r) = rows.try_next().await.ctx(ctx)? {
-                let d = Department { id: r.try_get(0).ctx(ctx)?, parent_id: r.try_get(1).ctx(ctx)?, name: r.try_get(2).ctx(ctx)?, order: r.try_get(3).ctx(ctx)? };
+                let d = Department {
+                    id: r.try_get(0).ctx(ctx)?,
+                    parent_id: r.try_get(1).ctx(ctx)?,
+                    name: r.try_get(2).ctx(ctx)?,
+                    order: r.try_get(3).ctx(ctx)?,
+                };
                 dir.departments.insert(d.id, d);
             }
         }
         {
-            let mut rows = sqlx::query("SELECT userid, unionid, name, mobile, email, title, job_number, active, admin, boss FROM members WHERE tenant_id = $1")
-                .bind(tenant)
-                .fetch(&mut *tx);
+            let mut rows = sqlx::query(
+                "SELECT userid, unionid, name, mobile, email, title, job_number, active, admin, boss FROM members WHERE tenant_id = $1",
+            )
+            .bind(tenant)
+            .fetch(&mut *tx);
             while let Some(r) = rows.try_next().await.ctx(ctx)? {
                 let m = Member {
                     userid: r.try_get(0).ctx(ctx)?,
@@ -121,13 +161,20 @@ impl PgStore {
             }
         }
         {
-            let mut rows = sqlx::query("SELECT userid, dept_id FROM member_departments WHERE tenant_id = $1 ORDER BY userid, dept_id").bind(tenant).fetch(&mut *tx);
+            let mut rows = sqlx::query("SELECT userid, dept_id FROM member_departments WHERE tenant_id = $1 ORDER BY userid, dept_id")
+                .bind(tenant)
+                .fetch(&mut *tx);
             while let Some(r) = rows.try_next().await.ctx(ctx)? {
                 let userid: String = r.try_get(0).ctx(ctx)?;
                 let dept: i64 = r.try_get(1).ctx(ctx)?;
                 match dir.members.get_mut(&userid) {
                     Some(m) => m.dept_ids.push(dept),
-                    None => return Err(model::corrupt(&ctx(), format!("department link for unknown member {userid:?}"))),
+                    None => {
+                        return Err(model::corrupt(
+                            &ctx(),
+                            format!("department link for unknown member {userid:?}"),
+                        ));
+                    }
                 }
             }
         }
@@ -135,7 +182,12 @@ impl PgStore {
         Ok(dir)
     }
 
-    pub(crate) async fn apply_sync(&self, t: &TenantKey, diff: &DirectoryDiff, run: &SyncRunRecord) -> Result<SyncRunId> {
+    pub(crate) async fn apply_sync(
+        &self,
+        t: &TenantKey,
+        diff: &DirectoryDiff,
+        run: &SyncRunRecord,
+    ) -> Result<SyncRunId> {
         let ctx = || format!("applying a sync to {t}");
         let mut tx = self.pool.begin().await.ctx(ctx)?;
         let tenant = ensure_tenant(&mut tx, t).await?;
@@ -151,27 +203,42 @@ impl PgStore {
                 .rows_affected();
         }
         for chunk in diff.remove_departments.chunks(ROWS_PER_STATEMENT) {
-            written += sqlx::query("DELETE FROM departments WHERE tenant_id = $1 AND dept_id = ANY($2)")
-                .bind(tenant)
-                .bind(chunk)
-                .execute(&mut *tx)
-                .await
-                .ctx(ctx)?
-                .rows_affected();
+            written +=
+                sqlx::query("DELETE FROM departments WHERE tenant_id = $1 AND dept_id = ANY($2)")
+                    .bind(tenant)
+                    .bind(chunk)
+                    .execute(&mut *tx)
+                    .await
+                    .ctx(ctx)?
+                    .rows_affected();
         }
-        for chunk in diff.add_departments.chunks(ROWS_PER_STATEMENT).chain(diff.update_departments.chunks(ROWS_PER_STATEMENT)) {
+        for chunk in diff
+            .add_departments
+            .chunks(ROWS_PER_STATEMENT)
+            .chain(diff.update_departments.chunks(ROWS_PER_STATEMENT))
+        {
             written += upsert_departments(&mut tx, tenant, chunk).await.ctx(ctx)?;
         }
-        for chunk in diff.add_members.chunks(ROWS_PER_STATEMENT).chain(diff.update_members.chunks(ROWS_PER_STATEMENT)) {
+        for chunk in diff
+            .add_members
+            .chunks(ROWS_PER_STATEMENT)
+            .chain(diff.update_members.chunks(ROWS_PER_STATEMENT))
+        {
             written += upsert_members(&mut tx, tenant, chunk).await.ctx(ctx)?;
-            written += sync_member_departments(&mut tx, tenant, chunk).await.ctx(ctx)?;
+            written += sync_member_departments(&mut tx, tenant, chunk)
+                .await
+                .ctx(ctx)?;
         }
         let id = insert_run(&mut tx, tenant, run, written).await?;
         tx.commit().await.ctx(ctx)?;
         Ok(id)
     }
 
-    pub(crate) async fn record_sync_run(&self, t: &TenantKey, run: &SyncRunRecord) -> Result<SyncRunId> {
+    pub(crate) async fn record_sync_run(
+        &self,
+        t: &TenantKey,
+        run: &SyncRunRecord,
+    ) -> Result<SyncRunId> {
         let ctx = || format!("recording a sync run of {t}");
         let mut tx = self.pool.begin().await.ctx(ctx)?;
         let tenant = ensure_tenant(&mut tx, t).await?;
@@ -197,8 +264,12 @@ impl PgStore {
             .ctx(ctx)?;
         rows.iter()
             .map(|r| {
-                let count = |i: usize, what: &str| -> Result<u64> { model::from_db_count(r.try_get(i).ctx(ctx)?, what) };
-                let ts = |i: usize| -> Result<Timestamp> { model::from_micros(r.try_get(i).ctx(ctx)?, "reading sync runs") };
+                let count = |i: usize, what: &str| -> Result<u64> {
+                    model::from_db_count(r.try_get(i).ctx(ctx)?, what)
+                };
+                let ts = |i: usize| -> Result<Timestamp> {
+                    model::from_micros(r.try_get(i).ctx(ctx)?, "reading sync runs")
+                };
                 let outcome: String = r.try_get(3).ctx(ctx)?;
                 Ok(SyncRun {
                     id: SyncRunId(r.try_get(0).ctx(ctx)?),
@@ -223,8 +294,16 @@ impl PgStore {
         let ctx = || format!("clearing the directory of {t}");
         let mut tx = self.pool.begin().await.ctx(ctx)?;
         if let Some(tenant) = tenant_id(&mut tx, t, true).await? {
-            sqlx::query("DELETE FROM members WHERE tenant_id = $1").bind(tenant).execute(&mut *tx).await.ctx(ctx)?;
-            sqlx::query("DELETE FROM departments WHERE tenant_id = $1").bind(tenant).execute(&mut *tx).await.ctx(ctx)?;
+            sqlx::query("DELETE FROM members WHERE tenant_id = $1")
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await
+                .ctx(ctx)?;
+            sqlx::query("DELETE FROM departments WHERE tenant_id = $1")
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await
+                .ctx(ctx)?;
         }
         tx.commit().await.ctx(ctx)
     }
@@ -233,7 +312,12 @@ impl PgStore {
         let ctx = || format!("deleting the data of {t}");
         // Cascades to directory, account, sync runs and documents; the ledger
         // is not linked to `tenants` and stays.
-        sqlx::query("DELETE FROM tenants WHERE namespace = $1 AND name = $2").bind(&t.namespace).bind(&t.name).execute(&self.pool).await.ctx(ctx)?;
+        sqlx::query("DELETE FROM tenants WHERE namespace = $1 AND name = $2")
+            .bind(&t.namespace)
+            .bind(&t.name)
+            .execute(&self.pool)
+            .await
+            .ctx(ctx)?;
         Ok(())
     }
 
@@ -307,19 +391,36 @@ impl PgStore {
 
     pub(crate) async fn ledger(&self, t: &TenantKey) -> Result<Vec<LedgerEntry>> {
         let ctx = || format!("reading the ledger of {t}");
-        let sql = format!("SELECT event, {}, corp_id, reason FROM ledger WHERE namespace = $1 AND name = $2 ORDER BY seq", micros("at"));
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&t.namespace).bind(&t.name).fetch_all(&self.pool).await.ctx(ctx)?;
+        let sql = format!(
+            "SELECT event, {}, corp_id, reason FROM ledger WHERE namespace = $1 AND name = $2 ORDER BY seq",
+            micros("at")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&t.namespace)
+            .bind(&t.name)
+            .fetch_all(&self.pool)
+            .await
+            .ctx(ctx)?;
         rows.iter()
             .map(|r| {
                 let event: String = r.try_get(0).ctx(ctx)?;
                 let reason: Option<String> = r.try_get(3).ctx(ctx)?;
-                model::ledger_entry(&event, model::from_micros(r.try_get(1).ctx(ctx)?, "reading the ledger")?, r.try_get(2).ctx(ctx)?, reason.as_deref())
+                model::ledger_entry(
+                    &event,
+                    model::from_micros(r.try_get(1).ctx(ctx)?, "reading the ledger")?,
+                    r.try_get(2).ctx(ctx)?,
+                    reason.as_deref(),
+                )
             })
             .collect()
     }
 
     pub(crate) async fn is_unbound(&self, t: &TenantKey) -> Result<bool> {
-        let mut conn = self.pool.acquire().await.ctx(|| format!("reading the ledger of {t}"))?;
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .ctx(|| format!("reading the ledger of {t}"))?;
         is_unbound(&mut conn, t).await
     }
 
@@ -349,7 +450,8 @@ impl PgStore {
             .fetch_optional(&self.pool)
             .await
             .ctx(ctx)?;
-        row.map(|r| super::parse_document(&r.try_get::<String, _>(0).ctx(ctx)?, &ctx())).transpose()
+        row.map(|r| super::parse_document(&r.try_get::<String, _>(0).ctx(ctx)?, &ctx()))
+            .transpose()
     }
 
     pub(crate) async fn documents(&self, kind: &str) -> Result<Vec<(TenantKey, Value)>> {
@@ -361,7 +463,10 @@ impl PgStore {
             .ctx(ctx)?;
         rows.iter()
             .map(|r| {
-                let key = TenantKey { namespace: r.try_get(0).ctx(ctx)?, name: r.try_get(1).ctx(ctx)? };
+                let key = TenantKey {
+                    namespace: r.try_get(0).ctx(ctx)?,
+                    name: r.try_get(1).ctx(ctx)?,
+                };
                 let body = super::parse_document(&r.try_get::<String, _>(2).ctx(ctx)?, &ctx())?;
                 Ok((key, body))
             })
@@ -370,13 +475,22 @@ impl PgStore {
 }
 
 /// The tenant's id; with `for_update`, its row is locked until the transaction ends.
-async fn tenant_id(conn: &mut PgConnection, t: &TenantKey, for_update: bool) -> Result<Option<i64>> {
+async fn tenant_id(
+    conn: &mut PgConnection,
+    t: &TenantKey,
+    for_update: bool,
+) -> Result<Option<i64>> {
     let sql = if for_update {
         "SELECT id FROM tenants WHERE namespace = $1 AND name = $2 FOR UPDATE"
     } else {
         "SELECT id FROM tenants WHERE namespace = $1 AND name = $2"
     };
-    sqlx::query_scalar(sql).bind(&t.namespace).bind(&t.name).fetch_optional(conn).await.ctx(|| format!("looking up tenant {t}"))
+    sqlx::query_scalar(sql)
+        .bind(&t.namespace)
+        .bind(&t.name)
+        .fetch_optional(conn)
+        .await
+        .ctx(|| format!("looking up tenant {t}"))
 }
 
 /// The tenant's id, registering it if needed; its row stays locked until the
@@ -390,19 +504,24 @@ async fn ensure_tenant(conn: &mut PgConnection, t: &TenantKey) -> Result<i64> {
         .ctx(|| format!("registering tenant {t}"))?;
     match tenant_id(conn, t, true).await? {
         Some(id) => Ok(id),
-        None => Err(model::corrupt(&format!("registering tenant {t}"), "the tenant row vanished (deleted concurrently)".into())),
+        None => Err(model::corrupt(
+            &format!("registering tenant {t}"),
+            "the tenant row vanished (deleted concurrently)".into(),
+        )),
     }
 }
 
 /// The same per-tenant lock the ledger trigger takes: a check-then-write on
 /// the ledger cannot race another replica's append.
 async fn lock_ledger(conn: &mut PgConnection, t: &TenantKey) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('dingbind-ledger/' || $1 || '/' || $2, 0))")
-        .bind(&t.namespace)
-        .bind(&t.name)
-        .execute(conn)
-        .await
-        .ctx(|| format!("locking the ledger of {t}"))?;
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('dingbind-ledger/' || $1 || '/' || $2, 0))",
+    )
+    .bind(&t.namespace)
+    .bind(&t.name)
+    .execute(conn)
+    .await
+    .ctx(|| format!("locking the ledger of {t}"))?;
     Ok(())
 }
 
@@ -415,7 +534,12 @@ async fn is_unbound(conn: &mut PgConnection, t: &TenantKey) -> Result<bool> {
         .ctx(|| format!("reading the ledger of {t}"))
 }
 
-async fn insert_run(conn: &mut PgConnection, tenant: i64, run: &SyncRunRecord, rows_written: u64) -> Result<SyncRunId> {
+async fn insert_run(
+    conn: &mut PgConnection,
+    tenant: i64,
+    run: &SyncRunRecord,
+    rows_written: u64,
+) -> Result<SyncRunId> {
     let id = sqlx::query_scalar(
         "INSERT INTO sync_runs (tenant_id, started_at, finished_at, outcome, added, updated, removed, calls, held_deletions, rows_written, message) \
          VALUES ($1, $2::timestamptz, $3::timestamptz, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
@@ -438,7 +562,11 @@ async fn insert_run(conn: &mut PgConnection, tenant: i64, run: &SyncRunRecord, r
 }
 
 /// Insert or update departments; a row equal to the stored one is not touched.
-async fn upsert_departments(conn: &mut PgConnection, tenant: i64, depts: &[Department]) -> sqlx::Result<u64> {
+async fn upsert_departments(
+    conn: &mut PgConnection,
+    tenant: i64,
+    depts: &[Department],
+) -> sqlx::Result<u64> {
     let ids: Vec<i64> = depts.iter().map(|d| d.id).collect();
     let parents: Vec<Option<i64>> = depts.iter().map(|d| d.parent_id).collect();
     let names: Vec<&str> = depts.iter().map(|d| d.name.as_str()).collect();
@@ -461,9 +589,14 @@ async fn upsert_departments(conn: &mut PgConnection, tenant: i64, depts: &[Depar
 }
 
 /// Insert or update members; a row equal to the stored one is not touched.
-async fn upsert_members(conn: &mut PgConnection, tenant: i64, members: &[Member]) -> sqlx::Result<u64> {
+async fn upsert_members(
+    conn: &mut PgConnection,
+    tenant: i64,
+    members: &[Member],
+) -> sqlx::Result<u64> {
     let col = |f: fn(&Member) -> &str| -> Vec<&str> { members.iter().map(f).collect() };
-    let opt = |f: fn(&Member) -> Option<&str>| -> Vec<Option<&str>> { members.iter().map(f).collect() };
+    let opt =
+        |f: fn(&Member) -> Option<&str>| -> Vec<Option<&str>> { members.iter().map(f).collect() };
     let flag = |f: fn(&Member) -> bool| -> Vec<bool> { members.iter().map(f).collect() };
     let done = sqlx::query(
         "INSERT INTO members (tenant_id, userid, unionid, name, mobile, email, title, job_number, active, admin, boss) \
@@ -492,9 +625,16 @@ async fn upsert_members(conn: &mut PgConnection, tenant: i64, members: &[Member]
 
 /// Make the department links of `members` exactly their `dept_ids`: delete the
 /// links that went away, insert the new ones, leave the others untouched.
-async fn sync_member_departments(conn: &mut PgConnection, tenant: i64, members: &[Member]) -> sqlx::Result<u64> {
+async fn sync_member_departments(
+    conn: &mut PgConnection,
+    tenant: i64,
+    members: &[Member],
+) -> sqlx::Result<u64> {
     let userids: Vec<&str> = members.iter().map(|m| m.userid.as_str()).collect();
-    let (link_users, link_depts): (Vec<&str>, Vec<i64>) = members.iter().flat_map(|m| m.dept_ids.iter().map(move |d| (m.userid.as_str(), *d))).unzip();
+    let (link_users, link_depts): (Vec<&str>, Vec<i64>) = members
+        .iter()
+        .flat_map(|m| m.dept_ids.iter().map(move |d| (m.userid.as_str(), *d)))
+        .unzip();
     let deleted = sqlx::query(
         "DELETE FROM member_departments md WHERE md.tenant_id = $1 AND md.userid = ANY($2) \
          AND NOT EXISTS (SELECT 1 FROM UNNEST($3::text[], $4::bigint[]) AS n(userid, dept_id) WHERE n.userid = md.userid AND n.dept_id = md.dept_id)",

@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 
 use super::error::{Context, Error, Result};
@@ -50,12 +53,23 @@ impl SqliteStore {
             .foreign_keys(true);
         let mut conn = SqliteConnection::connect_with(&options)
             .await
-            .map_err(|e| Error::Unavailable { url: url.redacted(), reason: format!("{e} (file {})", path.display()) })?;
+            .map_err(|e| Error::Unavailable {
+                url: url.redacted(),
+                reason: format!("{e} (file {})", path.display()),
+            })?;
         let migrated = migrate(&mut conn).await;
         let closed = conn.close().await;
-        migrated.map_err(|e| Error::Migration { url: url.redacted(), reason: e.to_string() })?;
-        closed.map_err(|e| Error::Unavailable { url: url.redacted(), reason: e.to_string() })?;
-        let pool = SqlitePoolOptions::new().max_connections(POOL_SIZE).connect_lazy_with(options);
+        migrated.map_err(|e| Error::Migration {
+            url: url.redacted(),
+            reason: e.to_string(),
+        })?;
+        closed.map_err(|e| Error::Unavailable {
+            url: url.redacted(),
+            reason: e.to_string(),
+        })?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .connect_lazy_with(options);
         Ok(SqliteStore { pool })
     }
 
@@ -69,7 +83,14 @@ impl SqliteStore {
             .fetch_all(&self.pool)
             .await
             .ctx(ctx)?;
-        rows.iter().map(|r| Ok(TenantKey { namespace: r.try_get(0).ctx(ctx)?, name: r.try_get(1).ctx(ctx)? })).collect()
+        rows.iter()
+            .map(|r| {
+                Ok(TenantKey {
+                    namespace: r.try_get(0).ctx(ctx)?,
+                    name: r.try_get(1).ctx(ctx)?,
+                })
+            })
+            .collect()
     }
 
     pub(crate) async fn directory(&self, t: &TenantKey) -> Result<Directory> {
@@ -81,16 +102,27 @@ impl SqliteStore {
         };
         let mut dir = Directory::default();
         {
-            let mut rows = sqlx::query("SELECT dept_id, parent_id, name, sort_order FROM departments WHERE tenant_id = ?1").bind(tenant).fetch(&mut *tx);
+            let mut rows = sqlx::query(
+                "SELECT dept_id, parent_id, name, sort_order FROM departments WHERE tenant_id = ?1",
+            )
+            .bind(tenant)
+            .fetch(&mut *tx);
             while let Some(r) = rows.try_next().await.ctx(ctx)? {
-                let d = Department { id: r.try_get(0).ctx(ctx)?, parent_id: r.try_get(1).ctx(ctx)?, name: r.try_get(2).ctx(ctx)?, order: r.try_get(3).ctx(ctx)? };
+                let d = Department {
+                    id: r.try_get(0).ctx(ctx)?,
+                    parent_id: r.try_get(1).ctx(ctx)?,
+                    name: r.try_get(2).ctx(ctx)?,
+                    order: r.try_get(3).ctx(ctx)?,
+                };
                 dir.departments.insert(d.id, d);
             }
         }
         {
-            let mut rows = sqlx::query("SELECT userid, unionid, name, mobile, email, title, job_number, active, admin, boss FROM members WHERE tenant_id = ?1")
-                .bind(tenant)
-                .fetch(&mut *tx);
+            let mut rows = sqlx::query(
+                "SELECT userid, unionid, name, mobile, email, title, job_number, active, admin, boss FROM members WHERE tenant_id = ?1",
+            )
+            .bind(tenant)
+            .fetch(&mut *tx);
             while let Some(r) = rows.try_next().await.ctx(ctx)? {
                 let m = Member {
                     userid: r.try_get(0).ctx(ctx)?,
@@ -109,13 +141,20 @@ impl SqliteStore {
             }
         }
         {
-            let mut rows = sqlx::query("SELECT userid, dept_id FROM member_departments WHERE tenant_id = ?1 ORDER BY userid, dept_id").bind(tenant).fetch(&mut *tx);
+            let mut rows = sqlx::query("SELECT userid, dept_id FROM member_departments WHERE tenant_id = ?1 ORDER BY userid, dept_id")
+                .bind(tenant)
+                .fetch(&mut *tx);
             while let Some(r) = rows.try_next().await.ctx(ctx)? {
                 let userid: String = r.try_get(0).ctx(ctx)?;
                 let dept: i64 = r.try_get(1).ctx(ctx)?;
                 match dir.members.get_mut(&userid) {
                     Some(m) => m.dept_ids.push(dept),
-                    None => return Err(model::corrupt(&ctx(), format!("department link for unknown member {userid:?}"))),
+                    None => {
+                        return Err(model::corrupt(
+                            &ctx(),
+                            format!("department link for unknown member {userid:?}"),
+                        ));
+                    }
                 }
             }
         }
@@ -123,7 +162,12 @@ impl SqliteStore {
         Ok(dir)
     }
 
-    pub(crate) async fn apply_sync(&self, t: &TenantKey, diff: &DirectoryDiff, run: &SyncRunRecord) -> Result<SyncRunId> {
+    pub(crate) async fn apply_sync(
+        &self,
+        t: &TenantKey,
+        diff: &DirectoryDiff,
+        run: &SyncRunRecord,
+    ) -> Result<SyncRunId> {
         let ctx = || format!("applying a sync to {t}");
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
         let tenant = ensure_tenant(&mut tx, t).await?;
@@ -147,10 +191,18 @@ impl SqliteStore {
                 .ctx(ctx)?
                 .rows_affected();
         }
-        for chunk in diff.add_departments.chunks(ROWS_PER_STATEMENT).chain(diff.update_departments.chunks(ROWS_PER_STATEMENT)) {
+        for chunk in diff
+            .add_departments
+            .chunks(ROWS_PER_STATEMENT)
+            .chain(diff.update_departments.chunks(ROWS_PER_STATEMENT))
+        {
             written += upsert_departments(&mut tx, tenant, chunk).await.ctx(ctx)?;
         }
-        for chunk in diff.add_members.chunks(ROWS_PER_STATEMENT).chain(diff.update_members.chunks(ROWS_PER_STATEMENT)) {
+        for chunk in diff
+            .add_members
+            .chunks(ROWS_PER_STATEMENT)
+            .chain(diff.update_members.chunks(ROWS_PER_STATEMENT))
+        {
             written += upsert_members(&mut tx, tenant, chunk).await.ctx(ctx)?;
             written += sync_member_departments(&mut tx, tenant, chunk).await?;
         }
@@ -159,7 +211,11 @@ impl SqliteStore {
         Ok(id)
     }
 
-    pub(crate) async fn record_sync_run(&self, t: &TenantKey, run: &SyncRunRecord) -> Result<SyncRunId> {
+    pub(crate) async fn record_sync_run(
+        &self,
+        t: &TenantKey,
+        run: &SyncRunRecord,
+    ) -> Result<SyncRunId> {
         let ctx = || format!("recording a sync run of {t}");
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
         let tenant = ensure_tenant(&mut tx, t).await?;
@@ -182,8 +238,12 @@ impl SqliteStore {
         .ctx(ctx)?;
         rows.iter()
             .map(|r| {
-                let count = |i: usize, what: &str| -> Result<u64> { model::from_db_count(r.try_get(i).ctx(ctx)?, what) };
-                let ts = |i: usize| -> Result<jiff::Timestamp> { model::from_micros(r.try_get(i).ctx(ctx)?, "reading sync runs") };
+                let count = |i: usize, what: &str| -> Result<u64> {
+                    model::from_db_count(r.try_get(i).ctx(ctx)?, what)
+                };
+                let ts = |i: usize| -> Result<jiff::Timestamp> {
+                    model::from_micros(r.try_get(i).ctx(ctx)?, "reading sync runs")
+                };
                 let outcome: String = r.try_get(3).ctx(ctx)?;
                 Ok(SyncRun {
                     id: SyncRunId(r.try_get(0).ctx(ctx)?),
@@ -208,8 +268,16 @@ impl SqliteStore {
         let ctx = || format!("clearing the directory of {t}");
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
         if let Some(tenant) = tenant_id(&mut tx, t).await? {
-            sqlx::query("DELETE FROM members WHERE tenant_id = ?1").bind(tenant).execute(&mut *tx).await.ctx(ctx)?;
-            sqlx::query("DELETE FROM departments WHERE tenant_id = ?1").bind(tenant).execute(&mut *tx).await.ctx(ctx)?;
+            sqlx::query("DELETE FROM members WHERE tenant_id = ?1")
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await
+                .ctx(ctx)?;
+            sqlx::query("DELETE FROM departments WHERE tenant_id = ?1")
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await
+                .ctx(ctx)?;
         }
         tx.commit().await.ctx(ctx)
     }
@@ -218,7 +286,12 @@ impl SqliteStore {
         let ctx = || format!("deleting the data of {t}");
         // Cascades to directory, account, sync runs and documents; the ledger
         // is not linked to `tenants` and stays.
-        sqlx::query("DELETE FROM tenants WHERE namespace = ?1 AND name = ?2").bind(&t.namespace).bind(&t.name).execute(&self.pool).await.ctx(ctx)?;
+        sqlx::query("DELETE FROM tenants WHERE namespace = ?1 AND name = ?2")
+            .bind(&t.namespace)
+            .bind(&t.name)
+            .execute(&self.pool)
+            .await
+            .ctx(ctx)?;
         Ok(())
     }
 
@@ -301,13 +374,22 @@ impl SqliteStore {
             .map(|r| {
                 let event: String = r.try_get(0).ctx(ctx)?;
                 let reason: Option<String> = r.try_get(3).ctx(ctx)?;
-                model::ledger_entry(&event, model::from_micros(r.try_get(1).ctx(ctx)?, "reading the ledger")?, r.try_get(2).ctx(ctx)?, reason.as_deref())
+                model::ledger_entry(
+                    &event,
+                    model::from_micros(r.try_get(1).ctx(ctx)?, "reading the ledger")?,
+                    r.try_get(2).ctx(ctx)?,
+                    reason.as_deref(),
+                )
             })
             .collect()
     }
 
     pub(crate) async fn is_unbound(&self, t: &TenantKey) -> Result<bool> {
-        let mut conn = self.pool.acquire().await.ctx(|| format!("reading the ledger of {t}"))?;
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .ctx(|| format!("reading the ledger of {t}"))?;
         is_unbound(&mut conn, t).await
     }
 
@@ -331,14 +413,17 @@ impl SqliteStore {
 
     pub(crate) async fn document(&self, t: &TenantKey, kind: &str) -> Result<Option<Value>> {
         let ctx = || format!("reading the {kind:?} document of {t}");
-        let row = sqlx::query("SELECT d.body FROM documents d JOIN tenants t ON t.id = d.tenant_id WHERE t.namespace = ?1 AND t.name = ?2 AND d.kind = ?3")
-            .bind(&t.namespace)
-            .bind(&t.name)
-            .bind(kind)
-            .fetch_optional(&self.pool)
-            .await
-            .ctx(ctx)?;
-        row.map(|r| super::parse_document(&r.try_get::<String, _>(0).ctx(ctx)?, &ctx())).transpose()
+        let row = sqlx::query(
+            "SELECT d.body FROM documents d JOIN tenants t ON t.id = d.tenant_id WHERE t.namespace = ?1 AND t.name = ?2 AND d.kind = ?3",
+        )
+        .bind(&t.namespace)
+        .bind(&t.name)
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await
+        .ctx(ctx)?;
+        row.map(|r| super::parse_document(&r.try_get::<String, _>(0).ctx(ctx)?, &ctx()))
+            .transpose()
     }
 
     pub(crate) async fn documents(&self, kind: &str) -> Result<Vec<(TenantKey, Value)>> {
@@ -350,7 +435,10 @@ impl SqliteStore {
             .ctx(ctx)?;
         rows.iter()
             .map(|r| {
-                let key = TenantKey { namespace: r.try_get(0).ctx(ctx)?, name: r.try_get(1).ctx(ctx)? };
+                let key = TenantKey {
+                    namespace: r.try_get(0).ctx(ctx)?,
+                    name: r.try_get(1).ctx(ctx)?,
+                };
                 let body = super::parse_document(&r.try_get::<String, _>(2).ctx(ctx)?, &ctx())?;
                 Ok((key, body))
             })
@@ -360,8 +448,13 @@ impl SqliteStore {
 
 /// Run the migrations inside one `BEGIN IMMEDIATE` transaction (see `migrations`).
 async fn migrate(conn: &mut SqliteConnection) -> std::result::Result<(), String> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(|e| e.to_string())?;
-    migrations::run(&migrations::sqlite(), &mut *tx).await.map_err(|e| e.to_string())?;
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(|e| e.to_string())?;
+    migrations::run(&migrations::sqlite(), &mut *tx)
+        .await
+        .map_err(|e| e.to_string())?;
     tx.commit().await.map_err(|e| e.to_string())
 }
 
@@ -395,7 +488,12 @@ async fn is_unbound(conn: &mut SqliteConnection, t: &TenantKey) -> Result<bool> 
         .ctx(|| format!("reading the ledger of {t}"))
 }
 
-async fn insert_run(conn: &mut SqliteConnection, tenant: i64, run: &SyncRunRecord, rows_written: u64) -> Result<SyncRunId> {
+async fn insert_run(
+    conn: &mut SqliteConnection,
+    tenant: i64,
+    run: &SyncRunRecord,
+    rows_written: u64,
+) -> Result<SyncRunId> {
     let id = sqlx::query_scalar(
         "INSERT INTO sync_runs (tenant_id, started_at, finished_at, outcome, added, updated, removed, calls, held_deletions, rows_written, message) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING id",
@@ -418,10 +516,20 @@ async fn insert_run(conn: &mut SqliteConnection, tenant: i64, run: &SyncRunRecor
 }
 
 /// Insert or update departments; a row equal to the stored one is not touched.
-async fn upsert_departments(conn: &mut SqliteConnection, tenant: i64, depts: &[Department]) -> sqlx::Result<u64> {
-    let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO departments (tenant_id, dept_id, parent_id, name, sort_order) ");
+async fn upsert_departments(
+    conn: &mut SqliteConnection,
+    tenant: i64,
+    depts: &[Department],
+) -> sqlx::Result<u64> {
+    let mut qb = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO departments (tenant_id, dept_id, parent_id, name, sort_order) ",
+    );
     qb.push_values(depts, |mut b, d| {
-        b.push_bind(tenant).push_bind(d.id).push_bind(d.parent_id).push_bind(d.name.clone()).push_bind(d.order);
+        b.push_bind(tenant)
+            .push_bind(d.id)
+            .push_bind(d.parent_id)
+            .push_bind(d.name.clone())
+            .push_bind(d.order);
     });
     qb.push(
         " ON CONFLICT (tenant_id, dept_id) DO UPDATE SET parent_id = excluded.parent_id, name = excluded.name, sort_order = excluded.sort_order, \
@@ -432,8 +540,14 @@ async fn upsert_departments(conn: &mut SqliteConnection, tenant: i64, depts: &[D
 }
 
 /// Insert or update members; a row equal to the stored one is not touched.
-async fn upsert_members(conn: &mut SqliteConnection, tenant: i64, members: &[Member]) -> sqlx::Result<u64> {
-    let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO members (tenant_id, userid, unionid, name, mobile, email, title, job_number, active, admin, boss) ");
+async fn upsert_members(
+    conn: &mut SqliteConnection,
+    tenant: i64,
+    members: &[Member],
+) -> sqlx::Result<u64> {
+    let mut qb = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO members (tenant_id, userid, unionid, name, mobile, email, title, job_number, active, admin, boss) ",
+    );
     qb.push_values(members, |mut b, m| {
         b.push_bind(tenant)
             .push_bind(m.userid.clone())
@@ -460,10 +574,17 @@ async fn upsert_members(conn: &mut SqliteConnection, tenant: i64, members: &[Mem
 
 /// Make the department links of `members` exactly their `dept_ids`: delete the
 /// links that went away, insert the new ones, leave the others untouched.
-async fn sync_member_departments(conn: &mut SqliteConnection, tenant: i64, members: &[Member]) -> Result<u64> {
+async fn sync_member_departments(
+    conn: &mut SqliteConnection,
+    tenant: i64,
+    members: &[Member],
+) -> Result<u64> {
     let ctx = || "updating member departments".to_string();
     let userids: Vec<&str> = members.iter().map(|m| m.userid.as_str()).collect();
-    let pairs: Vec<(&str, i64)> = members.iter().flat_map(|m| m.dept_ids.iter().map(move |d| (m.userid.as_str(), *d))).collect();
+    let pairs: Vec<(&str, i64)> = members
+        .iter()
+        .flat_map(|m| m.dept_ids.iter().map(move |d| (m.userid.as_str(), *d)))
+        .collect();
     let pairs = json_array(&pairs)?;
     let deleted = sqlx::query(
         "DELETE FROM member_departments WHERE tenant_id = ?1 AND userid IN (SELECT value FROM json_each(?2)) \

@@ -40,25 +40,42 @@ impl StoreUrl {
     /// Parse a store URL.
     pub fn parse(url: &str) -> Result<Self, Error> {
         let url = url.trim();
-        let invalid = |reason: String| Error::InvalidUrl { url: redact(url), reason: scrub(&reason, &secrets_of(url)) };
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: redact(url),
+            reason: scrub(&reason, &secrets_of(url)),
+        };
         if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.strip_prefix("//").unwrap_or(rest);
             if path.is_empty() {
-                return Err(invalid("the SQLite URL has no file path (expected sqlite://PATH)".into()));
+                return Err(invalid(
+                    "the SQLite URL has no file path (expected sqlite://PATH)".into(),
+                ));
             }
             if path.contains('?') {
-                return Err(invalid("query parameters are not supported in SQLite store URLs".into()));
+                return Err(invalid(
+                    "query parameters are not supported in SQLite store URLs".into(),
+                ));
             }
             if path.starts_with(':') {
-                return Err(invalid("in-memory SQLite databases are not supported; give a file path".into()));
+                return Err(invalid(
+                    "in-memory SQLite databases are not supported; give a file path".into(),
+                ));
             }
-            return Ok(StoreUrl::Sqlite { path: PathBuf::from(path) });
+            return Ok(StoreUrl::Sqlite {
+                path: PathBuf::from(path),
+            });
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).map_err(|e| invalid(e.to_string()))?;
-            return Ok(StoreUrl::Postgres { options: Box::new(options), redacted: redact(url), secrets: secrets_of(url) });
+            return Ok(StoreUrl::Postgres {
+                options: Box::new(options),
+                redacted: redact(url),
+                secrets: secrets_of(url),
+            });
         }
-        Err(invalid("unsupported scheme (expected sqlite://PATH or postgres://USER@HOST/DB)".into()))
+        Err(invalid(
+            "unsupported scheme (expected sqlite://PATH or postgres://USER@HOST/DB)".into(),
+        ))
     }
 
     /// The URL with any password replaced by [`REDACTED`]; safe to log.
@@ -116,7 +133,11 @@ pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = split_scheme(url) else {
         // No authority at all: keep only what cannot hold a password.
         return match url.split_once(':') {
-            Some((scheme, rest)) if !rest.is_empty() && (rest.contains('@') || rest.contains(':')) => format!("{scheme}:{REDACTED}"),
+            Some((scheme, rest))
+                if !rest.is_empty() && (rest.contains('@') || rest.contains(':')) =>
+            {
+                format!("{scheme}:{REDACTED}")
+            }
             _ => url.to_string(),
         };
     };
@@ -190,7 +211,9 @@ fn secrets_of(url: &str) -> Vec<String> {
 
 /// `message` with every secret replaced by [`REDACTED`].
 fn scrub(message: &str, secrets: &[String]) -> String {
-    secrets.iter().fold(message.to_string(), |m, s| m.replace(s.as_str(), REDACTED))
+    secrets
+        .iter()
+        .fold(message.to_string(), |m, s| m.replace(s.as_str(), REDACTED))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -227,10 +250,22 @@ mod tests {
 
     #[test]
     fn redact_hides_the_password_and_keeps_the_rest() {
-        assert_eq!(redact("postgres://app:s3cret@db.example:5432/dingbind"), "postgres://app:***@db.example:5432/dingbind");
-        assert_eq!(redact("postgres://app@db/dingbind"), "postgres://app@db/dingbind");
-        assert_eq!(redact("postgres://db/dingbind?user=app&password=s3cret&sslmode=require"), "postgres://db/dingbind?user=app&password=***&sslmode=require");
-        assert_eq!(redact("postgresql://a:p%40ss@w0rd@h/d"), "postgresql://a:***@h/d");
+        assert_eq!(
+            redact("postgres://app:s3cret@db.example:5432/dingbind"),
+            "postgres://app:***@db.example:5432/dingbind"
+        );
+        assert_eq!(
+            redact("postgres://app@db/dingbind"),
+            "postgres://app@db/dingbind"
+        );
+        assert_eq!(
+            redact("postgres://db/dingbind?user=app&password=s3cret&sslmode=require"),
+            "postgres://db/dingbind?user=app&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact("postgresql://a:p%40ss@w0rd@h/d"),
+            "postgresql://a:***@h/d"
+        );
         assert_eq!(redact("sqlite://dingbind.db"), "sqlite://dingbind.db");
         assert!(!redact("postgres:app:s3cret@h").contains("s3cret"));
     }
@@ -242,15 +277,25 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         match StoreUrl::parse("sqlite:///var/lib/dingbind/store.db") {
-            Ok(StoreUrl::Sqlite { path }) => assert_eq!(path, PathBuf::from("/var/lib/dingbind/store.db")),
+            Ok(StoreUrl::Sqlite { path }) => {
+                assert_eq!(path, PathBuf::from("/var/lib/dingbind/store.db"))
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
 
     #[test]
     fn parse_rejects_bad_urls_with_a_reason_and_no_password() {
-        for bad in ["mysql://u:s3cret@h/d", "sqlite://", "sqlite://x.db?mode=ro", "postgres://u:s3cret@h:notaport/d", "s3cret"] {
-            let err = StoreUrl::parse(bad).err().unwrap_or_else(|| panic!("{bad} parsed"));
+        for bad in [
+            "mysql://u:s3cret@h/d",
+            "sqlite://",
+            "sqlite://x.db?mode=ro",
+            "postgres://u:s3cret@h:notaport/d",
+            "s3cret",
+        ] {
+            let err = StoreUrl::parse(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad} parsed"));
             let shown = format!("{err} {err:?}");
             assert!(matches!(err, Error::InvalidUrl { .. }), "{bad}: {shown}");
             if bad != "s3cret" {
@@ -269,6 +314,9 @@ mod tests {
     #[test]
     fn scrub_removes_raw_and_decoded_passwords() {
         let url = StoreUrl::parse("postgres://app:p%21ss@localhost/dingbind").unwrap();
-        assert_eq!(url.scrub("auth failed for p!ss and p%21ss"), "auth failed for *** and ***");
+        assert_eq!(
+            url.scrub("auth failed for p!ss and p%21ss"),
+            "auth failed for *** and ***"
+        );
     }
 }

@@ -12,7 +12,11 @@ pub fn org(depts: usize, members: usize, generation: u64) -> Directory {
     let depts = depts.max(1) as i64;
     let departments = (1..=depts).map(|id| Department {
         id,
-        parent_id: if id == 1 { None } else { Some((id - 2) / 8 + 1) },
+        parent_id: if id == 1 {
+            None
+        } else {
+            Some((id - 2) / 8 + 1)
+        },
         name: format!("Department {id} g{generation}"),
         order: id % 7,
     });

@@ -29,7 +29,15 @@ const POSTGRES: &[(i64, &str, &str)] = &[(1, "initial", include_str!("postgres/0
 fn migrator(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator::with_migrations(
         list.iter()
-            .map(|&(version, description, sql)| Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, sql.into_sql_str(), false))
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
             .collect(),
     )
 }
@@ -50,7 +58,10 @@ pub(crate) fn postgres() -> Migrator {
 /// check inside `tokio::spawn` ("implementation of `Acquire` is not general
 /// enough"); `run_direct` is the entry point sqlx provides for exactly that
 /// case, on a plain connection.
-pub(crate) async fn run<C: sqlx::migrate::Migrate>(migrator: &Migrator, conn: &mut C) -> Result<(), sqlx::migrate::MigrateError> {
+pub(crate) async fn run<C: sqlx::migrate::Migrate>(
+    migrator: &Migrator,
+    conn: &mut C,
+) -> Result<(), sqlx::migrate::MigrateError> {
     migrator.run_direct(None, conn, false).await
 }
 
