@@ -50,7 +50,8 @@ fn pg_admin_url() -> Option<String> {
             PG_NOTE.call_once(|| {
                 // Written straight to stderr so that the test harness does not capture it.
                 let _ = std::io::stderr().write_all(
-                    format!("\nNOTE: {PG_ENV} is not set: the PostgreSQL store tests were NOT run (SQLite only). See docs/store.md.\n").as_bytes(),
+                    format!("\nNOTE: {PG_ENV} is not set: the PostgreSQL store tests were NOT run (SQLite only). See docs/store.md.\n")
+                        .as_bytes(),
                 );
             });
             None
@@ -188,14 +189,11 @@ impl TestDb {
     }
 
     async fn drop_database(&self) {
-        if let (Some(name), Some(admin)) = (&self.pg_name, pg_admin_url()) {
-            if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                )))
-                .execute(&mut c)
-                .await;
-            }
+        if let (Some(name), Some(admin)) = (&self.pg_name, pg_admin_url())
+            && let Ok(mut c) = sqlx::PgConnection::connect(&admin).await
+        {
+            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await;
         }
     }
 }
@@ -241,6 +239,7 @@ both_backends!(
     migrations_are_idempotent,
     concurrent_connects_migrate_once,
     killed_writer_leaves_the_directory_all_old_or_all_new,
+    directory_command_prints_table_json_and_yaml,
 );
 
 fn key(ns: &str, name: &str) -> TenantKey {
@@ -404,9 +403,9 @@ async fn identical_sync_writes_nothing(db: &TestDb) {
         a.departments.len() + a.members.len() + links
     );
     let versions = db
-        .raw_i64("SELECT COALESCE(SUM(version), 0) FROM members")
+        .raw_i64("SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM members")
         .await
-        + db.raw_i64("SELECT COALESCE(SUM(version), 0) FROM departments")
+        + db.raw_i64("SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM departments")
             .await;
 
     // The very same full-load diff again (a caller retrying after a lost reply):
@@ -417,9 +416,9 @@ async fn identical_sync_writes_nothing(db: &TestDb) {
         .unwrap();
     assert_eq!(last_rows_written(&store, &t).await, 0);
     let after = db
-        .raw_i64("SELECT COALESCE(SUM(version), 0) FROM members")
+        .raw_i64("SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM members")
         .await
-        + db.raw_i64("SELECT COALESCE(SUM(version), 0) FROM departments")
+        + db.raw_i64("SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM departments")
             .await;
     assert_eq!(after, versions, "row versions moved: rows were rewritten");
     assert_eq!(store.directory(&t).await.unwrap(), a);
@@ -732,7 +731,11 @@ async fn delete_tenant_data_keeps_the_ledger(db: &TestDb) {
     assert!(store.account(&t).await.unwrap().is_none());
     assert!(store.sync_runs(&t, 10).await.unwrap().is_empty());
     assert!(store.document(&t, "status").await.unwrap().is_none());
-    assert_eq!(db.raw_i64("SELECT COUNT(*) FROM member_departments md JOIN tenants t ON t.id = md.tenant_id WHERE t.name = 'gone'").await, 0);
+    assert_eq!(
+        db.raw_i64("SELECT COUNT(*) FROM member_departments md JOIN tenants t ON t.id = md.tenant_id WHERE t.name = 'gone'")
+            .await,
+        0
+    );
     // The ledger survives, and with it the refusal to bind again.
     assert_eq!(store.ledger(&t).await.unwrap(), ledger);
     assert!(store.is_unbound(&t).await.unwrap());
@@ -854,6 +857,55 @@ async fn concurrent_connects_migrate_once(db: &TestDb) {
     sync_to(&store, &key("acme", "after"), &org(2, 5, 0)).await;
 }
 
+async fn directory_command_prints_table_json_and_yaml(db: &TestDb) {
+    use dingbind::store::cli::{DirectoryArgs, OutputFormat, run};
+    let store = db.store().await;
+    let t = key("acme", "cli");
+    let dir = Directory::new(
+        [dept(1, None, "Acme"), dept(2, Some(1), "销售部")],
+        [member("u1", "张三", &[2]), member("u2", "Li Si", &[1, 2])],
+    );
+    sync_to(&store, &t, &dir).await;
+    store.close().await;
+    let args = |output| DirectoryArgs {
+        tenant: t.clone(),
+        store: db.url.clone(),
+        output,
+    };
+
+    let mut out = Vec::new();
+    run(args(OutputFormat::Json), &mut out).await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(json["apiVersion"], "dingbind.dev/directory/v1");
+    assert_eq!(json["tenant"], "acme/cli");
+    assert_eq!(json["departments"][1]["name"], "销售部");
+    assert_eq!(json["departments"][1]["memberCount"], 2);
+    assert_eq!(json["departments"][0]["totalMemberCount"], 2);
+    assert_eq!(json["members"][1]["deptIds"], json!([1, 2]));
+
+    let mut out = Vec::new();
+    run(args(OutputFormat::Yaml), &mut out).await.unwrap();
+    let yaml: serde_json::Value = serde_yaml::from_slice(&out).unwrap();
+    assert_eq!(yaml, json);
+
+    let mut out = Vec::new();
+    run(args(OutputFormat::Table), &mut out).await.unwrap();
+    let table = String::from_utf8(out).unwrap();
+    assert!(table.contains("\n  销售部"), "{table}");
+    assert!(table.contains("MEMBERS (2)"), "{table}");
+
+    let err = run(
+        DirectoryArgs {
+            tenant: key("acme", "nope"),
+            ..args(OutputFormat::Json)
+        },
+        &mut Vec::new(),
+    )
+    .await
+    .expect_err("unknown tenant");
+    assert!(matches!(err, Error::UnknownTenant { .. }), "{err}");
+}
+
 // ---- URLs and start-up errors ----
 
 #[tokio::test]
@@ -890,32 +942,22 @@ async fn unreachable_postgres_is_a_clear_error_without_the_password() {
 }
 
 #[tokio::test]
-async fn wrong_postgres_password_is_a_clear_error_without_the_password() {
+async fn wrong_postgres_credentials_are_a_clear_error_without_the_password() {
     let Some(admin) = pg_admin_url() else { return };
-    // A role that needs a password (scram) on a server that trusts local users
-    // still answers a bad database name: the error must not echo the password.
-    let url = with_database(&admin, "no_such_database_dingbind");
-    let url = url
-        .replacen("://", "://nobody_dingbind:hunter2pw@", 1)
-        .replacen("@127", "@127", 1);
-    let url = match url.find("://nobody_dingbind:hunter2pw@") {
-        Some(i) => {
-            // Drop any user the admin URL had (user@ after our injected one).
-            let rest = &url[i + "://nobody_dingbind:hunter2pw@".len()..];
-            let rest = rest
-                .split_once('@')
-                .map(|(_, r)| r)
-                .filter(|_| rest.find('@') < rest.find('/'))
-                .unwrap_or(rest);
-            format!("{}://nobody_dingbind:hunter2pw@{rest}", &url[..i])
-        }
-        None => url,
-    };
+    // The live test server, a role that does not exist, a password.
+    let rest = admin.split_once("://").map(|(_, r)| r).unwrap_or(&admin);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let host_port = authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority);
+    let url = format!("postgres://nobody_dingbind:hunter2pw@{host_port}/dingbind");
     let err = Store::connect(&url)
         .await
         .expect_err("connected with a made-up role");
     let shown = format!("{err} / {err:?}");
     assert!(matches!(err, Error::Unavailable { .. }), "{shown}");
+    assert!(shown.contains("nobody_dingbind:***@"), "{shown}");
     assert!(!shown.contains("hunter2pw"), "password leaked: {shown}");
 }
 
@@ -1004,7 +1046,9 @@ async fn writer_in_transaction(db: &TestDb) -> bool {
         }
         Backend::Postgres => {
             // The child's transaction has written rows once it holds a transaction id.
-            db.raw_i64("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'dingbind-crash-writer' AND backend_xid IS NOT NULL").await > 0
+            db.raw_i64("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'dingbind-crash-writer' AND backend_xid IS NOT NULL")
+                .await
+                > 0
         }
     }
 }

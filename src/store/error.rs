@@ -48,6 +48,10 @@ pub enum Error {
     )]
     Irreversible { tenant: TenantKey },
 
+    /// The store holds nothing for this tenant.
+    #[error("the store at `{store}` holds nothing for tenant {tenant}")]
+    UnknownTenant { tenant: TenantKey, store: String },
+
     /// Writing command output failed.
     #[error("writing the output: {0}")]
     Output(#[from] std::io::Error),

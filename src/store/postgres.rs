@@ -138,9 +138,11 @@ impl PgStore {
             }
         }
         {
-            let mut rows = sqlx::query("SELECT userid, unionid, name, mobile, email, title, job_number, active, admin, boss FROM members WHERE tenant_id = $1")
-                .bind(tenant)
-                .fetch(&mut *tx);
+            let mut rows = sqlx::query(
+                "SELECT userid, unionid, name, mobile, email, title, job_number, active, admin, boss FROM members WHERE tenant_id = $1",
+            )
+            .bind(tenant)
+            .fetch(&mut *tx);
             while let Some(r) = rows.try_next().await.ctx(ctx)? {
                 let m = Member {
                     userid: r.try_get(0).ctx(ctx)?,
@@ -159,7 +161,9 @@ impl PgStore {
             }
         }
         {
-            let mut rows = sqlx::query("SELECT userid, dept_id FROM member_departments WHERE tenant_id = $1 ORDER BY userid, dept_id").bind(tenant).fetch(&mut *tx);
+            let mut rows = sqlx::query("SELECT userid, dept_id FROM member_departments WHERE tenant_id = $1 ORDER BY userid, dept_id")
+                .bind(tenant)
+                .fetch(&mut *tx);
             while let Some(r) = rows.try_next().await.ctx(ctx)? {
                 let userid: String = r.try_get(0).ctx(ctx)?;
                 let dept: i64 = r.try_get(1).ctx(ctx)?;

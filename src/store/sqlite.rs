@@ -118,9 +118,11 @@ impl SqliteStore {
             }
         }
         {
-            let mut rows = sqlx::query("SELECT userid, unionid, name, mobile, email, title, job_number, active, admin, boss FROM members WHERE tenant_id = ?1")
-                .bind(tenant)
-                .fetch(&mut *tx);
+            let mut rows = sqlx::query(
+                "SELECT userid, unionid, name, mobile, email, title, job_number, active, admin, boss FROM members WHERE tenant_id = ?1",
+            )
+            .bind(tenant)
+            .fetch(&mut *tx);
             while let Some(r) = rows.try_next().await.ctx(ctx)? {
                 let m = Member {
                     userid: r.try_get(0).ctx(ctx)?,
@@ -139,7 +141,9 @@ impl SqliteStore {
             }
         }
         {
-            let mut rows = sqlx::query("SELECT userid, dept_id FROM member_departments WHERE tenant_id = ?1 ORDER BY userid, dept_id").bind(tenant).fetch(&mut *tx);
+            let mut rows = sqlx::query("SELECT userid, dept_id FROM member_departments WHERE tenant_id = ?1 ORDER BY userid, dept_id")
+                .bind(tenant)
+                .fetch(&mut *tx);
             while let Some(r) = rows.try_next().await.ctx(ctx)? {
                 let userid: String = r.try_get(0).ctx(ctx)?;
                 let dept: i64 = r.try_get(1).ctx(ctx)?;
@@ -409,13 +413,15 @@ impl SqliteStore {
 
     pub(crate) async fn document(&self, t: &TenantKey, kind: &str) -> Result<Option<Value>> {
         let ctx = || format!("reading the {kind:?} document of {t}");
-        let row = sqlx::query("SELECT d.body FROM documents d JOIN tenants t ON t.id = d.tenant_id WHERE t.namespace = ?1 AND t.name = ?2 AND d.kind = ?3")
-            .bind(&t.namespace)
-            .bind(&t.name)
-            .bind(kind)
-            .fetch_optional(&self.pool)
-            .await
-            .ctx(ctx)?;
+        let row = sqlx::query(
+            "SELECT d.body FROM documents d JOIN tenants t ON t.id = d.tenant_id WHERE t.namespace = ?1 AND t.name = ?2 AND d.kind = ?3",
+        )
+        .bind(&t.namespace)
+        .bind(&t.name)
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await
+        .ctx(ctx)?;
         row.map(|r| super::parse_document(&r.try_get::<String, _>(0).ctx(ctx)?, &ctx()))
             .transpose()
     }
