@@ -7,7 +7,7 @@ use std::{io::Write, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
-use crate::{controller, dev, sim, telemetry, validate};
+use crate::{controller, dev, sim, store, telemetry, validate};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,6 +34,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// What applying these manifests would do, without doing it.
     Plan(plan::PlanArgs),
+    /// A tenant's directory (departments as a tree, and members) from the store.
+    Directory(store::cli::DirectoryArgs),
     /// Serve the DingTalk simulator (both API families and the /_sim/ admin API).
     DingtalkSim(sim::cli::SimArgs),
 }
@@ -80,6 +82,10 @@ pub async fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }),
+        Command::Directory(args) => store::cli::run(args, &mut std::io::stdout().lock())
+            .await
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
         Command::DingtalkSim(args) => {
             telemetry::init(telemetry::LogFormat::Text, "info");
             sim::cli::run(args)
