@@ -197,6 +197,8 @@ impl Reconciler {
                     "This tenant left DingTalk integration mode on {unbound_at} and can never return to it; set spec.mode: Public."
                 );
                 run.status.mode = Some(Mode::Public);
+                run.status.directory = None;
+                run.status.visible_scope = None;
                 run.ready(false, reason::REBIND_FORBIDDEN, &msg);
                 run.set(condition::BOUND, false, reason::REBIND_FORBIDDEN, &msg);
                 run.warn(reason::REBIND_FORBIDDEN, msg);
@@ -515,7 +517,6 @@ impl Reconciler {
             .as_ref()
             .is_some_and(|d| d.pending_deletions > 0);
         let trigger = schedule::sync_due(&clock).or(held.then_some(SyncTrigger::SpecChanged));
-        run.status.directory = previous.directory.clone();
         if let Some(SyncTrigger::Requested(value)) = &trigger {
             run.status.last_handled_sync_request = Some(value.clone());
         }
@@ -847,12 +848,16 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     fn new(tenant: &'a Tenant, now: Timestamp) -> Self {
+        // What was observed before stays until this reconciliation observes
+        // otherwise (an unbind clears the directory, a sync replaces it).
         let previous = tenant.status.clone().unwrap_or_default();
         let status = TenantStatus {
             observed_generation: tenant.metadata.generation,
             conditions: previous.conditions,
             last_handled_sync_request: previous.last_handled_sync_request,
             bound_corp_id: previous.bound_corp_id,
+            visible_scope: previous.visible_scope,
+            directory: previous.directory.map(|d| DirectoryStatus { progress: None, ..d }),
             ..Default::default()
         };
         Self {
