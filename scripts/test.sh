@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 cleanup() { :; }
 trap 'cleanup' EXIT
 
+# One throwaway server per checkout, so that two checkouts never stop each other's.
+mkdir -p target
+export DINGBIND_PG_STATE="${DINGBIND_PG_STATE:-$PWD/target/postgres-test.state}"
 if [[ -x scripts/postgres-test.sh && -z "${DINGBIND_TEST_POSTGRES_URL:-}" ]]; then
   eval "$(scripts/postgres-test.sh start)"
   cleanup() { scripts/postgres-test.sh stop || true; }

@@ -1149,3 +1149,22 @@ async fn killed_writer_leaves_the_directory_all_old_or_all_new(db: &TestDb) {
     assert!(next.is_ok(), "store still locked after the crash");
     assert_eq!(store.directory(&t).await.unwrap(), org(3, 30, 2));
 }
+
+#[tokio::test]
+async fn an_open_postgres_store_never_shows_its_password() {
+    let Some(admin) = pg_admin_url() else { return };
+    // The test server trusts loopback, so any password is accepted: put one in.
+    let url = match admin.split_once("://") {
+        Some((scheme, rest)) => {
+            let (userinfo, host) = rest.split_once('@').unwrap_or(("dingbind", rest));
+            let user = userinfo.split(':').next().unwrap_or("dingbind");
+            format!("{scheme}://{user}:hunter2pw@{host}")
+        }
+        None => panic!("unexpected {PG_ENV}"),
+    };
+    let store = Store::connect(&url).await.expect("connect with a password");
+    let shown = format!("{} {store:?}", store.url());
+    assert!(store.url().contains(":***@"), "{shown}");
+    assert!(!shown.contains("hunter2pw"), "password leaked: {shown}");
+    store.close().await;
+}

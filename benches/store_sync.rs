@@ -1,0 +1,170 @@
+//! Store sync throughput: a full first load of a 2,000-department,
+//! 100,000-member organization, then a 1% change, then an unchanged sync, on
+//! SQLite and (when `DINGBIND_TEST_POSTGRES_URL` is set) PostgreSQL.
+//! Prints rows/s and peak RSS per phase. Not a timed test: run it with
+//!
+//!     cargo bench --bench store_sync
+//!
+//! (`DINGBIND_BENCH_MEMBERS` / `DINGBIND_BENCH_DEPARTMENTS` override the size.)
+
+#[path = "../tests/support/org.rs"]
+mod org;
+
+use std::time::Instant;
+
+use dingbind::api::TenantKey;
+use dingbind::core::directory::{Directory, DirectoryDiff, diff};
+use dingbind::store::{Store, SyncRunRecord};
+use sqlx::Connection;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// (VmRSS, VmHWM) in MiB, from /proc/self/status (Linux only).
+fn rss() -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Reset the peak-RSS counter, so that VmHWM measures one phase.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn links(d: &DirectoryDiff) -> usize {
+    d.add_members
+        .iter()
+        .chain(&d.update_members)
+        .map(|m| m.dept_ids.len())
+        .sum()
+}
+
+async fn phase(
+    store: &Store,
+    t: &TenantKey,
+    label: &str,
+    current: &Directory,
+    desired: &Directory,
+) -> Result<(), String> {
+    let d = diff(current, desired);
+    let rows = d.len();
+    reset_peak();
+    let before = rss();
+    let started = Instant::now();
+    let run = SyncRunRecord::succeeded(jiff::Timestamp::now(), jiff::Timestamp::now(), &d);
+    store
+        .apply_sync(t, &d, &run)
+        .await
+        .map_err(|e| e.to_string())?;
+    let secs = started.elapsed().as_secs_f64();
+    let written = store
+        .sync_runs(t, 1)
+        .await
+        .map_err(|e| e.to_string())?
+        .first()
+        .map(|r| r.rows_written)
+        .unwrap_or(0);
+    let mem = match (before, rss()) {
+        (Some((base, _)), Some((_, peak))) => format!(
+            "peak RSS {peak:.0} MiB (+{:.0} MiB over the {base:.0} MiB before)",
+            (peak - base).max(0.0)
+        ),
+        _ => "peak RSS n/a".into(),
+    };
+    let rate = if secs > 0.0 {
+        rows as f64 / secs
+    } else {
+        f64::INFINITY
+    };
+    println!(
+        "  {label:<24} {rows:>7} diff rows (+{} dept links) in {secs:>7.3}s = {rate:>10.0} rows/s; {written} rows written; {mem}",
+        links(&d)
+    );
+    Ok(())
+}
+
+async fn bench(name: &str, url: &str, depts: usize, members: usize) -> Result<(), String> {
+    println!("{name}: {members} members, {depts} departments");
+    let store = Store::connect(url).await.map_err(|e| e.to_string())?;
+    let t = TenantKey {
+        namespace: "bench".into(),
+        name: "org".into(),
+    };
+    let first = org::org(depts, members, 0);
+    let changed = org::churn(&first, 1.0);
+    phase(&store, &t, "full first load", &Directory::default(), &first).await?;
+    phase(&store, &t, "1% change", &first, &changed).await?;
+    phase(&store, &t, "unchanged", &changed, &changed).await?;
+    let started = Instant::now();
+    let read = store.directory(&t).await.map_err(|e| e.to_string())?;
+    println!(
+        "  {:<24} {:>7} members in {:>7.3}s",
+        "read directory",
+        read.members.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if read != changed {
+        return Err(format!(
+            "{name}: the directory read back differs from the one written"
+        ));
+    }
+    store.close().await;
+    Ok(())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let start = base.find("://").map_or(0, |i| i + 3);
+    let end = base[start..].find('/').map_or(base.len(), |i| start + i);
+    match query {
+        Some(q) => format!("{}/{db}?{q}", &base[..end]),
+        None => format!("{}/{db}", &base[..end]),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), String> {
+    let members = env_usize("DINGBIND_BENCH_MEMBERS", 100_000);
+    let depts = env_usize("DINGBIND_BENCH_DEPARTMENTS", 2_000);
+
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    bench(
+        "sqlite",
+        &format!("sqlite://{}", dir.path().join("bench.db").display()),
+        depts,
+        members,
+    )
+    .await?;
+
+    match std::env::var("DINGBIND_TEST_POSTGRES_URL") {
+        Ok(admin) if !admin.trim().is_empty() => {
+            let name = format!("dingbind_bench_{}", std::process::id());
+            let mut c = sqlx::PgConnection::connect(&admin)
+                .await
+                .map_err(|e| format!("PostgreSQL unreachable: {e}"))?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                .execute(&mut c)
+                .await
+                .map_err(|e| e.to_string())?;
+            let result = bench("postgres", &with_database(&admin, &name), depts, members).await;
+            let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut c).await;
+            result?;
+        }
+        _ => {
+            println!("postgres: skipped (DINGBIND_TEST_POSTGRES_URL is not set; see docs/store.md)")
+        }
+    }
+    Ok(())
+}
