@@ -857,7 +857,10 @@ impl<'a> Run<'a> {
             last_handled_sync_request: previous.last_handled_sync_request,
             bound_corp_id: previous.bound_corp_id,
             visible_scope: previous.visible_scope,
-            directory: previous.directory.map(|d| DirectoryStatus { progress: None, ..d }),
+            directory: previous.directory.map(|d| DirectoryStatus {
+                progress: None,
+                ..d
+            }),
             ..Default::default()
         };
         Self {
