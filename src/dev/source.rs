@@ -30,8 +30,12 @@ pub fn fingerprint(dir: &Path) -> Fingerprint {
         .collect()
 }
 
-/// The manifest files (`.yaml`, `.yml`, `.json`) under `dir`, sorted.
+/// The manifest files (`.yaml`, `.yml`, `.json`) under `dir`, sorted; `dir`
+/// itself when it is a file.
 pub fn files(dir: &Path) -> Vec<PathBuf> {
+    if dir.is_file() {
+        return vec![dir.to_path_buf()];
+    }
     let mut out = Vec::new();
     walk(dir, &mut out);
     out.sort();
@@ -79,7 +83,7 @@ pub struct Manifests {
     pub broken: BTreeSet<PathBuf>,
 }
 
-/// Reads every Tenant and Secret under `dir`. A file that cannot be parsed is
+/// Reads every Tenant and Secret under `dir` (a folder or one file). A file that cannot be parsed is
 /// reported and skipped; the others still count.
 pub fn read(dir: &Path) -> Manifests {
     let mut m = Manifests::default();
