@@ -346,37 +346,53 @@ fn members_count(s: &Value) -> Option<u64> {
     s["directory"]["members"].as_u64()
 }
 
-/// What each example tenant settles to, from `examples/tenants/` and
-/// `examples/org.yaml`: (name, mode, bound corp, members, departments, Ready reason).
-const EXPECTED: &[(&str, &str, Option<&str>, Option<u64>, Option<u64>, &str)] = &[
+/// What an example tenant settles to, from `examples/tenants/` and `examples/org.yaml`.
+struct Expected {
+    name: &'static str,
+    mode: &'static str,
+    corp: Option<&'static str>,
+    members: Option<u64>,
+    departments: Option<u64>,
+    /// The Ready condition's reason (its status is True).
+    ready: &'static str,
+}
+
+const EXPECTED: &[Expected] = &[
     // allEmployees: 6 people, minus the creator (owner@acme.example); 4 departments.
-    (
-        "acme",
-        "DingTalk",
-        Some("dingacme"),
-        Some(5),
-        Some(4),
-        "Reconciled",
-    ),
-    // Engineering (+Backend) and Finance, plus g-ceo and g-counsel.
-    (
-        "globex",
-        "DingTalk",
-        Some("dingglobex"),
-        Some(6),
-        Some(3),
-        "Reconciled",
-    ),
-    ("initech", "Public", None, None, None, "PublicMode"),
+    Expected {
+        name: "acme",
+        mode: "DingTalk",
+        corp: Some("dingacme"),
+        members: Some(5),
+        departments: Some(4),
+        ready: "Reconciled",
+    },
+    // Engineering (with Backend) and Finance, plus g-ceo and g-counsel.
+    Expected {
+        name: "globex",
+        mode: "DingTalk",
+        corp: Some("dingglobex"),
+        members: Some(6),
+        departments: Some(3),
+        ready: "Reconciled",
+    },
+    Expected {
+        name: "initech",
+        mode: "Public",
+        corp: None,
+        members: None,
+        departments: None,
+        ready: "PublicMode",
+    },
     // Research: 2 people (while the trial runs, see below).
-    (
-        "umbrella",
-        "DingTalk",
-        Some("dingumbrella"),
-        Some(2),
-        Some(1),
-        "Reconciled",
-    ),
+    Expected {
+        name: "umbrella",
+        mode: "DingTalk",
+        corp: Some("dingumbrella"),
+        members: Some(2),
+        departments: Some(1),
+        ready: "Reconciled",
+    },
 ];
 
 /// Whether umbrella's trial (in the example) has expired: then dingbind has
@@ -393,23 +409,25 @@ fn umbrella_trial_expired() -> bool {
 }
 
 fn settled(name: &str, s: &Value) -> bool {
-    let (_, mode, corp, members, departments, reason) = *EXPECTED
+    let e = EXPECTED
         .iter()
-        .find(|e| e.0 == name)
+        .find(|e| e.name == name)
         .expect("an example tenant");
     if name == "umbrella" && umbrella_trial_expired() {
         return s["mode"] == "Public" && s["unbindReason"] == "TrialExpired";
     }
-    s["mode"] == mode
-        && s["boundCorpId"].as_str() == corp
-        && members_count(s) == members
-        && s["directory"]["departments"].as_u64() == departments
-        && ready(s) == ("True", reason)
+    s["mode"] == e.mode
+        && s["boundCorpId"].as_str() == e.corp
+        && members_count(s) == e.members
+        && s["directory"]["departments"].as_u64() == e.departments
+        && ready(s) == ("True", e.ready)
 }
 
 fn wait_until_settled(dev: &Dev) {
-    for (name, ..) in EXPECTED {
-        dev.wait_for_status(name, "settles as the example says", |s| settled(name, s));
+    for e in EXPECTED {
+        dev.wait_for_status(e.name, "settles as the example says", |s| {
+            settled(e.name, s)
+        });
     }
 }
 
@@ -979,5 +997,36 @@ fn readme_local_mode_commands_work() {
     assert!(missed.is_empty(), "README steps missing: {missed:?}");
     for verb in ["dev", "status", "plan", "validate"] {
         assert!(ran.contains(verb), "the README shows no `dingbind {verb}`");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// docs/status-json.md
+// ---------------------------------------------------------------------------
+
+#[test]
+fn status_json_doc_example_has_the_format_of_status_json() {
+    let doc = fs::read_to_string(Path::new(MANIFEST_DIR).join("docs/status-json.md")).unwrap();
+    let start = doc.find("```json\n").expect("a json example") + "```json\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let example: Value = serde_json::from_str(&doc[start..end]).expect("the example is JSON");
+    let rows = example["tenants"].as_array().expect("tenants");
+    assert!(!rows.is_empty());
+    for row in rows {
+        let keys: BTreeSet<&str> = row
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(keys, BTreeSet::from(["namespace", "name", "status"]));
+        // Every field of the example is a field of the status, spelled the same.
+        let status: dingbind::api::TenantStatus =
+            serde_json::from_value(row["status"].clone()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&status).unwrap(),
+            row["status"],
+            "{row:#}"
+        );
     }
 }

@@ -206,11 +206,12 @@ impl Dev {
         // What a broken file held is unknown, not deleted: its Secrets stay as
         // last read (and its Tenants stay, below).
         for (key, file) in &self.manifests.secret_files {
-            if manifests.broken.contains(file) && !manifests.secrets.contains_key(key) {
-                if let Some(data) = self.manifests.secrets.get(key) {
-                    manifests.secrets.insert(key.clone(), data.clone());
-                    manifests.secret_files.insert(key.clone(), file.clone());
-                }
+            if manifests.broken.contains(file)
+                && !manifests.secrets.contains_key(key)
+                && let Some(data) = self.manifests.secrets.get(key)
+            {
+                manifests.secrets.insert(key.clone(), data.clone());
+                manifests.secret_files.insert(key.clone(), file.clone());
             }
         }
         let secrets_changed = manifests.secrets != self.manifests.secrets;
