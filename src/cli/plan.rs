@@ -37,26 +37,21 @@ pub async fn run(
     out: &mut impl Write,
 ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     let store = Store::connect(&args.store).await?;
-    let manifests = if args.path.is_dir() {
-        source::read(&args.path)
-    } else {
-        let mut m = source::Manifests::default();
-        let text = std::fs::read_to_string(&args.path)
-            .map_err(|e| format!("{}: {e}", args.path.display()))?;
-        for doc in crate::validate::parse_documents(&args.path, &text)? {
-            if doc.value.get("kind").and_then(|k| k.as_str()) == Some("Tenant") {
-                m.tenants.push(doc);
-            }
-        }
-        m
-    };
+    if !args.path.exists() {
+        return Err(format!("{}: no such file or folder", args.path.display()).into());
+    }
+    // A file or a folder: its Tenants and the Secrets next to them.
+    let manifests = source::read(&args.path);
+    let mut all_ok = manifests.errors.is_empty();
+    for e in &manifests.errors {
+        writeln!(out, "ERROR: {e}")?;
+    }
     let client = dingtalk::Client::new(match &args.dingtalk_url {
         Some(url) => dingtalk::Config::with_base_url(url),
         None => dingtalk::Config::default(),
     })?;
     let reconciler = Reconciler::new(store.clone(), client);
     let validator = TenantValidator::new();
-    let mut all_ok = true;
     for doc in &manifests.tenants {
         let key: TenantKey = doc.object_name().parse()?;
         writeln!(out, "Tenant {key} ({})", doc.file.display())?;

@@ -48,9 +48,29 @@ pub struct DevArgs {
     /// DingTalk calls per second, per app and API.
     #[arg(long, default_value_t = 20)]
     pub qps: u32,
+    /// Longest wait before a tenant is looked at again, so that a change made
+    /// on the DingTalk side (an app disabled, a member gone from the scope)
+    /// shows up quickly: `500ms`, `2s`, `1m`.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub recheck: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s}: not a duration like 500ms, 2s or 1m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s}: not a duration like 500ms, 2s or 1m")),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,22 +133,54 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
         manifests: Manifests::default(),
         due: HashMap::new(),
         files: BTreeMap::new(),
+        recheck: args.recheck,
     };
-    let mut last = None;
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    // The folder as last loaded, and as seen at the previous poll: a change is
+    // loaded once it has stayed the same for one poll, so a file caught half
+    // written is not admitted.
+    let mut loaded: Option<source::Fingerprint> = None;
+    let mut previous_poll: Option<source::Fingerprint> = None;
     loop {
         let fingerprint = source::fingerprint(&args.dir);
-        if last.as_ref() != Some(&fingerprint) {
+        let settled = loaded.is_none() || previous_poll.as_ref() == Some(&fingerprint);
+        if loaded.as_ref() != Some(&fingerprint) && settled {
             dev.load(&args.dir).await?;
-            last = Some(fingerprint);
+            loaded = Some(fingerprint.clone());
         }
+        previous_poll = Some(fingerprint);
         dev.reconcile_due().await?;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            () = &mut stop => break,
             () = tokio::time::sleep(POLL) => {}
         }
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (a supervisor, a test harness, `kill`).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 struct Dev {
@@ -140,24 +192,48 @@ struct Dev {
     due: HashMap<TenantKey, Instant>,
     /// The file each tenant was last read from.
     files: BTreeMap<TenantKey, PathBuf>,
+    /// Longest wait between two looks at a tenant.
+    recheck: Duration,
 }
 
 impl Dev {
     /// Reads the folder again: admits changed Tenants, notices removed ones.
     async fn load(&mut self, dir: &std::path::Path) -> Result<(), Error> {
-        self.manifests = source::read(dir);
-        for e in &self.manifests.errors {
-            tracing::error!("{e}");
+        let mut manifests = source::read(dir);
+        for e in &manifests.errors {
+            tracing::error!("skipped, fix the file and save it again: {e}");
         }
-        let mut seen = BTreeMap::new();
+        // What a broken file held is unknown, not deleted: its Secrets stay as
+        // last read (and its Tenants stay, below).
+        for (key, file) in &self.manifests.secret_files {
+            if manifests.broken.contains(file)
+                && !manifests.secrets.contains_key(key)
+                && let Some(data) = self.manifests.secrets.get(key)
+            {
+                manifests.secrets.insert(key.clone(), data.clone());
+                manifests.secret_files.insert(key.clone(), file.clone());
+            }
+        }
+        let secrets_changed = manifests.secrets != self.manifests.secrets;
+        self.manifests = manifests;
+        let mut seen: BTreeMap<TenantKey, PathBuf> = BTreeMap::new();
         for doc in &self.manifests.tenants {
             let key: TenantKey = match doc.object_name().parse() {
                 Ok(k) => k,
                 Err(e) => {
-                    tracing::error!(file = %doc.file.display(), "{e}");
+                    tracing::error!(file = %doc.file.display(), "skipped: {e}");
                     continue;
                 }
             };
+            if let Some(first) = seen.get(&key) {
+                tracing::error!(
+                    tenant = %key,
+                    file = %doc.file.display(),
+                    "skipped: Tenant {key} is already defined in {}; one file per Tenant",
+                    first.display()
+                );
+                continue;
+            }
             seen.insert(key.clone(), doc.file.clone());
             let previous: Option<Accepted> = self
                 .store
@@ -185,8 +261,19 @@ impl Dev {
                     for f in findings.iter().filter(|f| f.severity == Severity::Error) {
                         tracing::error!("refused: {f}");
                     }
-                    tracing::error!(tenant = %key, "the edit is refused; the last accepted version stays in force");
+                    let in_force = match &previous {
+                        Some(p) => format!("generation {}", p.generation),
+                        None => "none yet".to_string(),
+                    };
+                    tracing::error!(tenant = %key, file = %doc.file.display(), "the edit is refused; the last accepted version stays in force ({in_force})");
                 }
+            }
+        }
+        // A Tenant whose file cannot be read now is not deleted: keep it.
+        for (key, file) in &self.files {
+            if self.manifests.broken.contains(file) && !seen.contains_key(key) {
+                tracing::warn!(tenant = %key, file = %file.display(), "the file cannot be read; the last accepted version stays in force");
+                seen.insert(key.clone(), file.clone());
             }
         }
         let gone: Vec<(TenantKey, PathBuf)> = self
@@ -198,9 +285,13 @@ impl Dev {
         for (key, file) in gone {
             self.removed(&key, &file).await?;
         }
-        // Secrets may have changed: look at every tenant again.
         for key in seen.keys() {
-            self.due.entry(key.clone()).or_insert_with(Instant::now);
+            if secrets_changed {
+                // A Secret changed: look at every tenant now.
+                self.due.insert(key.clone(), Instant::now());
+            } else {
+                self.due.entry(key.clone()).or_insert_with(Instant::now);
+            }
         }
         self.files = seen;
         Ok(())
@@ -240,13 +331,11 @@ impl Dev {
             .map(|(k, _)| k.clone())
             .collect();
         for key in due {
-            let next = self.reconcile(&key).await?;
-            match next {
-                Some(after) => self.due.insert(key, Instant::now() + after),
-                None => self
-                    .due
-                    .insert(key, Instant::now() + Duration::from_secs(3600)),
-            };
+            let after = self
+                .reconcile(&key)
+                .await?
+                .map_or(self.recheck, |after| after.min(self.recheck));
+            self.due.insert(key, Instant::now() + after);
         }
         Ok(())
     }
@@ -261,6 +350,7 @@ impl Dev {
             return Ok(None);
         };
         let status = self.status(key).await?;
+        let before = status.as_ref().map(ready_state);
         let tenant = match accept::tenant(&accepted, status) {
             Ok(t) => t,
             Err(e) => {
@@ -284,10 +374,16 @@ impl Dev {
                 tracing::info!(tenant = %key, reason = e.reason, "{}", e.note);
             }
         }
-        let ready =
-            crate::core::conditions::get(&outcome.status.conditions, crate::api::condition::READY);
-        if let Some(c) = ready {
-            tracing::debug!(tenant = %key, ready = c.status, reason = c.reason, "{}", c.message);
+        // Say when the tenant's state changes (waiting on a precondition,
+        // ready again, ...); stay quiet while it stays the same.
+        let after = ready_state(&outcome.status);
+        if before.as_ref().map(|b| (&b.0, &b.1, &b.2)) != Some((&after.0, &after.1, &after.2)) {
+            let (mode, ready, reason, message) = &after;
+            if ready == "True" {
+                tracing::info!(tenant = %key, mode, reason, "ready: {message}");
+            } else {
+                tracing::warn!(tenant = %key, mode, reason, "not ready: {message}");
+            }
         }
         Ok(outcome.requeue_after)
     }
@@ -307,5 +403,31 @@ impl Dev {
                 })
                 .map(|s| s.0.clone())
         })
+    }
+}
+
+/// Mode, and the Ready condition's status, reason and message.
+fn ready_state(s: &TenantStatus) -> (String, String, String, String) {
+    let ready = crate::core::conditions::get(&s.conditions, crate::api::condition::READY);
+    (
+        s.mode.map_or("-", |m| m.as_str()).to_string(),
+        ready.map_or(String::new(), |c| c.status.clone()),
+        ready.map_or(String::new(), |c| c.reason.clone()),
+        ready.map_or(String::new(), |c| c.message.clone()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recheck_durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("2h").is_err());
+        assert!(parse_duration("s").is_err());
     }
 }

@@ -1,9 +1,9 @@
 //! Tenants and Secrets from a folder of YAML manifests, as local mode reads them.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
+    hash::{DefaultHasher, Hash, Hasher},
     path::{Path, PathBuf},
-    time::SystemTime,
 };
 
 use serde_json::Value;
@@ -13,18 +13,36 @@ use crate::{
     validate::{self, Document},
 };
 
-/// What changes when a file is saved: the files, their sizes and times.
-pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+/// What changes when a file is saved: the manifest files and a hash of their
+/// contents (not their times, which some file systems keep to the second, so
+/// an edit that keeps the size would go unnoticed).
+pub type Fingerprint = Vec<(PathBuf, u64)>;
 
-/// The manifest files of `dir` and when they last changed.
+/// The manifest files of `dir` (sorted) and a hash of each one's contents.
 pub fn fingerprint(dir: &Path) -> Fingerprint {
+    files(dir)
+        .into_iter()
+        .map(|path| {
+            let mut h = DefaultHasher::new();
+            std::fs::read(&path).ok().hash(&mut h);
+            (path, h.finish())
+        })
+        .collect()
+}
+
+/// The manifest files (`.yaml`, `.yml`, `.json`) under `dir`, sorted; `dir`
+/// itself when it is a file.
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    if dir.is_file() {
+        return vec![dir.to_path_buf()];
+    }
     let mut out = Vec::new();
     walk(dir, &mut out);
     out.sort();
     out
 }
 
-fn walk(dir: &Path, out: &mut Fingerprint) {
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -37,7 +55,7 @@ fn walk(dir: &Path, out: &mut Fingerprint) {
             path.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml" | "json")
         ) {
-            out.push((path, meta.len(), meta.modified().ok()));
+            out.push(path);
         }
     }
 }
@@ -57,19 +75,24 @@ impl SecretData {
 pub struct Manifests {
     pub tenants: Vec<Document>,
     pub secrets: BTreeMap<TenantKey, SecretData>,
+    /// The file each Secret was read from.
+    pub secret_files: BTreeMap<TenantKey, PathBuf>,
     /// Files that could not be read or parsed, with the reason.
     pub errors: Vec<String>,
+    /// The files behind `errors`: what they held is unknown, not gone.
+    pub broken: BTreeSet<PathBuf>,
 }
 
-/// Reads every Tenant and Secret under `dir`. A file that cannot be parsed is
+/// Reads every Tenant and Secret under `dir` (a folder or one file). A file that cannot be parsed is
 /// reported and skipped; the others still count.
 pub fn read(dir: &Path) -> Manifests {
     let mut m = Manifests::default();
-    for (path, _, _) in fingerprint(dir) {
+    for path in files(dir) {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
                 m.errors.push(format!("{}: {e}", path.display()));
+                m.broken.insert(path);
                 continue;
             }
         };
@@ -77,6 +100,7 @@ pub fn read(dir: &Path) -> Manifests {
             Ok(d) => d,
             Err(e) => {
                 m.errors.push(e.to_string());
+                m.broken.insert(path);
                 continue;
             }
         };
@@ -85,6 +109,7 @@ pub fn read(dir: &Path) -> Manifests {
                 Some("Tenant") => m.tenants.push(doc),
                 Some("Secret") => {
                     if let Some((key, data)) = secret(&doc.value) {
+                        m.secret_files.insert(key.clone(), path.clone());
                         m.secrets.insert(key, data);
                     }
                 }
