@@ -24,12 +24,6 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(200);
 
-/// How the tests read a tenant's directory. `false`: through the store API.
-/// `true`: through `dingbind directory NS/NAME -o json` (the store branch's
-/// command, expected to print `{"members": [{"userid": ...}, ...], ...}`);
-/// switch it on when that command is merged.
-const DIRECTORY_CLI: bool = false;
-
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
 fn bin() -> &'static str {
@@ -224,30 +218,21 @@ impl Dev {
             .unwrap_or(Value::Null)
     }
 
-    /// The userids in a tenant's directory.
+    /// The userids in a tenant's directory, as `dingbind directory -o json` prints them.
     fn members(&self, name: &str) -> BTreeSet<String> {
-        if DIRECTORY_CLI {
-            let out = dingbind()
-                .args(["directory", &format!("tenants/{name}"), "-o", "json"])
-                .args(["--store", &self.store])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "directory failed: {}", stderr(&out));
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-            v["members"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|m| m["userid"].as_str().unwrap().to_string())
-                .collect()
-        } else {
-            self.rt.block_on(async {
-                let store = Store::connect(&self.store).await.unwrap();
-                let dir = store.directory(&key(name)).await.unwrap();
-                store.close().await;
-                dir.members.into_keys().collect()
-            })
-        }
+        let out = dingbind()
+            .args(["directory", &format!("tenants/{name}"), "-o", "json"])
+            .args(["--store", &self.store])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "directory failed: {}", stderr(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| m["userid"].as_str().unwrap().to_string())
+            .collect()
     }
 
     /// The last accepted version of a Tenant, as local mode stored it.
