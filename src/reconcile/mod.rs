@@ -853,6 +853,7 @@ impl<'a> Run<'a> {
         let previous = tenant.status.clone().unwrap_or_default();
         let status = TenantStatus {
             observed_generation: tenant.metadata.generation,
+            mode: previous.mode,
             conditions: previous.conditions,
             last_handled_sync_request: previous.last_handled_sync_request,
             bound_corp_id: previous.bound_corp_id,
