@@ -19,12 +19,21 @@
 //! controller, dev, CLI) to be generic over the backend for no gain. Both
 //! backends expose the same inherent methods; the integration suite runs the
 //! same tests against each.
+//!
+//! # Layout
+//! - `sqlite.rs`, `postgres.rs`: connecting, migrating, transactions and
+//!   locks, and the statements whose text differs (bulk writes, timestamps);
+//! - `sql.rs`: the statements both backends run verbatim (`$N` parameters);
+//! - `rows.rs`: the row shapes both read, and their mapping into store types;
+//! - `model.rs`: the store's own types and value conversions.
 
 pub mod cli;
 mod error;
 mod migrations;
 mod model;
 mod postgres;
+mod rows;
+mod sql;
 mod sqlite;
 mod url;
 
@@ -206,9 +215,4 @@ fn json_array<T: Serialize>(items: &[T]) -> Result<String> {
         context: "encoding a key list".into(),
         reason: e.to_string(),
     })
-}
-
-/// A stored document body back into JSON.
-fn parse_document(body: &str, context: &str) -> Result<Value> {
-    serde_json::from_str(body).map_err(|e| model::corrupt(context, format!("invalid JSON: {e}")))
 }

@@ -10,18 +10,20 @@
 use std::path::Path;
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Connection, QueryBuilder, Row, Sqlite};
+use sqlx::{Connection, QueryBuilder, Sqlite};
 
 use super::error::{Context, Error, Result};
 use super::model::{self, Account, LedgerEntry, SyncRun, SyncRunId, SyncRunRecord};
+use super::rows::{
+    self, AccountRow, DirectoryReader, DocumentRow, LedgerRow, SyncRunRow, TenantRow,
+};
 use super::url::StoreUrl;
-use super::{json_array, migrations};
+use super::{json_array, migrations, sql};
 use crate::api::{Mode, TenantKey};
 use crate::core::directory::{Department, Directory, DirectoryDiff, Member};
 
@@ -78,19 +80,11 @@ impl SqliteStore {
     }
 
     pub(crate) async fn tenants(&self) -> Result<Vec<TenantKey>> {
-        let ctx = || "listing tenants".to_string();
-        let rows = sqlx::query("SELECT namespace, name FROM tenants UNION SELECT namespace, name FROM ledger ORDER BY 1, 2")
+        let found: Vec<TenantRow> = sqlx::query_as(sql::TENANTS)
             .fetch_all(&self.pool)
             .await
-            .ctx(ctx)?;
-        rows.iter()
-            .map(|r| {
-                Ok(TenantKey {
-                    namespace: r.try_get(0).ctx(ctx)?,
-                    name: r.try_get(1).ctx(ctx)?,
-                })
-            })
-            .collect()
+            .ctx(|| "listing tenants".to_string())?;
+        Ok(found.into_iter().map(rows::tenant).collect())
     }
 
     pub(crate) async fn directory(&self, t: &TenantKey) -> Result<Directory> {
@@ -100,66 +94,23 @@ impl SqliteStore {
         let Some(tenant) = tenant_id(&mut tx, t).await? else {
             return Ok(Directory::default());
         };
-        let mut dir = Directory::default();
-        {
-            let mut rows = sqlx::query(
-                "SELECT dept_id, parent_id, name, sort_order FROM departments WHERE tenant_id = ?1",
-            )
-            .bind(tenant)
-            .fetch(&mut *tx);
-            while let Some(r) = rows.try_next().await.ctx(ctx)? {
-                let d = Department {
-                    id: r.try_get(0).ctx(ctx)?,
-                    parent_id: r.try_get(1).ctx(ctx)?,
-                    name: r.try_get(2).ctx(ctx)?,
-                    order: r.try_get(3).ctx(ctx)?,
-                };
-                dir.departments.insert(d.id, d);
-            }
-        }
-        {
-            let mut rows = sqlx::query(
-                "SELECT userid, unionid, name, mobile, email, title, job_number, active, admin, boss FROM members WHERE tenant_id = ?1",
-            )
-            .bind(tenant)
-            .fetch(&mut *tx);
-            while let Some(r) = rows.try_next().await.ctx(ctx)? {
-                let m = Member {
-                    userid: r.try_get(0).ctx(ctx)?,
-                    unionid: r.try_get(1).ctx(ctx)?,
-                    name: r.try_get(2).ctx(ctx)?,
-                    mobile: r.try_get(3).ctx(ctx)?,
-                    email: r.try_get(4).ctx(ctx)?,
-                    title: r.try_get(5).ctx(ctx)?,
-                    job_number: r.try_get(6).ctx(ctx)?,
-                    active: r.try_get(7).ctx(ctx)?,
-                    admin: r.try_get(8).ctx(ctx)?,
-                    boss: r.try_get(9).ctx(ctx)?,
-                    dept_ids: Vec::new(),
-                };
-                dir.members.insert(m.userid.clone(), m);
-            }
-        }
-        {
-            let mut rows = sqlx::query("SELECT userid, dept_id FROM member_departments WHERE tenant_id = ?1 ORDER BY userid, dept_id")
+        let mut dir = DirectoryReader::new(ctx());
+        dir.departments(
+            sqlx::query_as(sql::DEPARTMENTS)
                 .bind(tenant)
-                .fetch(&mut *tx);
-            while let Some(r) = rows.try_next().await.ctx(ctx)? {
-                let userid: String = r.try_get(0).ctx(ctx)?;
-                let dept: i64 = r.try_get(1).ctx(ctx)?;
-                match dir.members.get_mut(&userid) {
-                    Some(m) => m.dept_ids.push(dept),
-                    None => {
-                        return Err(model::corrupt(
-                            &ctx(),
-                            format!("department link for unknown member {userid:?}"),
-                        ));
-                    }
-                }
-            }
-        }
+                .fetch(&mut *tx),
+        )
+        .await?;
+        dir.members(sqlx::query_as(sql::MEMBERS).bind(tenant).fetch(&mut *tx))
+            .await?;
+        dir.links(
+            sqlx::query_as(sql::MEMBER_DEPARTMENTS)
+                .bind(tenant)
+                .fetch(&mut *tx),
+        )
+        .await?;
         tx.commit().await.ctx(ctx)?;
-        Ok(dir)
+        Ok(dir.finish())
     }
 
     pub(crate) async fn apply_sync(
@@ -226,7 +177,7 @@ impl SqliteStore {
 
     pub(crate) async fn sync_runs(&self, t: &TenantKey, limit: u32) -> Result<Vec<SyncRun>> {
         let ctx = || format!("reading the sync runs of {t}");
-        let rows = sqlx::query(
+        let found: Vec<SyncRunRow> = sqlx::query_as(
             "SELECT r.id, r.started_at, r.finished_at, r.outcome, r.added, r.updated, r.removed, r.calls, r.held_deletions, r.rows_written, r.message \
              FROM sync_runs r JOIN tenants t ON t.id = r.tenant_id WHERE t.namespace = ?1 AND t.name = ?2 ORDER BY r.id DESC LIMIT ?3",
         )
@@ -236,44 +187,19 @@ impl SqliteStore {
         .fetch_all(&self.pool)
         .await
         .ctx(ctx)?;
-        rows.iter()
-            .map(|r| {
-                let count = |i: usize, what: &str| -> Result<u64> {
-                    model::from_db_count(r.try_get(i).ctx(ctx)?, what)
-                };
-                let ts = |i: usize| -> Result<jiff::Timestamp> {
-                    model::from_micros(r.try_get(i).ctx(ctx)?, "reading sync runs")
-                };
-                let outcome: String = r.try_get(3).ctx(ctx)?;
-                Ok(SyncRun {
-                    id: SyncRunId(r.try_get(0).ctx(ctx)?),
-                    record: SyncRunRecord {
-                        started: ts(1)?,
-                        finished: ts(2)?,
-                        outcome: model::SyncOutcome::parse(&outcome)?,
-                        added: count(4, "added")?,
-                        updated: count(5, "updated")?,
-                        removed: count(6, "removed")?,
-                        calls: count(7, "calls")?,
-                        held_deletions: count(8, "held deletions")?,
-                        message: r.try_get(10).ctx(ctx)?,
-                    },
-                    rows_written: count(9, "rows written")?,
-                })
-            })
-            .collect()
+        found.into_iter().map(rows::sync_run).collect()
     }
 
     pub(crate) async fn clear_directory(&self, t: &TenantKey) -> Result<()> {
         let ctx = || format!("clearing the directory of {t}");
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
         if let Some(tenant) = tenant_id(&mut tx, t).await? {
-            sqlx::query("DELETE FROM members WHERE tenant_id = ?1")
+            sqlx::query(sql::DELETE_MEMBERS)
                 .bind(tenant)
                 .execute(&mut *tx)
                 .await
                 .ctx(ctx)?;
-            sqlx::query("DELETE FROM departments WHERE tenant_id = ?1")
+            sqlx::query(sql::DELETE_DEPARTMENTS)
                 .bind(tenant)
                 .execute(&mut *tx)
                 .await
@@ -284,9 +210,7 @@ impl SqliteStore {
 
     pub(crate) async fn delete_tenant_data(&self, t: &TenantKey) -> Result<()> {
         let ctx = || format!("deleting the data of {t}");
-        // Cascades to directory, account, sync runs and documents; the ledger
-        // is not linked to `tenants` and stays.
-        sqlx::query("DELETE FROM tenants WHERE namespace = ?1 AND name = ?2")
+        sqlx::query(sql::DELETE_TENANT)
             .bind(&t.namespace)
             .bind(&t.name)
             .execute(&self.pool)
@@ -297,24 +221,13 @@ impl SqliteStore {
 
     pub(crate) async fn account(&self, t: &TenantKey) -> Result<Option<Account>> {
         let ctx = || format!("reading the account of {t}");
-        let row = sqlx::query(
-            "SELECT a.mode, a.corp_id, a.creator_email, a.creator_phone, a.password_set FROM accounts a JOIN tenants t ON t.id = a.tenant_id \
-             WHERE t.namespace = ?1 AND t.name = ?2",
-        )
-        .bind(&t.namespace)
-        .bind(&t.name)
-        .fetch_optional(&self.pool)
-        .await
-        .ctx(ctx)?;
-        let Some(r) = row else { return Ok(None) };
-        let mode: String = r.try_get(0).ctx(ctx)?;
-        Ok(Some(Account {
-            mode: model::mode_from_str(&mode)?,
-            corp_id: r.try_get(1).ctx(ctx)?,
-            creator_email: r.try_get(2).ctx(ctx)?,
-            creator_phone: r.try_get(3).ctx(ctx)?,
-            password_set: r.try_get(4).ctx(ctx)?,
-        }))
+        let row: Option<AccountRow> = sqlx::query_as(sql::ACCOUNT)
+            .bind(&t.namespace)
+            .bind(&t.name)
+            .fetch_optional(&self.pool)
+            .await
+            .ctx(ctx)?;
+        row.map(rows::account).transpose()
     }
 
     pub(crate) async fn put_account(&self, t: &TenantKey, account: &Account) -> Result<()> {
@@ -364,24 +277,13 @@ impl SqliteStore {
 
     pub(crate) async fn ledger(&self, t: &TenantKey) -> Result<Vec<LedgerEntry>> {
         let ctx = || format!("reading the ledger of {t}");
-        let rows = sqlx::query("SELECT event, at, corp_id, reason FROM ledger WHERE namespace = ?1 AND name = ?2 ORDER BY seq")
+        let found: Vec<LedgerRow> = sqlx::query_as("SELECT event, at, corp_id, reason FROM ledger WHERE namespace = ?1 AND name = ?2 ORDER BY seq")
             .bind(&t.namespace)
             .bind(&t.name)
             .fetch_all(&self.pool)
             .await
             .ctx(ctx)?;
-        rows.iter()
-            .map(|r| {
-                let event: String = r.try_get(0).ctx(ctx)?;
-                let reason: Option<String> = r.try_get(3).ctx(ctx)?;
-                model::ledger_entry(
-                    &event,
-                    model::from_micros(r.try_get(1).ctx(ctx)?, "reading the ledger")?,
-                    r.try_get(2).ctx(ctx)?,
-                    reason.as_deref(),
-                )
-            })
-            .collect()
+        found.into_iter().map(rows::ledger_entry).collect()
     }
 
     pub(crate) async fn is_unbound(&self, t: &TenantKey) -> Result<bool> {
@@ -413,35 +315,26 @@ impl SqliteStore {
 
     pub(crate) async fn document(&self, t: &TenantKey, kind: &str) -> Result<Option<Value>> {
         let ctx = || format!("reading the {kind:?} document of {t}");
-        let row = sqlx::query(
-            "SELECT d.body FROM documents d JOIN tenants t ON t.id = d.tenant_id WHERE t.namespace = ?1 AND t.name = ?2 AND d.kind = ?3",
-        )
-        .bind(&t.namespace)
-        .bind(&t.name)
-        .bind(kind)
-        .fetch_optional(&self.pool)
-        .await
-        .ctx(ctx)?;
-        row.map(|r| super::parse_document(&r.try_get::<String, _>(0).ctx(ctx)?, &ctx()))
-            .transpose()
+        let body: Option<String> = sqlx::query_scalar(sql::DOCUMENT)
+            .bind(&t.namespace)
+            .bind(&t.name)
+            .bind(kind)
+            .fetch_optional(&self.pool)
+            .await
+            .ctx(ctx)?;
+        body.map(|b| rows::document(&b, &ctx())).transpose()
     }
 
     pub(crate) async fn documents(&self, kind: &str) -> Result<Vec<(TenantKey, Value)>> {
         let ctx = || format!("reading the {kind:?} documents");
-        let rows = sqlx::query("SELECT t.namespace, t.name, d.body FROM documents d JOIN tenants t ON t.id = d.tenant_id WHERE d.kind = ?1 ORDER BY t.namespace, t.name")
+        let found: Vec<DocumentRow> = sqlx::query_as(sql::DOCUMENTS)
             .bind(kind)
             .fetch_all(&self.pool)
             .await
             .ctx(ctx)?;
-        rows.iter()
-            .map(|r| {
-                let key = TenantKey {
-                    namespace: r.try_get(0).ctx(ctx)?,
-                    name: r.try_get(1).ctx(ctx)?,
-                };
-                let body = super::parse_document(&r.try_get::<String, _>(2).ctx(ctx)?, &ctx())?;
-                Ok((key, body))
-            })
+        found
+            .into_iter()
+            .map(|r| rows::tenant_document(r, &ctx()))
             .collect()
     }
 }
@@ -459,7 +352,7 @@ async fn migrate(conn: &mut SqliteConnection) -> std::result::Result<(), String>
 }
 
 async fn tenant_id(conn: &mut SqliteConnection, t: &TenantKey) -> Result<Option<i64>> {
-    sqlx::query_scalar("SELECT id FROM tenants WHERE namespace = ?1 AND name = ?2")
+    sqlx::query_scalar(sql::TENANT_ID)
         .bind(&t.namespace)
         .bind(&t.name)
         .fetch_optional(conn)
@@ -480,7 +373,7 @@ async fn ensure_tenant(conn: &mut SqliteConnection, t: &TenantKey) -> Result<i64
 }
 
 async fn is_unbound(conn: &mut SqliteConnection, t: &TenantKey) -> Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ledger WHERE namespace = ?1 AND name = ?2 AND event = 'Unbound')")
+    sqlx::query_scalar(sql::IS_UNBOUND)
         .bind(&t.namespace)
         .bind(&t.name)
         .fetch_one(conn)
