@@ -158,3 +158,30 @@ fn deployment_runs_locked_down() {
     assert!(c["readinessProbe"]["httpGet"]["path"].as_str() == Some("/readyz"));
     assert!(c["livenessProbe"]["httpGet"]["path"].as_str() == Some("/healthz"));
 }
+
+/// Several processes creating the same SQLite file at the same instant (e.g.
+/// `dingbind status` while `dingbind dev` starts): each must open it.
+#[test]
+fn processes_opening_a_new_sqlite_store_at_once_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..20 {
+        let url = format!(
+            "sqlite://{}",
+            dir.path().join(format!("new-{round}.db")).display()
+        );
+        let children: Vec<_> = (0..8)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_dingbind"))
+                    .args(["status", "--store", &url, "-o", "json"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("run dingbind")
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        }
+    }
+}

@@ -53,22 +53,18 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let mut conn = SqliteConnection::connect_with(&options)
-            .await
-            .map_err(|e| Error::Unavailable {
-                url: url.redacted(),
-                reason: format!("{e} (file {})", path.display()),
-            })?;
-        let migrated = migrate(&mut conn).await;
-        let closed = conn.close().await;
-        migrated.map_err(|e| Error::Migration {
-            url: url.redacted(),
-            reason: e.to_string(),
-        })?;
-        closed.map_err(|e| Error::Unavailable {
-            url: url.redacted(),
-            reason: e.to_string(),
-        })?;
+        // Another process creating the same file at this instant can hold a lock
+        // the busy timeout does not cover (switching a new file to WAL): retry.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match open_and_migrate(url, path, &options).await {
+                Err(Opening { busy: true, .. }) if attempt < OPEN_ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                }
+                other => break other.map_err(|o| o.error)?,
+            }
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_SIZE)
             .connect_lazy_with(options);
@@ -501,4 +497,52 @@ async fn sync_member_departments(
     .ctx(ctx)?
     .rows_affected();
     Ok(deleted + inserted)
+}
+
+/// Attempts at opening a database another process may be creating.
+const OPEN_ATTEMPTS: u64 = 10;
+
+/// A failed attempt at opening the database; `busy` when another connection held a lock.
+struct Opening {
+    busy: bool,
+    error: Error,
+}
+
+/// SQLite's answer when another connection holds the lock ("database is locked").
+fn is_busy(message: &str) -> bool {
+    message.contains("database is locked") || message.contains("database is busy")
+}
+
+/// Opens the file once and runs the migrations on that connection.
+async fn open_and_migrate(
+    url: &StoreUrl,
+    path: &Path,
+    options: &SqliteConnectOptions,
+) -> std::result::Result<(), Opening> {
+    let mut conn = SqliteConnection::connect_with(options).await.map_err(|e| {
+        let reason = format!("{e} (file {})", path.display());
+        Opening {
+            busy: is_busy(&reason),
+            error: Error::Unavailable {
+                url: url.redacted(),
+                reason,
+            },
+        }
+    })?;
+    let migrated = migrate(&mut conn).await;
+    let closed = conn.close().await;
+    migrated.map_err(|reason| Opening {
+        busy: is_busy(&reason),
+        error: Error::Migration {
+            url: url.redacted(),
+            reason,
+        },
+    })?;
+    closed.map_err(|e| Opening {
+        busy: false,
+        error: Error::Unavailable {
+            url: url.redacted(),
+            reason: e.to_string(),
+        },
+    })
 }
