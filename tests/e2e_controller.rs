@@ -37,12 +37,10 @@ use dingbind::sim::generate::{GenSpec, generate};
 use dingbind::sim::org_file::CorpSpec;
 use dingbind::sim::{OrgFile, SimHandle, Simulator, World};
 use dingbind::store::{LedgerEntry, Store, SyncOutcome};
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::watcher;
 use serde_json::{Value, json};
 use support::kube_env::KubeEnv;
 use tempfile::TempDir;
@@ -655,24 +653,6 @@ impl Scenario {
         .await;
     }
 
-    /// Records every version of every Tenant of the namespace, from now on.
-    fn record_tenants(&self) -> Recorder {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let task = {
-            let seen = seen.clone();
-            let api = self.tenants.clone();
-            tokio::spawn(async move {
-                let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()));
-                while let Some(event) = stream.next().await {
-                    if let Ok(watcher::Event::Apply(t) | watcher::Event::InitApply(t)) = event {
-                        seen.lock().unwrap().push(t);
-                    }
-                }
-            })
-        };
-        Recorder { seen, task }
-    }
-
     // ---- The simulator ----
 
     async fn sim(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
@@ -868,30 +848,6 @@ impl Drop for Scenario {
                 self.diagnostics()
             );
         }
-    }
-}
-
-/// Every version of the namespace's Tenants seen by a watch.
-struct Recorder {
-    seen: Arc<Mutex<Vec<Tenant>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Recorder {
-    fn versions(&self, name: &str) -> Vec<Tenant> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|t| t.metadata.name.as_deref() == Some(name))
-            .cloned()
-            .collect()
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -1374,6 +1330,35 @@ async fn s06_trial_expiry_unbinds_at_that_instant() {
 // ===========================================================================
 // 7. Accidental-delete guard
 
+/// While removals are held back, the controller waits for a person: no
+/// directory read in DingTalk and no new sync run over a few seconds (it used
+/// to re-sync in a loop, each held run's status write starting the next
+/// reconciliation).
+async fn held_sync_waits(s: &Scenario) {
+    let key = s.key("acme");
+    let reads = directory_reads(s).await;
+    let runs = s.store.sync_runs(&key, 1000).await.unwrap().len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        (
+            directory_reads(s).await,
+            s.store.sync_runs(&key, 1000).await.unwrap().len()
+        ),
+        (reads, runs),
+        "(directory reads in DingTalk, sync runs) while the removals wait for approval"
+    );
+}
+
+/// Calls that read the directory (department tree and member pages).
+async fn directory_reads(s: &Scenario) -> u64 {
+    use dingbind::dingtalk::types::Api;
+    let stats = s.sim_stats().await;
+    [Api::DeptListSub, Api::UserList, Api::DeptGet]
+        .iter()
+        .map(|a| stats["endpoints"][a.name()]["calls"].as_u64().unwrap_or(0))
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s07_delete_guard_holds_back_mass_removals_until_approved() {
     let corp = "dingbind7";
@@ -1390,11 +1375,28 @@ async fn s07_delete_guard_holds_back_mass_removals_until_approved() {
     s.wait_tenant("acme", "Ready", ready_and_synced).await;
     let all = member_ids(&s.directory("acme").await);
     assert_eq!(all.len(), 45);
-    let recorder = s.record_tenants();
-
     // A fault: department 2 answers with no members, once.
     s.sim_faults(json!({"emptyMembersOnce": 2})).await;
     s.annotate("acme", SYNC_REQUESTED_AT, "glitch").await;
+    let t = s
+        .wait_tenant("acme", "deletions held", |t| {
+            expect_cond(
+                t,
+                condition::DIRECTORY_SYNCED,
+                "False",
+                reason::DELETION_THRESHOLD_EXCEEDED,
+            )
+        })
+        .await;
+    expect_cond(
+        &t,
+        condition::READY,
+        "False",
+        reason::DELETION_THRESHOLD_EXCEEDED,
+    )
+    .unwrap();
+    let d = t.status.as_ref().unwrap().directory.clone().unwrap();
+    assert_eq!((d.pending_deletions, d.members), (40, 45));
     let event = s
         .wait_event("acme", "Warning", reason::DELETION_THRESHOLD_EXCEEDED)
         .await;
@@ -1402,13 +1404,6 @@ async fn s07_delete_guard_holds_back_mass_removals_until_approved() {
         event.note.unwrap_or_default().contains("40"),
         "the Event names the count"
     );
-    s.wait_tenant("acme", "request handled", |t| {
-        ready_and_synced(t)?;
-        (handled_request(t) == Some("glitch"))
-            .then_some(())
-            .ok_or("not yet".into())
-    })
-    .await;
     assert_eq!(
         member_ids(&s.directory("acme").await),
         all,
@@ -1424,16 +1419,23 @@ async fn s07_delete_guard_holds_back_mass_removals_until_approved() {
         runs.iter().all(|r| r.record.removed == 0),
         "nothing removed: {runs:?}"
     );
-    let versions = recorder.versions("acme");
-    assert!(
-        versions.iter().any(|t| expect_cond(
-            t,
-            condition::DIRECTORY_SYNCED,
-            "False",
-            reason::DELETION_THRESHOLD_EXCEEDED
-        )
-        .is_ok()),
-        "DirectorySynced=False/DeletionThresholdExceeded was written"
+    held_sync_waits(&s).await;
+
+    // A new sync request, DingTalk answering correctly again: the hold clears.
+    s.annotate("acme", SYNC_REQUESTED_AT, "recheck").await;
+    let t = s
+        .wait_tenant("acme", "recheck handled", |t| {
+            ready_and_synced(t)?;
+            (handled_request(t) == Some("recheck"))
+                .then_some(())
+                .ok_or("not yet".into())
+        })
+        .await;
+    assert_eq!(t.status.unwrap().directory.unwrap().pending_deletions, 0);
+    assert_eq!(
+        member_ids(&s.directory("acme").await),
+        all,
+        "no one was removed"
     );
 
     // A real removal of 6 (more than 10% of 45): held until approved.
@@ -1479,6 +1481,16 @@ async fn s07_delete_guard_holds_back_mass_removals_until_approved() {
         all,
         "held, not removed"
     );
+    held_sync_waits(&s).await;
+
+    // An approval of another count changes nothing.
+    s.annotate("acme", APPROVE_DELETIONS, "5").await;
+    held_sync_waits(&s).await;
+    assert_eq!(
+        member_ids(&s.directory("acme").await),
+        all,
+        "5 does not approve 6"
+    );
 
     s.annotate("acme", APPROVE_DELETIONS, "6").await;
     let mut expected = all.clone();
@@ -1490,4 +1502,493 @@ async fn s07_delete_guard_holds_back_mass_removals_until_approved() {
         .wait_tenant("acme", "synced after approval", ready_and_synced)
         .await;
     assert_eq!(t.status.unwrap().directory.unwrap().pending_deletions, 0);
+}
+
+// ===========================================================================
+// 8. Crash and restart
+
+/// A generated corp whose app key follows the `{corp}-key` convention.
+fn generated_corp(departments: usize, users: usize, seed: u64) -> CorpSpec {
+    let mut corp = generate(GenSpec {
+        departments,
+        users,
+        seed,
+    });
+    let id = corp.corp_id.clone();
+    for app in &mut corp.apps {
+        app.app_key = format!("{id}-key");
+        app.app_secret = format!("{id}-secret");
+    }
+    corp
+}
+
+/// The whole directory DingTalk holds for an all-employees scope (no creator
+/// among the generated users): members with their departments, and departments.
+fn whole_corp(corp: &CorpSpec) -> (BTreeMap<String, Vec<i64>>, BTreeSet<i64>) {
+    let members = corp
+        .users
+        .iter()
+        .map(|u| {
+            let mut d = u.dept_ids.clone();
+            d.sort_unstable();
+            d.dedup();
+            (u.userid.clone(), d)
+        })
+        .collect();
+    let mut depts: BTreeSet<i64> = corp.departments.iter().map(|d| d.id).collect();
+    depts.insert(1);
+    (members, depts)
+}
+
+fn members_with_departments(dir: &Directory) -> BTreeMap<String, Vec<i64>> {
+    dir.members
+        .values()
+        .map(|m| (m.userid.clone(), m.dept_ids.clone()))
+        .collect()
+}
+
+async fn crash_and_restart(backend: Backend) {
+    let org = generated_corp(120, 4000, 11);
+    let corp = org.corp_id.clone();
+    let mut s = Scenario::new("crash", backend, vec![org]).await;
+    let slow = ControllerOpts {
+        identity: "pod-0".into(),
+        qps: 4,
+        lease_duration: 4,
+    };
+    let first = s.start_controller(slow.clone());
+    s.credentials("acme", &corp).await;
+    s.apply_ok(
+        "acme",
+        dingtalk_spec("acme", &corp, json!({"allEmployees": true})),
+    )
+    .await;
+
+    // Watch the store the whole time: every observation must be all or nothing.
+    let samples = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let sampler = {
+        let (store, key, samples) = (s.store.clone(), s.key("acme"), samples.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(dir) = store.directory(&key).await {
+                    samples.lock().unwrap().push(dir.members.len());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    // Kill -9 in the middle of the long sync (paced at 4 calls/s per API).
+    let user_list = dingbind::dingtalk::types::Api::UserList.name();
+    s.eventually("the sync is under way", || async {
+        let calls = s.sim_stats().await["endpoints"][user_list]["calls"]
+            .as_u64()
+            .unwrap_or(0);
+        (calls >= 12)
+            .then_some(())
+            .ok_or(format!("{calls} user/list calls"))
+    })
+    .await;
+    assert!(
+        s.directory("acme").await.members.is_empty(),
+        "the sync must still be running when the controller is killed"
+    );
+    s.kill_controller(first);
+    assert!(!s.controller(first).running());
+    let dir = s.directory("acme").await;
+    assert!(
+        dir.members.is_empty() && dir.departments.is_empty(),
+        "a killed sync leaves nothing half-applied: {} members",
+        dir.members.len()
+    );
+
+    // The same pod starts again (full speed) and converges.
+    s.start_controller(ControllerOpts { qps: 20, ..slow });
+    let (members, depts) = whole_corp(&s.sim_corp(&corp).await);
+    assert_eq!(members.len(), 4000);
+    let dir = s
+        .eventually_within(
+            "acme: the directory converges",
+            Duration::from_secs(90),
+            || async {
+                let dir = s.directory("acme").await;
+                (dir.members.len() == members.len())
+                    .then_some(dir)
+                    .ok_or("not yet".to_string())
+            },
+        )
+        .await;
+    sampler.abort();
+    assert_eq!(members_with_departments(&dir), members);
+    assert_eq!(dept_ids(&dir), depts);
+    let samples = samples.lock().unwrap().clone();
+    assert!(
+        samples.iter().all(|&n| n == 0 || n == members.len()),
+        "the store was seen half-applied: {:?}",
+        samples
+            .iter()
+            .filter(|&&n| n != 0 && n != members.len())
+            .collect::<Vec<_>>()
+    );
+    let t = s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    assert_eq!(members_in_status(&t), Some(4000));
+    let runs = s.store.sync_runs(&s.key("acme"), 10).await.unwrap();
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r.record.outcome == SyncOutcome::Succeeded && r.record.added == 4000)
+            .count(),
+        1,
+        "one complete sync applied everything: {runs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s08_a_killed_sync_is_never_half_applied_and_converges_after_restart_on_sqlite() {
+    crash_and_restart(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s08_a_killed_sync_is_never_half_applied_and_converges_after_restart_on_postgres() {
+    on_postgres!(crash_and_restart);
+}
+
+// ===========================================================================
+// 9. Two replicas
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s09_only_the_lease_holder_acts_and_a_killed_holder_hands_over_within_the_lease() {
+    let corp = "dingbind9";
+    let mut s = Scenario::new("replicas", Backend::Sqlite, vec![small_corp(corp)]).await;
+    let lease_secs = 4;
+    let opts = |id: &str| ControllerOpts {
+        identity: id.into(),
+        lease_duration: lease_secs,
+        ..Default::default()
+    };
+    s.start_controller(opts("replica-a"));
+    s.start_controller(opts("replica-b"));
+    let leases: Api<Lease> = Api::namespaced(s.client.clone(), "dingbind-system");
+    let lease_name = format!("e2e-{}", s.ns);
+    let holder_of = |l: &Lease| {
+        l.spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.clone())
+            .unwrap_or_default()
+    };
+
+    s.credentials("one", corp).await;
+    s.apply_ok(
+        "one",
+        dingtalk_spec("one", corp, json!({"departments": [2]})),
+    )
+    .await;
+    s.wait_tenant("one", "Ready", ready_and_synced).await;
+    let lease = leases.get(&lease_name).await.expect("the Lease exists");
+    let leader = holder_of(&lease);
+    let (li, si) = match leader.as_str() {
+        "replica-a" => (0, 1),
+        "replica-b" => (1, 0),
+        other => panic!("unexpected Lease holder {other:?}"),
+    };
+    let standby = s.controllers[si].identity.clone();
+
+    // Only the holder acts: a sync request is served by it alone.
+    s.annotate("one", SYNC_REQUESTED_AT, "1").await;
+    s.wait_tenant("one", "request handled", |t| {
+        (handled_request(t) == Some("1"))
+            .then_some(())
+            .ok_or("not yet".into())
+    })
+    .await;
+    let events = s.events("one").await;
+    assert!(!events.is_empty());
+    for e in &events {
+        assert_eq!(
+            e.reporting_instance.as_deref(),
+            Some(leader.as_str()),
+            "Event {:?} reported by another replica",
+            e.reason
+        );
+    }
+    let log = s.controllers[si].log_text();
+    assert!(log.contains("waiting for the leader Lease"), "{log}");
+    assert!(
+        !log.contains("leading: reconciling Tenants") && !log.contains("reconciling object"),
+        "the standby replica must not act:\n{log}"
+    );
+
+    // Kill -9 the holder: the standby takes over once the Lease runs out.
+    s.kill_controller(li);
+    let last_renew = leases
+        .get(&lease_name)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .renew_time
+        .unwrap()
+        .0;
+    let lease = s
+        .eventually("the standby takes the Lease", || async {
+            let l = leases.get(&lease_name).await.map_err(|e| e.to_string())?;
+            let holder = holder_of(&l);
+            (holder == standby)
+                .then_some(l)
+                .ok_or(format!("held by {holder:?}"))
+        })
+        .await;
+    let acquired = lease.spec.unwrap().acquire_time.unwrap().0;
+    let handover = acquired.duration_since(last_renew);
+    // The Lease lasts 4 s after the last renewal; candidates retry every
+    // duration/3 (1 s) and the expiry is judged in whole seconds.
+    assert!(
+        handover <= jiff::SignedDuration::from_secs(lease_secs as i64 + 2),
+        "handover took {handover} after the last renewal"
+    );
+    assert!(
+        handover >= jiff::SignedDuration::from_secs(lease_secs as i64 - 1),
+        "the standby took a Lease that was still valid ({handover} after renewal)"
+    );
+
+    // The new holder acts.
+    s.credentials("two", corp).await;
+    s.apply_ok(
+        "two",
+        dingtalk_spec("two", corp, json!({"departments": [2]})),
+    )
+    .await;
+    s.wait_tenant("two", "Ready", ready_and_synced).await;
+    let events = s.events("two").await;
+    assert!(!events.is_empty());
+    assert!(
+        events
+            .iter()
+            .all(|e| e.reporting_instance.as_deref() == Some(standby.as_str())),
+        "two's Events come from the new holder"
+    );
+}
+
+// ===========================================================================
+// 10. Faults
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s10_throttling_5xx_and_token_expiry_during_a_sync_still_converge_exactly() {
+    let org = generated_corp(30, 600, 3);
+    let corp = org.corp_id.clone();
+    let mut s = Scenario::new("faults", Backend::Sqlite, vec![org]).await;
+    // DingTalk throttles at 5 calls/s while dingbind paces at 20; 10% of calls
+    // fail with a bare 503; tokens live 2 s, so they expire during the sync.
+    s.sim_faults(json!({
+        "throttleQps": 5,
+        "errorRate": 0.1,
+        "failStatus": 503,
+        "tokenTtlSeconds": 2,
+    }))
+    .await;
+    s.start_controller(ControllerOpts::default());
+    s.credentials("acme", &corp).await;
+    s.apply_ok(
+        "acme",
+        dingtalk_spec("acme", &corp, json!({"allEmployees": true})),
+    )
+    .await;
+    let (members, depts) = whole_corp(&s.sim_corp(&corp).await);
+    let dir = s
+        .eventually_within(
+            "acme: the directory converges",
+            Duration::from_secs(120),
+            || async {
+                let dir = s.directory("acme").await;
+                let have = dir.members.len();
+                (members_with_departments(&dir) == members)
+                    .then_some(dir)
+                    .ok_or(format!("{have} of {} members", members.len()))
+            },
+        )
+        .await;
+    assert_eq!(dept_ids(&dir), depts);
+    let corp_spec = s.sim_corp(&corp).await;
+    for u in &corp_spec.users {
+        let m = &dir.members[&u.userid];
+        assert_eq!((&m.name, &m.email, &m.title), (&u.name, &u.email, &u.title));
+    }
+    s.wait_tenant("acme", "Ready", ready_and_synced).await;
+
+    let stats = s.sim_stats().await;
+    let total = |field: &str| -> u64 {
+        stats["endpoints"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|c| c[field].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert!(total("throttled") > 0, "no call was throttled: {stats}");
+    assert!(total("faults") > 0, "no 5xx was injected: {stats}");
+    assert!(
+        stats["tokensIssued"].as_u64().unwrap_or(0) >= 2,
+        "the token never expired during the sync: {stats}"
+    );
+}
+
+// ===========================================================================
+// 11. Deletion
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s11_deletion_applies_the_policy_removes_the_finalizer_and_keeps_the_ledger() {
+    let corp = "dingbind11";
+    let mut s = Scenario::new("deletion", Backend::Sqlite, vec![small_corp(corp)]).await;
+    s.start_controller(ControllerOpts::default());
+    let scope = json!({"departments": [2, 3]});
+    let members = strings(&["li", "sun", "wang", "zhang", "zhao"]);
+    for (name, policy) in [("keep", "Retain"), ("drop", "Delete")] {
+        s.credentials(name, corp).await;
+        let mut spec = dingtalk_spec(name, corp, scope.clone());
+        spec["deletionPolicy"] = json!(policy);
+        s.apply_ok(name, spec).await;
+    }
+    for name in ["keep", "drop"] {
+        let t = s.wait_tenant(name, "Ready", ready_and_synced).await;
+        assert_eq!(
+            t.metadata.finalizers.as_deref(),
+            Some(&["dingbind.dev/directory".to_string()][..])
+        );
+        assert_eq!(member_ids(&s.directory(name).await), members);
+    }
+
+    for name in ["keep", "drop"] {
+        s.delete_tenant(name).await;
+    }
+
+    // Retain: the directory and account stay.
+    assert_eq!(member_ids(&s.directory("keep").await), members);
+    assert!(s.store.account(&s.key("keep")).await.unwrap().is_some());
+    // Delete: directory, account and sync runs are gone.
+    let dir = s.directory("drop").await;
+    assert!(dir.members.is_empty() && dir.departments.is_empty());
+    assert!(s.store.account(&s.key("drop")).await.unwrap().is_none());
+    assert!(
+        s.store
+            .sync_runs(&s.key("drop"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The ledger stays either way.
+    for name in ["keep", "drop"] {
+        assert!(
+            matches!(s.ledger(name).await.as_slice(), [LedgerEntry::Bound { corp_id, .. }] if corp_id == corp),
+            "{name}: the ledger is kept"
+        );
+    }
+}
+
+// ===========================================================================
+// 12. Status conventions
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s12_observed_generation_follows_edits_events_are_listed_and_spec_is_never_written() {
+    let corp = "dingbind12";
+    let mut s = Scenario::new("conventions", Backend::Sqlite, vec![small_corp(corp)]).await;
+    s.start_controller(ControllerOpts::default());
+    s.credentials("acme", corp).await;
+    let mut spec = dingtalk_spec("acme", corp, json!({"departments": [2]}));
+    let created = s.apply_ok("acme", spec.clone()).await;
+    assert_eq!(created.metadata.generation, Some(1));
+    let at_generation = |g: i64| {
+        move |t: &Tenant| -> Result<(), String> {
+            ready_and_synced(t)?;
+            let st = t.status.as_ref().unwrap();
+            if st.observed_generation != Some(g) {
+                return Err(format!("observedGeneration {:?}", st.observed_generation));
+            }
+            for c in &st.conditions {
+                if c.observed_generation != Some(g) {
+                    return Err(format!(
+                        "{} at generation {:?}",
+                        c.type_, c.observed_generation
+                    ));
+                }
+            }
+            Ok(())
+        }
+    };
+    s.wait_tenant("acme", "observed generation 1", at_generation(1))
+        .await;
+
+    spec["dingtalk"]["visibleScope"] = json!({"departments": [2, 5]});
+    let edited = s.apply_ok("acme", spec.clone()).await;
+    assert_eq!(edited.metadata.generation, Some(2));
+    s.wait_tenant("acme", "observed generation 2", at_generation(2))
+        .await;
+    // Metadata edits do not bump the generation.
+    s.annotate("acme", SYNC_REQUESTED_AT, "x").await;
+    let t = s
+        .wait_tenant("acme", "request handled", |t| {
+            (handled_request(t) == Some("x"))
+                .then_some(())
+                .ok_or("not yet".into())
+        })
+        .await;
+    assert_eq!(t.metadata.generation, Some(2));
+    assert_eq!(t.status.as_ref().unwrap().observed_generation, Some(2));
+
+    // Events (events.k8s.io/v1) name the Tenant, with kubectl.
+    s.wait_event("acme", "Normal", reason::SYNCED).await;
+    let out = s.cluster.env.kubectl([
+        "get",
+        "events.v1.events.k8s.io",
+        "-n",
+        &s.ns,
+        "--field-selector",
+        "regarding.name=acme",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = list["items"].as_array().unwrap();
+    let reasons: BTreeSet<&str> = items.iter().filter_map(|e| e["reason"].as_str()).collect();
+    for r in [reason::BOUND, reason::SCOPE_UPDATED, reason::SYNCED] {
+        assert!(reasons.contains(r), "no {r} Event: {reasons:?}");
+    }
+    for e in items {
+        assert_eq!(e["regarding"]["kind"], "Tenant");
+        assert_eq!(e["regarding"]["name"], "acme");
+        assert_eq!(e["reportingController"], "dingbind");
+    }
+    let plain = s.cluster.env.kubectl(["get", "events", "-n", &s.ns]);
+    assert!(
+        text(&plain.stdout).contains("tenant/acme"),
+        "{}",
+        text(&plain.stdout)
+    );
+
+    // managedFields: only the test's manager owns spec fields; dingbind writes status.
+    let t = s.tenant("acme").await.unwrap();
+    let managed = t.metadata.managed_fields.clone().unwrap_or_default();
+    assert!(
+        managed
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("dingbind")
+                && m.subresource.as_deref() == Some("status"))
+    );
+    for m in &managed {
+        let fields = serde_json::to_value(&m.fields_v1).unwrap();
+        let touches_spec = fields.get("f:spec").is_some();
+        if touches_spec {
+            assert_eq!(
+                m.manager.as_deref(),
+                Some(TEST_MANAGER),
+                "{m:?} writes spec fields"
+            );
+        }
+        if m.manager.as_deref() != Some(TEST_MANAGER) {
+            assert!(!touches_spec, "manager {:?} touches spec", m.manager);
+        }
+    }
+    assert_eq!(
+        t.spec.dingtalk.unwrap().visible_scope.departments,
+        vec![2, 5]
+    );
 }
