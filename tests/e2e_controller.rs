@@ -1812,7 +1812,12 @@ async fn s10_throttling_5xx_and_token_expiry_during_a_sync_still_converge_exactl
         let m = &dir.members[&u.userid];
         assert_eq!((&m.name, &m.email, &m.title), (&u.name, &u.email, &u.title));
     }
-    s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    let t = s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    let took = t.status.unwrap().directory.unwrap().last_sync_duration_ms;
+    assert!(
+        took.is_some_and(|ms| ms > 2000),
+        "the sync ({took:?} ms) outlived a token (2 s)"
+    );
 
     let stats = s.sim_stats().await;
     let total = |field: &str| -> u64 {
