@@ -50,6 +50,15 @@ pub fn sync_due(c: &SyncClock<'_>) -> Option<SyncTrigger> {
     None
 }
 
+/// Whether a sync whose removals the guard held back (`pending`) runs again now
+/// for its approval: only once `dingbind.dev/approve-deletions` names exactly
+/// that count. Re-running it at every reconciliation would loop: each held run
+/// writes a new status, which starts the next reconciliation. (The periodic
+/// sync and a sync request still run as usual.)
+pub fn held_sync_approved(pending: u64, approved: Option<u64>) -> bool {
+    pending > 0 && approved == Some(pending)
+}
+
 /// How long until the tenant needs looking at again: the next periodic sync or
 /// the trial's expiry, whichever comes first (never less than a second).
 pub fn requeue_after(
@@ -141,6 +150,17 @@ mod tests {
             }),
             None
         );
+    }
+
+    #[test]
+    fn a_held_sync_runs_again_only_for_a_matching_approval() {
+        assert!(
+            !held_sync_approved(6, None),
+            "no approval: wait, do not loop"
+        );
+        assert!(!held_sync_approved(6, Some(5)), "another count: wait");
+        assert!(held_sync_approved(6, Some(6)));
+        assert!(!held_sync_approved(0, Some(6)), "nothing held");
     }
 
     #[test]

@@ -497,8 +497,9 @@ impl Reconciler {
             .as_ref()
             .and_then(|d| d.last_sync_time.as_ref())
             .map(|t| t.0);
+        // A sync whose removals are held back was made for its generation too.
         let synced_generation = conditions::get(&previous.conditions, condition::DIRECTORY_SYNCED)
-            .filter(|c| c.status == "True")
+            .filter(|c| c.status == "True" || c.reason == reason::DELETION_THRESHOLD_EXCEEDED)
             .and_then(|c| c.observed_generation);
         let annotations = tenant.metadata.annotations.clone().unwrap_or_default();
         let interval: Duration = tenant.spec.sync.interval.into();
@@ -511,20 +512,23 @@ impl Reconciler {
             requested: annotations.get(SYNC_REQUESTED_AT).map(String::as_str),
             handled_request: previous.last_handled_sync_request.as_deref(),
         };
-        // A sync held by the guard is retried at every reconciliation until approved.
-        let held = previous
+        // A sync held by the guard runs again once its count is approved.
+        let pending = previous
             .directory
             .as_ref()
-            .is_some_and(|d| d.pending_deletions > 0);
-        let trigger = schedule::sync_due(&clock).or(held.then_some(SyncTrigger::SpecChanged));
+            .map_or(0, |d| d.pending_deletions);
+        let approved = annotations
+            .get(APPROVE_DELETIONS)
+            .and_then(|v| v.trim().parse().ok());
+        let trigger =
+            schedule::sync_due(&clock)
+                .or(schedule::held_sync_approved(pending, approved)
+                    .then_some(SyncTrigger::SpecChanged));
         if let Some(SyncTrigger::Requested(value)) = &trigger {
             run.status.last_handled_sync_request = Some(value.clone());
         }
         let mut next_sync = last_sync.and_then(|t| t.checked_add(interval).ok());
         if let Some(trigger) = trigger {
-            let approved = annotations
-                .get(APPROVE_DELETIONS)
-                .and_then(|v| v.trim().parse().ok());
             match self
                 .sync(key, tenant, &app, &desired, approved, run, progress)
                 .await?

@@ -1,0 +1,1999 @@
+//! End to end: the real `dingbind controller` binary against the real
+//! kube-apiserver and etcd (tests/support/kube_env.rs), the DingTalk simulator
+//! (in process, one per scenario) and the directory store (SQLite always,
+//! PostgreSQL too when `DINGBIND_TEST_POSTGRES_URL` is set).
+//!
+//! Each scenario gets its own namespace, simulator, store and controller
+//! process(es). A controller runs with the token of the manifests'
+//! ServiceAccount (`manifests/rbac.yaml` is applied as is), scoped to the
+//! scenario's namespace with `--namespace` and holding a Lease of its own, so
+//! scenarios run in parallel without seeing each other. The processes are
+//! killed when the scenario ends, however it ends.
+//!
+//! Waiting is bounded ([`DEADLINE`], polling every 200 ms): a deadline turns a
+//! hang into a failure, it is not a timed assertion. A failing scenario prints
+//! its Tenants (spec and status), the Events and each controller's log tail.
+//!
+//! Run one: `cargo test --test e2e_controller bind_and_sync`.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::time::{Duration, Instant};
+
+use dingbind::api::{
+    APPROVE_DELETIONS, Mode, REBIND_FORBIDDEN_MESSAGE, SYNC_REQUESTED_AT, Tenant, TenantKey,
+    UnbindReason, condition, reason,
+};
+use dingbind::core::directory::Directory;
+use dingbind::sim::generate::{GenSpec, generate};
+use dingbind::sim::org_file::CorpSpec;
+use dingbind::sim::{OrgFile, SimHandle, Simulator, World};
+use dingbind::store::{LedgerEntry, Store, SyncOutcome};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event as KubeEvent;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use support::kube_env::KubeEnv;
+use tempfile::TempDir;
+
+/// The longest any one wait may take before the scenario fails.
+const DEADLINE: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(200);
+/// Field manager of every write the test makes (the "person" editing Tenants).
+const TEST_MANAGER: &str = "e2e-test";
+const PG_ENV: &str = "DINGBIND_TEST_POSTGRES_URL";
+const AGENT_ID: i64 = 1001;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+// ---------------------------------------------------------------------------
+// The cluster: CRD and manifests applied once per test binary
+
+struct Cluster {
+    env: &'static KubeEnv,
+    /// Kubeconfig of the manifests' ServiceAccount `dingbind-system/dingbind`.
+    operator: PathBuf,
+}
+
+fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let env = KubeEnv::shared();
+        let out = env.kubectl([
+            "apply",
+            "-k",
+            repo("manifests").to_str().expect("utf-8 path"),
+        ]);
+        assert!(
+            out.status.success(),
+            "kubectl apply -k manifests/: {}",
+            text(&out.stderr)
+        );
+        let out = env.kubectl([
+            "wait",
+            "--for=condition=Established",
+            "crd/tenants.dingbind.dev",
+            "--timeout=60s",
+        ]);
+        assert!(
+            out.status.success(),
+            "CRD not Established: {}",
+            text(&out.stderr)
+        );
+        let operator = env.service_account_kubeconfig("dingbind-system", "dingbind");
+        Cluster { env, operator }
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Stores
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+static PG_NOTE: Once = Once::new();
+
+/// The PostgreSQL admin URL, or `None` (after a note on stderr) when unset.
+fn pg_admin_url() -> Option<String> {
+    match std::env::var(PG_ENV) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            PG_NOTE.call_once(|| {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\nNOTE: {PG_ENV} is not set: the end-to-end scenarios on PostgreSQL were NOT run (SQLite only).\n"
+                );
+            });
+            None
+        }
+    }
+}
+
+/// `url` pointing at database `db` instead.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let start = base.find("://").map_or(0, |i| i + 3);
+    let end = base[start..].find('/').map_or(base.len(), |i| start + i);
+    let mut out = format!("{}/{db}", &base[..end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+static DATABASES: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh store URL for one scenario: a SQLite file in `dir`, or a new
+/// PostgreSQL database (so that the ledger of an earlier run never leaks in).
+async fn fresh_store_url(backend: Backend, dir: &Path) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.join("store.db").display()),
+        Backend::Postgres => {
+            use sqlx::Connection;
+            let admin = pg_admin_url().expect("postgres enabled");
+            let name = format!(
+                "dingbind_e2e_{}_{}",
+                std::process::id(),
+                DATABASES.fetch_add(1, Ordering::SeqCst)
+            );
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{PG_ENV} is set but PostgreSQL is unreachable ({}): {e}",
+                        dingbind::store::redact(&admin)
+                    )
+                });
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                .execute(&mut conn)
+                .await
+                .expect("create the scenario's database");
+            let _ = conn.close().await;
+            with_database(&admin, &name)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Organizations for the simulator
+
+/// A small corp: departments 2 Sales, 3 Engineering (4 Platform under it),
+/// 5 Finance, 6 Support; the creator `owner` sits in the root and in Sales.
+fn small_corp(corp: &str) -> CorpSpec {
+    let yaml = format!(
+        "corpId: {corp}
+name: {corp}
+apps:
+  - {{agentId: {AGENT_ID}, appKey: {corp}-key, appSecret: {corp}-secret, enabled: true, visibleScope: {{deptIds: [1]}}}}
+departments:
+  - {{id: 2, name: Sales, parentId: 1}}
+  - {{id: 3, name: Engineering, parentId: 1}}
+  - {{id: 4, name: Platform, parentId: 3}}
+  - {{id: 5, name: Finance, parentId: 1}}
+  - {{id: 6, name: Support, parentId: 1}}
+users:
+  - {{userid: owner, name: Li Lei, deptIds: [1, 2], mobile: '13900000000', email: owner@{corp}.example, admin: true}}
+  - {{userid: zhang, name: Zhang San, deptIds: [2], email: zhang@{corp}.example, title: Account Manager}}
+  - {{userid: li, name: Li Si, deptIds: [2, 3], email: li@{corp}.example}}
+  - {{userid: wang, name: Wang Wu, deptIds: [3], email: wang@{corp}.example}}
+  - {{userid: zhao, name: Zhao Liu, deptIds: [4], email: zhao@{corp}.example, title: SRE}}
+  - {{userid: sun, name: Sun Qi, deptIds: [4], email: sun@{corp}.example}}
+  - {{userid: qian, name: Qian Ba, deptIds: [5], email: qian@{corp}.example}}
+  - {{userid: zhou, name: Zhou Jiu, deptIds: [6], email: zhou@{corp}.example}}
+"
+    );
+    serde_yaml::from_str(&yaml).expect("a valid corp")
+}
+
+/// A corp with one large department (2, `large` members) and a small one (3).
+fn corp_with_large_department(corp: &str, large: usize) -> CorpSpec {
+    let mut c = small_corp(corp);
+    c.departments.retain(|d| d.id <= 3);
+    c.users.retain(|u| u.userid == "owner");
+    for i in 1..=large {
+        c.users.push(user(&format!("w{i:03}"), &[2]));
+    }
+    for i in 1..=5 {
+        c.users.push(user(&format!("e{i}"), &[3]));
+    }
+    c
+}
+
+fn user(userid: &str, depts: &[i64]) -> dingbind::sim::org_file::UserSpec {
+    dingbind::sim::org_file::UserSpec {
+        userid: userid.into(),
+        name: format!("Member {userid}"),
+        dept_ids: depts.to_vec(),
+        email: Some(format!("{userid}@example.com")),
+        active: true,
+        ..Default::default()
+    }
+}
+
+/// The userids DingTalk holds in a visible scope (departments with their
+/// sub-departments, plus listed users), minus the creator (by email): what
+/// the directory must hold. Computed from the simulator's own view.
+fn userids_in_scope(
+    corp: &CorpSpec,
+    depts: &[i64],
+    users: &[&str],
+    creator_email: &str,
+) -> BTreeSet<String> {
+    let covered = departments_in_scope(corp, depts);
+    corp.users
+        .iter()
+        .filter(|u| {
+            u.dept_ids.iter().any(|d| covered.contains(d)) || users.contains(&u.userid.as_str())
+        })
+        .filter(|u| u.email.as_deref() != Some(creator_email))
+        .map(|u| u.userid.clone())
+        .collect()
+}
+
+/// The departments of the subtrees rooted at `roots` (1 is the root of all).
+fn departments_in_scope(corp: &CorpSpec, roots: &[i64]) -> BTreeSet<i64> {
+    let mut covered: BTreeSet<i64> = roots.iter().copied().collect();
+    loop {
+        let before = covered.len();
+        for d in &corp.departments {
+            if covered.contains(&d.parent_id) {
+                covered.insert(d.id);
+            }
+        }
+        if covered.len() == before {
+            return covered;
+        }
+    }
+}
+
+fn member_ids(dir: &Directory) -> BTreeSet<String> {
+    dir.members.keys().cloned().collect()
+}
+
+fn dept_ids(dir: &Directory) -> BTreeSet<i64> {
+    dir.departments.keys().copied().collect()
+}
+
+fn set<T: Ord + Clone>(items: &[T]) -> BTreeSet<T> {
+    items.iter().cloned().collect()
+}
+
+fn strings(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Tenants
+
+/// A Tenant spec in DingTalk mode for corp `corp` (app 1001, credentials in
+/// Secret `{name}-dingtalk`), with the creator `owner@{corp}.example` whose
+/// password Secret is `{name}-creator`.
+fn dingtalk_spec(name: &str, corp: &str, scope: Value) -> Value {
+    json!({
+        "mode": "DingTalk",
+        "dingtalk": {
+            "corpId": corp,
+            "agentId": AGENT_ID,
+            "credentialsSecretRef": {"name": format!("{name}-dingtalk")},
+            "visibleScope": scope,
+        },
+        "creator": {
+            "email": format!("owner@{corp}.example"),
+            "passwordSecretRef": {"name": format!("{name}-creator")},
+        },
+        "sync": {"interval": "10m"},
+    })
+}
+
+fn cond<'a>(
+    t: &'a Tenant,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    t.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// `Ok` when condition `type_` has `status` and `reason`.
+fn expect_cond(t: &Tenant, type_: &str, status: &str, reason: &str) -> Result<(), String> {
+    match cond(t, type_) {
+        Some(c) if c.status == status && c.reason == reason => Ok(()),
+        Some(c) => Err(format!(
+            "{type_} is {}/{} ({}), want {status}/{reason}",
+            c.status, c.reason, c.message
+        )),
+        None => Err(format!("no {type_} condition yet")),
+    }
+}
+
+fn status_mode(t: &Tenant) -> Option<Mode> {
+    t.status.as_ref().and_then(|s| s.mode)
+}
+
+fn members_in_status(t: &Tenant) -> Option<u64> {
+    t.status.as_ref()?.directory.as_ref().map(|d| d.members)
+}
+
+fn handled_request(t: &Tenant) -> Option<&str> {
+    t.status.as_ref()?.last_handled_sync_request.as_deref()
+}
+
+fn ready_and_synced(t: &Tenant) -> Result<(), String> {
+    expect_cond(t, condition::READY, "True", reason::RECONCILED)?;
+    expect_cond(t, condition::DIRECTORY_SYNCED, "True", reason::SYNCED)
+}
+
+// ---------------------------------------------------------------------------
+// A controller process
+
+/// A `dingbind controller` child process; killed (SIGKILL) when dropped.
+struct ControllerProc {
+    child: Child,
+    identity: String,
+    log: PathBuf,
+}
+
+impl ControllerProc {
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ControllerProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Options of one controller process.
+#[derive(Clone, Debug)]
+struct ControllerOpts {
+    identity: String,
+    qps: u32,
+    lease_duration: u64,
+}
+
+impl Default for ControllerOpts {
+    fn default() -> Self {
+        Self {
+            identity: "replica-a".into(),
+            qps: 20,
+            lease_duration: 15,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A scenario
+
+struct Scenario {
+    name: String,
+    cluster: &'static Cluster,
+    ns: String,
+    tenants: Api<Tenant>,
+    secrets: Api<Secret>,
+    client: kube::Client,
+    sim: SimHandle,
+    http: reqwest::Client,
+    store: Store,
+    store_url: String,
+    backend: Backend,
+    dir: TempDir,
+    controllers: Vec<ControllerProc>,
+    /// Logs of controllers already gone (for the diagnostics).
+    old_logs: Vec<(String, PathBuf)>,
+}
+
+impl Scenario {
+    /// A namespace, a simulator serving `corps`, and an empty store.
+    async fn new(name: &str, backend: Backend, corps: Vec<CorpSpec>) -> Scenario {
+        let cluster = cluster();
+        let env = cluster.env;
+        let prefix = match backend {
+            Backend::Sqlite => format!("{name}-sqlite"),
+            Backend::Postgres => format!("{name}-pg"),
+        };
+        let ns = env.new_namespace(&prefix);
+        let client = env.client().await;
+        let world = World::from_file(OrgFile { corps }).expect("a valid world");
+        let sim = Simulator::start(world, "127.0.0.1:0".parse::<SocketAddr>().unwrap())
+            .await
+            .expect("simulator starts");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("dingbind-e2e-{name}."))
+            .tempdir()
+            .expect("temp dir");
+        let store_url = fresh_store_url(backend, dir.path()).await;
+        let store = Store::connect(&store_url).await.expect("store opens");
+        Scenario {
+            name: name.into(),
+            cluster,
+            tenants: Api::namespaced(client.clone(), &ns),
+            secrets: Api::namespaced(client.clone(), &ns),
+            ns,
+            client,
+            sim,
+            http: reqwest::Client::new(),
+            store,
+            store_url,
+            backend,
+            dir,
+            controllers: Vec::new(),
+            old_logs: Vec::new(),
+        }
+    }
+
+    fn key(&self, name: &str) -> TenantKey {
+        TenantKey {
+            namespace: self.ns.clone(),
+            name: name.into(),
+        }
+    }
+
+    /// Starts `dingbind controller` as the manifests' ServiceAccount; returns its index.
+    fn start_controller(&mut self, opts: ControllerOpts) -> usize {
+        let n = self.controllers.len() + self.old_logs.len();
+        let log = self
+            .dir
+            .path()
+            .join(format!("controller-{n}-{}.log", opts.identity));
+        let file = fs::File::create(&log).expect("log file");
+        let sim = self.sim.url();
+        let child = Command::new(env!("CARGO_BIN_EXE_dingbind"))
+            .arg("controller")
+            .args(["--store", &self.store_url])
+            .args(["--dingtalk-oapi-url", &sim, "--dingtalk-api-url", &sim])
+            .args(["--qps", &opts.qps.to_string()])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(["--namespace", &self.ns])
+            .args(["--lease-namespace", "dingbind-system"])
+            .args(["--lease-name", &format!("e2e-{}", self.ns)])
+            .args(["--lease-duration", &opts.lease_duration.to_string()])
+            .args(["--identity", &opts.identity])
+            .env("KUBECONFIG", &self.cluster.operator)
+            .env("RUST_LOG", "info,dingbind=debug")
+            .env_remove("DINGBIND_NAMESPACE")
+            .env_remove("DINGBIND_STORE")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("starting dingbind controller");
+        self.controllers.push(ControllerProc {
+            child,
+            identity: opts.identity,
+            log,
+        });
+        self.controllers.len() - 1
+    }
+
+    fn controller(&mut self, i: usize) -> &mut ControllerProc {
+        &mut self.controllers[i]
+    }
+
+    /// kill -9 controller `i`.
+    fn kill_controller(&mut self, i: usize) {
+        self.controllers[i].kill();
+    }
+
+    // ---- Kubernetes ----
+
+    async fn apply_tenant(&self, name: &str, spec: Value) -> Result<Tenant, kube::Error> {
+        let body = json!({
+            "apiVersion": "dingbind.dev/v1alpha1",
+            "kind": "Tenant",
+            "metadata": {"name": name, "namespace": self.ns},
+            "spec": spec,
+        });
+        self.tenants
+            .patch(
+                name,
+                &PatchParams::apply(TEST_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+    }
+
+    async fn apply_ok(&self, name: &str, spec: Value) -> Tenant {
+        self.apply_tenant(name, spec)
+            .await
+            .unwrap_or_else(|e| panic!("applying Tenant {name}: {e}"))
+    }
+
+    async fn annotate(&self, name: &str, key: &str, value: &str) {
+        let patch = json!({"metadata": {"annotations": {key: value}}});
+        self.tenants
+            .patch(
+                name,
+                &PatchParams {
+                    field_manager: Some(TEST_MANAGER.into()),
+                    ..Default::default()
+                },
+                &Patch::Merge(&patch),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("annotating Tenant {name}: {e}"));
+    }
+
+    async fn secret(&self, name: &str, data: &[(&str, &str)]) {
+        let data: BTreeMap<&str, &str> = data.iter().copied().collect();
+        let body = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": self.ns},
+            "stringData": data,
+        });
+        self.secrets
+            .patch(
+                name,
+                &PatchParams::apply(TEST_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("applying Secret {name}: {e}"));
+    }
+
+    /// The app credentials Secret `{name}-dingtalk` for corp `corp`.
+    async fn credentials(&self, name: &str, corp: &str) {
+        self.secret(
+            &format!("{name}-dingtalk"),
+            &[
+                ("appKey", &format!("{corp}-key")),
+                ("appSecret", &format!("{corp}-secret")),
+            ],
+        )
+        .await;
+    }
+
+    async fn tenant(&self, name: &str) -> Result<Tenant, String> {
+        self.tenants.get(name).await.map_err(|e| e.to_string())
+    }
+
+    /// Waits until `check` accepts Tenant `name`; returns it.
+    async fn wait_tenant(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&Tenant) -> Result<(), String>,
+    ) -> Tenant {
+        self.eventually(&format!("{name}: {what}"), || async {
+            let t = self.tenant(name).await?;
+            check(&t).map(|()| t)
+        })
+        .await
+    }
+
+    /// Events (events.k8s.io/v1) about Tenant `name`.
+    async fn events(&self, name: &str) -> Vec<KubeEvent> {
+        let api: Api<KubeEvent> = Api::namespaced(self.client.clone(), &self.ns);
+        api.list(&ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("Tenant") && r.name.as_deref() == Some(name)
+                })
+            })
+            .collect()
+    }
+
+    async fn wait_event(&self, name: &str, type_: &str, reason: &str) -> KubeEvent {
+        self.eventually(&format!("{name}: a {type_} Event {reason}"), || async {
+            self.events(name)
+                .await
+                .into_iter()
+                .find(|e| e.type_.as_deref() == Some(type_) && e.reason.as_deref() == Some(reason))
+                .ok_or_else(|| "not yet".to_string())
+        })
+        .await
+    }
+
+    /// How many times Events with `reason` were reported about `name` (series included).
+    async fn event_count(&self, name: &str, reason: &str) -> i32 {
+        self.events(name)
+            .await
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .map(|e| e.series.as_ref().map_or(1, |s| s.count.max(1)))
+            .sum()
+    }
+
+    /// Deletes Tenant `name` and waits until it is gone (finalizer removed).
+    async fn delete_tenant(&self, name: &str) {
+        self.tenants
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("deleting Tenant {name}: {e}"));
+        self.eventually(&format!("{name}: gone"), || async {
+            match self.tenants.get_opt(name).await {
+                Ok(None) => Ok(()),
+                Ok(Some(t)) => Err(format!(
+                    "still there, finalizers {:?}",
+                    t.metadata.finalizers
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+    }
+
+    // ---- The simulator ----
+
+    async fn sim(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.sim.url());
+        let mut req = self.http.request(method.clone(), &url);
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    async fn sim_corp(&self, corp: &str) -> CorpSpec {
+        let v = self
+            .sim(reqwest::Method::GET, &format!("/_sim/corps/{corp}"), None)
+            .await;
+        serde_json::from_value(v).expect("a corp")
+    }
+
+    async fn sim_put_user(&self, corp: &str, userid: &str, depts: &[i64]) {
+        self.sim(
+            reqwest::Method::PUT,
+            &format!("/_sim/corps/{corp}/users/{userid}"),
+            Some(json!({"name": format!("Member {userid}"), "deptIds": depts, "email": format!("{userid}@example.com")})),
+        )
+        .await;
+    }
+
+    async fn sim_leave(&self, corp: &str, userid: &str) {
+        self.sim(
+            reqwest::Method::POST,
+            &format!("/_sim/corps/{corp}/users/{userid}/leave"),
+            None,
+        )
+        .await;
+    }
+
+    async fn sim_app(&self, corp: &str, body: Value) {
+        self.sim(
+            reqwest::Method::PUT,
+            &format!("/_sim/corps/{corp}/apps/{AGENT_ID}"),
+            Some(body),
+        )
+        .await;
+    }
+
+    async fn sim_faults(&self, body: Value) {
+        self.sim(reqwest::Method::PUT, "/_sim/faults", Some(body))
+            .await;
+    }
+
+    async fn sim_stats(&self) -> Value {
+        self.sim(reqwest::Method::GET, "/_sim/stats", None).await
+    }
+
+    /// Calls the simulator counted for app `app_key` (token requests included).
+    async fn app_calls(&self, app_key: &str) -> u64 {
+        self.sim_stats().await["apps"][app_key]["calls"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// The app's visible scope in the simulator: (deptIds, userIds).
+    async fn sim_scope(&self, corp: &str) -> (BTreeSet<i64>, BTreeSet<String>) {
+        let c = self.sim_corp(corp).await;
+        let app = c
+            .apps
+            .iter()
+            .find(|a| a.agent_id == AGENT_ID)
+            .expect("the app");
+        (
+            set(&app.visible_scope.dept_ids),
+            set(&app.visible_scope.user_ids),
+        )
+    }
+
+    // ---- The store ----
+
+    async fn directory(&self, name: &str) -> Directory {
+        self.store
+            .directory(&self.key(name))
+            .await
+            .expect("read the directory")
+    }
+
+    async fn ledger(&self, name: &str) -> Vec<LedgerEntry> {
+        self.store
+            .ledger(&self.key(name))
+            .await
+            .expect("read the ledger")
+    }
+
+    /// Waits until the store's directory of `name` holds exactly `members`.
+    async fn wait_members(&self, name: &str, members: &BTreeSet<String>) -> Directory {
+        self.eventually(&format!("{name}: directory holds {members:?}"), || async {
+            let dir = self.directory(name).await;
+            if &member_ids(&dir) == members {
+                Ok(dir)
+            } else {
+                Err(format!("directory holds {:?}", member_ids(&dir)))
+            }
+        })
+        .await
+    }
+
+    // ---- Waiting and diagnostics ----
+
+    /// Retries `attempt` every 200 ms until it returns `Ok`, for at most [`DEADLINE`].
+    async fn eventually<T, F, Fut>(&self, what: &str, attempt: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, String>>,
+    {
+        self.eventually_within(what, DEADLINE, attempt).await
+    }
+
+    async fn eventually_within<T, F, Fut>(
+        &self,
+        what: &str,
+        deadline: Duration,
+        mut attempt: F,
+    ) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, String>>,
+    {
+        let end = Instant::now() + deadline;
+        loop {
+            match attempt().await {
+                Ok(v) => return v,
+                Err(last) if Instant::now() > end => {
+                    panic!(
+                        "[{}/{:?}] {what}: not within {deadline:?}; last: {last}",
+                        self.name, self.backend
+                    )
+                }
+                Err(_) => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
+    /// The Tenants (YAML), their Events and every controller's log tail.
+    fn diagnostics(&self) -> String {
+        let env = self.cluster.env;
+        let mut out = String::new();
+        let tenants = env.kubectl(["get", "tenants", "-n", &self.ns, "-o", "yaml"]);
+        out.push_str(&format!(
+            "--- Tenants in {} ---\n{}{}",
+            self.ns,
+            text(&tenants.stdout),
+            text(&tenants.stderr)
+        ));
+        let events = env.kubectl(["get", "events.events.k8s.io", "-n", &self.ns]);
+        out.push_str(&format!(
+            "--- Events ---\n{}{}",
+            text(&events.stdout),
+            text(&events.stderr)
+        ));
+        let logs = self
+            .controllers
+            .iter()
+            .map(|c| (c.identity.clone(), c.log.clone()))
+            .chain(self.old_logs.iter().cloned());
+        for (identity, path) in logs {
+            let log = fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            out.push_str(&format!(
+                "--- controller {identity} ({}) log tail ---\n{}\n",
+                path.display(),
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        for c in &mut self.controllers {
+            c.kill();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "===== scenario {} on {:?} failed; diagnostics =====\n{}",
+                self.name,
+                self.backend,
+                self.diagnostics()
+            );
+        }
+    }
+}
+
+/// Runs `f` on PostgreSQL if enabled (else notes that it did not).
+macro_rules! on_postgres {
+    ($f:expr) => {
+        if pg_admin_url().is_some() {
+            $f(Backend::Postgres).await;
+        }
+    };
+}
+
+// ===========================================================================
+// 1. Bind and sync
+
+async fn bind_and_sync(backend: Backend) {
+    let corp = "dingbind1";
+    let mut s = Scenario::new("bind", backend, vec![small_corp(corp)]).await;
+    s.start_controller(ControllerOpts::default());
+    s.credentials("acme", corp).await;
+    let scope = json!({"departments": [2, 4], "users": ["qian"]});
+    s.apply_ok("acme", dingtalk_spec("acme", corp, scope)).await;
+
+    let t = s
+        .wait_tenant("acme", "Ready and synced", ready_and_synced)
+        .await;
+    let expected = userids_in_scope(
+        &s.sim_corp(corp).await,
+        &[2, 4],
+        &["qian"],
+        &format!("owner@{corp}.example"),
+    );
+    assert_eq!(expected, strings(&["li", "qian", "sun", "zhang", "zhao"]));
+
+    // The directory (store) equals the scope; the creator is not listed.
+    let dir = s.directory("acme").await;
+    assert_eq!(member_ids(&dir), expected);
+    assert!(!dir.members.contains_key("owner"), "the creator is listed");
+    assert_eq!(dept_ids(&dir), set(&[2, 4]));
+    assert_eq!(
+        dir.members["li"].dept_ids,
+        vec![2],
+        "departments cut to the scope"
+    );
+    assert_eq!(
+        dir.members["zhang"].title.as_deref(),
+        Some("Account Manager")
+    );
+
+    // The app's scope in DingTalk equals the spec.
+    assert_eq!(s.sim_scope(corp).await, (set(&[2, 4]), strings(&["qian"])));
+
+    // Status: counts, conditions, mode.
+    let st = t.status.as_ref().expect("status");
+    assert_eq!(st.mode, Some(Mode::DingTalk));
+    assert_eq!(st.bound_corp_id.as_deref(), Some(corp));
+    let d = st.directory.as_ref().expect("status.directory");
+    assert_eq!((d.members, d.departments), (5, 2));
+    assert_eq!(d.pending_deletions, 0);
+    let vs = st.visible_scope.as_ref().expect("status.visibleScope");
+    assert_eq!(
+        (set(&vs.dept_ids), set(&vs.user_ids)),
+        (set(&[2, 4]), strings(&["qian"]))
+    );
+    expect_cond(&t, condition::BOUND, "True", reason::BOUND).unwrap();
+    expect_cond(&t, condition::SCOPE_IN_SYNC, "True", reason::SCOPE_UPDATED)
+        .or_else(|_| expect_cond(&t, condition::SCOPE_IN_SYNC, "True", reason::SCOPE_MATCHES))
+        .unwrap();
+    assert!(
+        matches!(s.ledger("acme").await.as_slice(), [LedgerEntry::Bound { corp_id, .. }] if corp_id == corp),
+        "the ledger records the binding"
+    );
+    s.wait_event("acme", "Normal", reason::SCOPE_UPDATED).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s01_bind_and_sync_mirrors_the_scope_on_sqlite() {
+    bind_and_sync(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s01_bind_and_sync_mirrors_the_scope_on_postgres() {
+    on_postgres!(bind_and_sync);
+}
+
+// ===========================================================================
+// 2. Scope change
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s02_scope_change_is_pushed_to_dingtalk_and_the_directory_follows() {
+    let corp = "dingbind2";
+    let mut s = Scenario::new("scope", Backend::Sqlite, vec![small_corp(corp)]).await;
+    s.start_controller(ControllerOpts::default());
+    s.credentials("acme", corp).await;
+    let mut spec = dingtalk_spec("acme", corp, json!({"departments": [2]}));
+    spec["sync"]["maxDeletions"] = json!(10);
+    s.apply_ok("acme", spec.clone()).await;
+    s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    assert_eq!(
+        member_ids(&s.directory("acme").await),
+        strings(&["li", "zhang"])
+    );
+    assert_eq!(s.sim_scope(corp).await.0, set(&[2]));
+
+    // Sales out; Engineering (with Platform) and Finance in.
+    spec["dingtalk"]["visibleScope"] = json!({"departments": [3, 5]});
+    let applied = s.apply_ok("acme", spec).await;
+    let generation = applied.metadata.generation;
+    s.wait_tenant("acme", "synced for the new generation", |t| {
+        ready_and_synced(t)?;
+        let synced = cond(t, condition::DIRECTORY_SYNCED).and_then(|c| c.observed_generation);
+        (synced == generation)
+            .then_some(())
+            .ok_or(format!("DirectorySynced for generation {synced:?}"))
+    })
+    .await;
+    assert_eq!(s.sim_scope(corp).await, (set(&[3, 5]), BTreeSet::new()));
+    let expected = userids_in_scope(
+        &s.sim_corp(corp).await,
+        &[3, 5],
+        &[],
+        &format!("owner@{corp}.example"),
+    );
+    assert_eq!(expected, strings(&["li", "qian", "sun", "wang", "zhao"]));
+    let dir = s.directory("acme").await;
+    assert_eq!(member_ids(&dir), expected);
+    assert_eq!(dept_ids(&dir), set(&[3, 4, 5]));
+    assert_eq!(dir.members["li"].dept_ids, vec![3]);
+    let t = s.tenant("acme").await.unwrap();
+    let d = t.status.unwrap().directory.unwrap();
+    assert_eq!((d.members, d.departments, d.added, d.removed), (5, 3, 4, 1));
+}
+
+// ===========================================================================
+// 3. People change in DingTalk
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s03_joins_moves_and_leavers_reach_the_directory_on_request_and_periodically() {
+    let corp = "dingbind3";
+    let mut s = Scenario::new("people", Backend::Sqlite, vec![small_corp(corp)]).await;
+    s.start_controller(ControllerOpts::default());
+    s.credentials("acme", corp).await;
+    let mut spec = dingtalk_spec("acme", corp, json!({"departments": [2, 3]}));
+    spec["sync"] = json!({"interval": "1m", "maxDeletions": 5});
+    s.apply_ok("acme", spec).await;
+    s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    let creator = format!("owner@{corp}.example");
+    assert_eq!(
+        member_ids(&s.directory("acme").await),
+        strings(&["li", "sun", "wang", "zhang", "zhao"])
+    );
+
+    // On request: one joins Sales, Wang moves to Platform, Zhang leaves the company.
+    s.sim_put_user(corp, "newbie", &[2]).await;
+    s.sim_put_user(corp, "wang", &[4]).await;
+    s.sim_leave(corp, "zhang").await;
+    s.annotate("acme", SYNC_REQUESTED_AT, "request-1").await;
+    let expected = userids_in_scope(&s.sim_corp(corp).await, &[2, 3], &[], &creator);
+    assert_eq!(expected, strings(&["li", "newbie", "sun", "wang", "zhao"]));
+    let dir = s.wait_members("acme", &expected).await;
+    assert!(!dir.members.contains_key("zhang"), "the leaver is gone");
+    assert_eq!(dir.members["wang"].dept_ids, vec![4], "the move is synced");
+    let t = s
+        .wait_tenant("acme", "request handled", |t| {
+            (handled_request(t) == Some("request-1"))
+                .then_some(())
+                .ok_or(format!("handled {:?}", handled_request(t)))
+        })
+        .await;
+    let after_request = t
+        .status
+        .unwrap()
+        .directory
+        .unwrap()
+        .last_sync_time
+        .unwrap()
+        .0;
+
+    // Periodically (sync.interval 1m), with nothing touching the Tenant.
+    s.sim_put_user(corp, "latecomer", &[4]).await;
+    s.sim_leave(corp, "li").await;
+    let expected = userids_in_scope(&s.sim_corp(corp).await, &[2, 3], &[], &creator);
+    assert_eq!(
+        expected,
+        strings(&["latecomer", "newbie", "sun", "wang", "zhao"])
+    );
+    s.eventually_within(
+        "acme: the periodic sync brings the directory in line",
+        Duration::from_secs(100),
+        || async {
+            let ids = member_ids(&s.directory("acme").await);
+            (ids == expected).then_some(()).ok_or(format!("{ids:?}"))
+        },
+    )
+    .await;
+    let t = s.tenant("acme").await.unwrap();
+    let st = t.status.unwrap();
+    assert_eq!(
+        st.last_handled_sync_request.as_deref(),
+        Some("request-1"),
+        "no new request: the sync was the periodic one"
+    );
+    let periodic = st.directory.unwrap().last_sync_time.unwrap().0;
+    assert!(
+        periodic.duration_since(after_request) >= jiff::SignedDuration::from_secs(59),
+        "the periodic sync came one interval after the last ({after_request} -> {periodic})"
+    );
+}
+
+// ===========================================================================
+// 4. Unbind refused until ready; a pending unbind withdrawn
+
+async fn unbind_refused_until_ready(backend: Backend) {
+    let (corp_a, corp_b) = ("dingbind4a", "dingbind4b");
+    let mut s = Scenario::new(
+        "unbind",
+        backend,
+        vec![small_corp(corp_a), small_corp(corp_b)],
+    )
+    .await;
+    s.start_controller(ControllerOpts::default());
+    let scope = json!({"departments": [2, 3]});
+    s.credentials("a", corp_a).await;
+    s.credentials("b", corp_b).await;
+    s.secret("b-creator", &[("password", "correct-horse")])
+        .await;
+    let mut spec_a = dingtalk_spec("a", corp_a, scope.clone());
+    let mut spec_b = dingtalk_spec("b", corp_b, scope);
+    s.apply_ok("a", spec_a.clone()).await;
+    s.apply_ok("b", spec_b.clone()).await;
+    s.wait_tenant("a", "Ready", ready_and_synced).await;
+    s.wait_tenant("b", "Ready", ready_and_synced).await;
+    let members = strings(&["li", "sun", "wang", "zhang", "zhao"]);
+    assert_eq!(member_ids(&s.directory("a").await), members);
+
+    // Public without the creator's password: refused, nothing changes.
+    spec_a["mode"] = json!("Public");
+    s.apply_ok("a", spec_a.clone()).await;
+    let t = s
+        .wait_tenant("a", "CreatorAccountIncomplete", |t| {
+            expect_cond(
+                t,
+                condition::READY,
+                "False",
+                reason::CREATOR_ACCOUNT_INCOMPLETE,
+            )
+        })
+        .await;
+    assert_eq!(status_mode(&t), Some(Mode::DingTalk));
+    assert_eq!(member_ids(&s.directory("a").await), members);
+
+    // The password Secret appears: the next precondition, the app is still enabled.
+    s.secret("a-creator", &[("password", "correct-horse")])
+        .await;
+    let t = s
+        .wait_tenant("a", "AppStillEnabled", |t| {
+            expect_cond(t, condition::READY, "False", reason::APP_STILL_ENABLED)
+        })
+        .await;
+    assert_eq!(status_mode(&t), Some(Mode::DingTalk));
+    assert!(
+        cond(&t, condition::READY).unwrap().message.contains("停用"),
+        "the message says what to do"
+    );
+    assert_eq!(member_ids(&s.directory("a").await), members);
+    assert!(
+        !s.ledger("a")
+            .await
+            .iter()
+            .any(|e| matches!(e, LedgerEntry::Unbound { .. })),
+        "nothing recorded while a precondition is missing"
+    );
+
+    // Tenant b asks too, then withdraws before its app is disabled.
+    spec_b["mode"] = json!("Public");
+    s.apply_ok("b", spec_b.clone()).await;
+    s.wait_tenant("b", "AppStillEnabled", |t| {
+        expect_cond(t, condition::READY, "False", reason::APP_STILL_ENABLED)
+    })
+    .await;
+    spec_b["mode"] = json!("DingTalk");
+    s.apply_ok("b", spec_b.clone()).await;
+
+    // The DingTalk admin disables a's app: unbound at the next check (the
+    // controller re-checks waiting tenants every 30 s; nothing pokes it here).
+    s.sim_app(corp_a, json!({"enabled": false})).await;
+    let t = s
+        .wait_tenant("a", "unbound", |t| {
+            (status_mode(t) == Some(Mode::Public))
+                .then_some(())
+                .ok_or(format!("status.mode {:?}", status_mode(t)))
+        })
+        .await;
+    let st = t.status.as_ref().unwrap();
+    assert_eq!(st.unbind_reason, Some(UnbindReason::Requested));
+    assert!(st.unbound_at.is_some());
+    assert!(st.directory.is_none(), "status.directory cleared");
+    expect_cond(&t, condition::READY, "True", reason::PUBLIC_MODE).unwrap();
+    assert_eq!(
+        cond(&t, condition::BOUND).map(|c| c.status.as_str()),
+        Some("False")
+    );
+    let dir = s.directory("a").await;
+    assert!(
+        dir.members.is_empty() && dir.departments.is_empty(),
+        "the DingTalk-synced directory is cleared: {:?}",
+        member_ids(&dir)
+    );
+    assert!(
+        s.ledger("a").await.iter().any(|e| matches!(
+            e,
+            LedgerEntry::Unbound { corp_id, reason: UnbindReason::Requested, .. } if corp_id == corp_a
+        )),
+        "the ledger records the unbind: {:?}",
+        s.ledger("a").await
+    );
+    s.wait_event("a", "Normal", reason::UNBOUND).await;
+
+    // b stayed bound and keeps syncing, even once its app is disabled later.
+    let t = s.wait_tenant("b", "Ready again", ready_and_synced).await;
+    assert_eq!(status_mode(&t), Some(Mode::DingTalk));
+    s.sim_app(corp_b, json!({"enabled": false})).await;
+    s.sim_put_user(corp_b, "newbie", &[2]).await;
+    s.annotate("b", SYNC_REQUESTED_AT, "after-withdrawal").await;
+    let mut expected = members.clone();
+    expected.insert("newbie".into());
+    s.wait_members("b", &expected).await;
+    let t = s
+        .wait_tenant("b", "synced on request", |t| {
+            ready_and_synced(t)?;
+            (handled_request(t) == Some("after-withdrawal"))
+                .then_some(())
+                .ok_or("request not handled yet".into())
+        })
+        .await;
+    assert_eq!(status_mode(&t), Some(Mode::DingTalk));
+    assert!(
+        !s.ledger("b")
+            .await
+            .iter()
+            .any(|e| matches!(e, LedgerEntry::Unbound { .. })),
+        "a withdrawn unbind leaves no trace in the ledger"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s04_unbind_waits_for_creator_and_disabled_app_and_can_be_withdrawn_on_sqlite() {
+    unbind_refused_until_ready(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s04_unbind_waits_for_creator_and_disabled_app_and_can_be_withdrawn_on_postgres() {
+    on_postgres!(unbind_refused_until_ready);
+}
+
+// ===========================================================================
+// 5. Rebind refused
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s05_rebind_is_refused_by_the_api_server_and_by_the_controller_without_dingtalk_calls() {
+    let corp = "dingbind5";
+    let mut s = Scenario::new("rebind", Backend::Sqlite, vec![small_corp(corp)]).await;
+    s.start_controller(ControllerOpts::default());
+    s.credentials("acme", corp).await;
+    s.secret("acme-creator", &[("password", "correct-horse")])
+        .await;
+    let mut spec = dingtalk_spec("acme", corp, json!({"departments": [2]}));
+    s.apply_ok("acme", spec.clone()).await;
+    s.wait_tenant("acme", "Ready", ready_and_synced).await;
+
+    // Unbind: the app disabled first, then the request.
+    s.sim_app(corp, json!({"enabled": false})).await;
+    spec["mode"] = json!("Public");
+    s.apply_ok("acme", spec.clone()).await;
+    s.wait_tenant("acme", "unbound", |t| {
+        (status_mode(t) == Some(Mode::Public))
+            .then_some(())
+            .ok_or(format!("status.mode {:?}", status_mode(t)))
+    })
+    .await;
+
+    // The API server refuses Public -> DingTalk with the CRD's message.
+    spec["mode"] = json!("DingTalk");
+    let err = s
+        .apply_tenant("acme", spec.clone())
+        .await
+        .expect_err("the API server must refuse going back to DingTalk");
+    assert!(
+        err.to_string().contains(REBIND_FORBIDDEN_MESSAGE),
+        "refused with the CRD's message: {err}"
+    );
+
+    // Delete and create again in DingTalk mode: the controller refuses, and
+    // makes no DingTalk call for it.
+    s.delete_tenant("acme").await;
+    let app_key = format!("{corp}-key");
+    let calls_before = s.app_calls(&app_key).await;
+    let tokens_before = s.sim_stats().await["tokensIssued"].as_u64();
+    s.apply_ok("acme", spec.clone()).await;
+    let t = s
+        .wait_tenant("acme", "RebindForbidden", |t| {
+            expect_cond(t, condition::READY, "False", reason::REBIND_FORBIDDEN)
+        })
+        .await;
+    expect_cond(&t, condition::BOUND, "False", reason::REBIND_FORBIDDEN).unwrap();
+    assert_eq!(status_mode(&t), Some(Mode::Public));
+    s.wait_event("acme", "Warning", reason::REBIND_FORBIDDEN)
+        .await;
+    // Ask for a sync too: the controller reconciles again (it repeats the
+    // Warning), and still nothing reaches DingTalk.
+    let warnings = s.event_count("acme", reason::REBIND_FORBIDDEN).await;
+    s.annotate("acme", SYNC_REQUESTED_AT, "please").await;
+    s.eventually("acme: reconciled again after the request", || async {
+        let now = s.event_count("acme", reason::REBIND_FORBIDDEN).await;
+        (now > warnings)
+            .then_some(())
+            .ok_or(format!("{now} RebindForbidden Events"))
+    })
+    .await;
+    assert_eq!(
+        s.app_calls(&app_key).await,
+        calls_before,
+        "no DingTalk call for a tenant whose ledger holds an unbind"
+    );
+    assert_eq!(s.sim_stats().await["tokensIssued"].as_u64(), tokens_before);
+    let dir = s.directory("acme").await;
+    assert!(dir.members.is_empty(), "nothing synced");
+}
+
+// ===========================================================================
+// 6. Trial expiry
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s06_trial_expiry_unbinds_at_that_instant() {
+    let corp = "dingbind6";
+    let mut s = Scenario::new("trial", Backend::Sqlite, vec![small_corp(corp)]).await;
+    s.start_controller(ControllerOpts::default());
+    s.credentials("acme", corp).await;
+    let expires = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + 10).unwrap();
+    let mut spec = dingtalk_spec("acme", corp, json!({"departments": [2]}));
+    spec["trial"] = json!({"expiresAt": expires.to_string()});
+    // No password: trial expiry needs no precondition.
+    spec["creator"] = json!({"email": format!("owner@{corp}.example")});
+    s.apply_ok("acme", spec).await;
+    let t = s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    assert_eq!(status_mode(&t), Some(Mode::DingTalk));
+    assert!(
+        jiff::Timestamp::now() < expires,
+        "bound before the trial ends"
+    );
+
+    let t = s
+        .wait_tenant("acme", "unbound by the trial's end", |t| {
+            (status_mode(t) == Some(Mode::Public))
+                .then_some(())
+                .ok_or(format!("status.mode {:?}", status_mode(t)))
+        })
+        .await;
+    let st = t.status.unwrap();
+    assert_eq!(st.unbind_reason, Some(UnbindReason::TrialExpired));
+    let at = st.unbound_at.unwrap().0;
+    assert!(at >= expires, "not before the expiry: {at} < {expires}");
+    // The controller requeues for that instant: neither the 30 s re-check nor
+    // the 10 min periodic sync would come this soon.
+    assert!(
+        at.duration_since(expires) < jiff::SignedDuration::from_secs(5),
+        "unbound at {at}, the trial ended at {expires}"
+    );
+    assert!(s.ledger("acme").await.iter().any(|e| matches!(
+        e,
+        LedgerEntry::Unbound {
+            reason: UnbindReason::TrialExpired,
+            ..
+        }
+    )));
+    assert!(s.directory("acme").await.members.is_empty());
+    s.wait_event("acme", "Normal", reason::TRIAL_EXPIRED).await;
+}
+
+// ===========================================================================
+// 7. Accidental-delete guard
+
+/// While removals are held back, the controller waits for a person: no
+/// directory read in DingTalk and no new sync run over a few seconds (it used
+/// to re-sync in a loop, each held run's status write starting the next
+/// reconciliation).
+async fn held_sync_waits(s: &Scenario) {
+    let key = s.key("acme");
+    let reads = directory_reads(s).await;
+    let runs = s.store.sync_runs(&key, 1000).await.unwrap().len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        (
+            directory_reads(s).await,
+            s.store.sync_runs(&key, 1000).await.unwrap().len()
+        ),
+        (reads, runs),
+        "(directory reads in DingTalk, sync runs) while the removals wait for approval"
+    );
+}
+
+/// Calls that read the directory (department tree and member pages).
+async fn directory_reads(s: &Scenario) -> u64 {
+    use dingbind::dingtalk::types::Api;
+    let stats = s.sim_stats().await;
+    [Api::DeptListSub, Api::UserList, Api::DeptGet]
+        .iter()
+        .map(|a| stats["endpoints"][a.name()]["calls"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s07_delete_guard_holds_back_mass_removals_until_approved() {
+    let corp = "dingbind7";
+    let mut s = Scenario::new(
+        "guard",
+        Backend::Sqlite,
+        vec![corp_with_large_department(corp, 40)],
+    )
+    .await;
+    s.start_controller(ControllerOpts::default());
+    s.credentials("acme", corp).await;
+    let spec = dingtalk_spec("acme", corp, json!({"allEmployees": true}));
+    s.apply_ok("acme", spec).await;
+    s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    let all = member_ids(&s.directory("acme").await);
+    assert_eq!(all.len(), 45);
+    // A fault: department 2 answers with no members, once.
+    s.sim_faults(json!({"emptyMembersOnce": 2})).await;
+    s.annotate("acme", SYNC_REQUESTED_AT, "glitch").await;
+    let t = s
+        .wait_tenant("acme", "deletions held", |t| {
+            expect_cond(
+                t,
+                condition::DIRECTORY_SYNCED,
+                "False",
+                reason::DELETION_THRESHOLD_EXCEEDED,
+            )
+        })
+        .await;
+    expect_cond(
+        &t,
+        condition::READY,
+        "False",
+        reason::DELETION_THRESHOLD_EXCEEDED,
+    )
+    .unwrap();
+    let d = t.status.as_ref().unwrap().directory.clone().unwrap();
+    assert_eq!((d.pending_deletions, d.members), (40, 45));
+    let event = s
+        .wait_event("acme", "Warning", reason::DELETION_THRESHOLD_EXCEEDED)
+        .await;
+    assert!(
+        event.note.unwrap_or_default().contains("40"),
+        "the Event names the count"
+    );
+    assert_eq!(
+        member_ids(&s.directory("acme").await),
+        all,
+        "no one was removed"
+    );
+    let runs = s.store.sync_runs(&s.key("acme"), 50).await.unwrap();
+    assert!(
+        runs.iter()
+            .any(|r| r.record.outcome == SyncOutcome::Held && r.record.held_deletions == 40),
+        "a held run is recorded: {runs:?}"
+    );
+    assert!(
+        runs.iter().all(|r| r.record.removed == 0),
+        "nothing removed: {runs:?}"
+    );
+    held_sync_waits(&s).await;
+
+    // A new sync request, DingTalk answering correctly again: the hold clears.
+    s.annotate("acme", SYNC_REQUESTED_AT, "recheck").await;
+    let t = s
+        .wait_tenant("acme", "recheck handled", |t| {
+            ready_and_synced(t)?;
+            (handled_request(t) == Some("recheck"))
+                .then_some(())
+                .ok_or("not yet".into())
+        })
+        .await;
+    assert_eq!(t.status.unwrap().directory.unwrap().pending_deletions, 0);
+    assert_eq!(
+        member_ids(&s.directory("acme").await),
+        all,
+        "no one was removed"
+    );
+
+    // A real removal of 6 (more than 10% of 45): held until approved.
+    for i in 1..=6 {
+        s.sim_leave(corp, &format!("w{i:03}")).await;
+    }
+    s.annotate("acme", SYNC_REQUESTED_AT, "six-left").await;
+    let t = s
+        .wait_tenant("acme", "deletions held", |t| {
+            expect_cond(
+                t,
+                condition::DIRECTORY_SYNCED,
+                "False",
+                reason::DELETION_THRESHOLD_EXCEEDED,
+            )
+        })
+        .await;
+    expect_cond(
+        &t,
+        condition::READY,
+        "False",
+        reason::DELETION_THRESHOLD_EXCEEDED,
+    )
+    .unwrap();
+    assert_eq!(
+        t.status
+            .as_ref()
+            .unwrap()
+            .directory
+            .as_ref()
+            .unwrap()
+            .pending_deletions,
+        6
+    );
+    assert!(
+        cond(&t, condition::DIRECTORY_SYNCED)
+            .unwrap()
+            .message
+            .contains(&format!("{APPROVE_DELETIONS}: \"6\""))
+    );
+    assert_eq!(
+        member_ids(&s.directory("acme").await),
+        all,
+        "held, not removed"
+    );
+    held_sync_waits(&s).await;
+
+    // An approval of another count changes nothing.
+    s.annotate("acme", APPROVE_DELETIONS, "5").await;
+    held_sync_waits(&s).await;
+    assert_eq!(
+        member_ids(&s.directory("acme").await),
+        all,
+        "5 does not approve 6"
+    );
+
+    s.annotate("acme", APPROVE_DELETIONS, "6").await;
+    let mut expected = all.clone();
+    for i in 1..=6 {
+        expected.remove(&format!("w{i:03}"));
+    }
+    s.wait_members("acme", &expected).await;
+    let t = s
+        .wait_tenant("acme", "synced after approval", ready_and_synced)
+        .await;
+    assert_eq!(t.status.unwrap().directory.unwrap().pending_deletions, 0);
+}
+
+// ===========================================================================
+// 8. Crash and restart
+
+/// A generated corp whose app key follows the `{corp}-key` convention.
+fn generated_corp(departments: usize, users: usize, seed: u64) -> CorpSpec {
+    let mut corp = generate(GenSpec {
+        departments,
+        users,
+        seed,
+    });
+    let id = corp.corp_id.clone();
+    for app in &mut corp.apps {
+        app.app_key = format!("{id}-key");
+        app.app_secret = format!("{id}-secret");
+    }
+    corp
+}
+
+/// The whole directory DingTalk holds for an all-employees scope (no creator
+/// among the generated users): members with their departments, and departments.
+fn whole_corp(corp: &CorpSpec) -> (BTreeMap<String, Vec<i64>>, BTreeSet<i64>) {
+    let members = corp
+        .users
+        .iter()
+        .map(|u| {
+            let mut d = u.dept_ids.clone();
+            d.sort_unstable();
+            d.dedup();
+            (u.userid.clone(), d)
+        })
+        .collect();
+    let mut depts: BTreeSet<i64> = corp.departments.iter().map(|d| d.id).collect();
+    depts.insert(1);
+    (members, depts)
+}
+
+fn members_with_departments(dir: &Directory) -> BTreeMap<String, Vec<i64>> {
+    dir.members
+        .values()
+        .map(|m| (m.userid.clone(), m.dept_ids.clone()))
+        .collect()
+}
+
+async fn crash_and_restart(backend: Backend) {
+    let org = generated_corp(120, 4000, 11);
+    let corp = org.corp_id.clone();
+    let mut s = Scenario::new("crash", backend, vec![org]).await;
+    let slow = ControllerOpts {
+        identity: "pod-0".into(),
+        qps: 4,
+        lease_duration: 4,
+    };
+    let first = s.start_controller(slow.clone());
+    s.credentials("acme", &corp).await;
+    s.apply_ok(
+        "acme",
+        dingtalk_spec("acme", &corp, json!({"allEmployees": true})),
+    )
+    .await;
+
+    // Watch the store the whole time: every observation must be all or nothing.
+    let samples = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let sampler = {
+        let (store, key, samples) = (s.store.clone(), s.key("acme"), samples.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(dir) = store.directory(&key).await {
+                    samples.lock().unwrap().push(dir.members.len());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    // Kill -9 in the middle of the long sync (paced at 4 calls/s per API).
+    let user_list = dingbind::dingtalk::types::Api::UserList.name();
+    s.eventually("the sync is under way", || async {
+        let calls = s.sim_stats().await["endpoints"][user_list]["calls"]
+            .as_u64()
+            .unwrap_or(0);
+        (calls >= 12)
+            .then_some(())
+            .ok_or(format!("{calls} user/list calls"))
+    })
+    .await;
+    assert!(
+        s.directory("acme").await.members.is_empty(),
+        "the sync must still be running when the controller is killed"
+    );
+    s.kill_controller(first);
+    assert!(!s.controller(first).running());
+    let dir = s.directory("acme").await;
+    assert!(
+        dir.members.is_empty() && dir.departments.is_empty(),
+        "a killed sync leaves nothing half-applied: {} members",
+        dir.members.len()
+    );
+
+    // The same pod starts again (full speed) and converges.
+    s.start_controller(ControllerOpts { qps: 20, ..slow });
+    let (members, depts) = whole_corp(&s.sim_corp(&corp).await);
+    assert_eq!(members.len(), 4000);
+    let dir = s
+        .eventually_within(
+            "acme: the directory converges",
+            Duration::from_secs(90),
+            || async {
+                let dir = s.directory("acme").await;
+                (dir.members.len() == members.len())
+                    .then_some(dir)
+                    .ok_or("not yet".to_string())
+            },
+        )
+        .await;
+    sampler.abort();
+    assert_eq!(members_with_departments(&dir), members);
+    assert_eq!(dept_ids(&dir), depts);
+    let samples = samples.lock().unwrap().clone();
+    assert!(
+        samples.iter().all(|&n| n == 0 || n == members.len()),
+        "the store was seen half-applied: {:?}",
+        samples
+            .iter()
+            .filter(|&&n| n != 0 && n != members.len())
+            .collect::<Vec<_>>()
+    );
+    let t = s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    assert_eq!(members_in_status(&t), Some(4000));
+    let runs = s.store.sync_runs(&s.key("acme"), 10).await.unwrap();
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r.record.outcome == SyncOutcome::Succeeded && r.record.added == 4000)
+            .count(),
+        1,
+        "one complete sync applied everything: {runs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s08_a_killed_sync_is_never_half_applied_and_converges_after_restart_on_sqlite() {
+    crash_and_restart(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s08_a_killed_sync_is_never_half_applied_and_converges_after_restart_on_postgres() {
+    on_postgres!(crash_and_restart);
+}
+
+// ===========================================================================
+// 9. Two replicas
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s09_only_the_lease_holder_acts_and_a_killed_holder_hands_over_within_the_lease() {
+    let corp = "dingbind9";
+    let mut s = Scenario::new("replicas", Backend::Sqlite, vec![small_corp(corp)]).await;
+    let lease_secs = 4;
+    let opts = |id: &str| ControllerOpts {
+        identity: id.into(),
+        lease_duration: lease_secs,
+        ..Default::default()
+    };
+    s.start_controller(opts("replica-a"));
+    s.start_controller(opts("replica-b"));
+    let leases: Api<Lease> = Api::namespaced(s.client.clone(), "dingbind-system");
+    let lease_name = format!("e2e-{}", s.ns);
+    let holder_of = |l: &Lease| {
+        l.spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.clone())
+            .unwrap_or_default()
+    };
+
+    s.credentials("one", corp).await;
+    s.apply_ok(
+        "one",
+        dingtalk_spec("one", corp, json!({"departments": [2]})),
+    )
+    .await;
+    s.wait_tenant("one", "Ready", ready_and_synced).await;
+    let lease = leases.get(&lease_name).await.expect("the Lease exists");
+    let leader = holder_of(&lease);
+    let (li, si) = match leader.as_str() {
+        "replica-a" => (0, 1),
+        "replica-b" => (1, 0),
+        other => panic!("unexpected Lease holder {other:?}"),
+    };
+    let standby = s.controllers[si].identity.clone();
+
+    // Only the holder acts: a sync request is served by it alone.
+    s.annotate("one", SYNC_REQUESTED_AT, "1").await;
+    s.wait_tenant("one", "request handled", |t| {
+        (handled_request(t) == Some("1"))
+            .then_some(())
+            .ok_or("not yet".into())
+    })
+    .await;
+    let events = s.events("one").await;
+    assert!(!events.is_empty());
+    for e in &events {
+        assert_eq!(
+            e.reporting_instance.as_deref(),
+            Some(leader.as_str()),
+            "Event {:?} reported by another replica",
+            e.reason
+        );
+    }
+    let log = s.controllers[si].log_text();
+    assert!(log.contains("waiting for the leader Lease"), "{log}");
+    assert!(
+        !log.contains("leading: reconciling Tenants") && !log.contains("reconciling object"),
+        "the standby replica must not act:\n{log}"
+    );
+
+    // Kill -9 the holder: the standby takes over once the Lease runs out.
+    s.kill_controller(li);
+    let last_renew = leases
+        .get(&lease_name)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .renew_time
+        .unwrap()
+        .0;
+    let lease = s
+        .eventually("the standby takes the Lease", || async {
+            let l = leases.get(&lease_name).await.map_err(|e| e.to_string())?;
+            let holder = holder_of(&l);
+            (holder == standby)
+                .then_some(l)
+                .ok_or(format!("held by {holder:?}"))
+        })
+        .await;
+    let acquired = lease.spec.unwrap().acquire_time.unwrap().0;
+    let handover = acquired.duration_since(last_renew);
+    // The Lease lasts 4 s after the last renewal; candidates retry every
+    // duration/3 (1 s) and the expiry is judged in whole seconds.
+    assert!(
+        handover <= jiff::SignedDuration::from_secs(lease_secs as i64 + 2),
+        "handover took {handover} after the last renewal"
+    );
+    assert!(
+        handover >= jiff::SignedDuration::from_secs(lease_secs as i64 - 1),
+        "the standby took a Lease that was still valid ({handover} after renewal)"
+    );
+
+    // The new holder acts.
+    s.credentials("two", corp).await;
+    s.apply_ok(
+        "two",
+        dingtalk_spec("two", corp, json!({"departments": [2]})),
+    )
+    .await;
+    s.wait_tenant("two", "Ready", ready_and_synced).await;
+    let events = s.events("two").await;
+    assert!(!events.is_empty());
+    assert!(
+        events
+            .iter()
+            .all(|e| e.reporting_instance.as_deref() == Some(standby.as_str())),
+        "two's Events come from the new holder"
+    );
+}
+
+// ===========================================================================
+// 10. Faults
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s10_throttling_5xx_and_token_expiry_during_a_sync_still_converge_exactly() {
+    let org = generated_corp(30, 600, 3);
+    let corp = org.corp_id.clone();
+    let mut s = Scenario::new("faults", Backend::Sqlite, vec![org]).await;
+    // DingTalk throttles at 5 calls/s while dingbind paces at 20; 10% of calls
+    // fail with a bare 503; tokens live 2 s, so they expire during the sync.
+    s.sim_faults(json!({
+        "throttleQps": 5,
+        "errorRate": 0.1,
+        "failStatus": 503,
+        "tokenTtlSeconds": 2,
+    }))
+    .await;
+    s.start_controller(ControllerOpts::default());
+    s.credentials("acme", &corp).await;
+    s.apply_ok(
+        "acme",
+        dingtalk_spec("acme", &corp, json!({"allEmployees": true})),
+    )
+    .await;
+    let (members, depts) = whole_corp(&s.sim_corp(&corp).await);
+    let dir = s
+        .eventually_within(
+            "acme: the directory converges",
+            Duration::from_secs(120),
+            || async {
+                let dir = s.directory("acme").await;
+                let have = dir.members.len();
+                (members_with_departments(&dir) == members)
+                    .then_some(dir)
+                    .ok_or(format!("{have} of {} members", members.len()))
+            },
+        )
+        .await;
+    assert_eq!(dept_ids(&dir), depts);
+    let corp_spec = s.sim_corp(&corp).await;
+    for u in &corp_spec.users {
+        let m = &dir.members[&u.userid];
+        assert_eq!((&m.name, &m.email, &m.title), (&u.name, &u.email, &u.title));
+    }
+    let t = s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    let took = t.status.unwrap().directory.unwrap().last_sync_duration_ms;
+    assert!(
+        took.is_some_and(|ms| ms > 2000),
+        "the sync ({took:?} ms) outlived a token (2 s)"
+    );
+
+    let stats = s.sim_stats().await;
+    let total = |field: &str| -> u64 {
+        stats["endpoints"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|c| c[field].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert!(total("throttled") > 0, "no call was throttled: {stats}");
+    assert!(total("faults") > 0, "no 5xx was injected: {stats}");
+    assert!(
+        stats["tokensIssued"].as_u64().unwrap_or(0) >= 2,
+        "the token never expired during the sync: {stats}"
+    );
+}
+
+// ===========================================================================
+// 11. Deletion
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s11_deletion_applies_the_policy_removes_the_finalizer_and_keeps_the_ledger() {
+    let corp = "dingbind11";
+    let mut s = Scenario::new("deletion", Backend::Sqlite, vec![small_corp(corp)]).await;
+    s.start_controller(ControllerOpts::default());
+    let scope = json!({"departments": [2, 3]});
+    let members = strings(&["li", "sun", "wang", "zhang", "zhao"]);
+    for (name, policy) in [("keep", "Retain"), ("drop", "Delete")] {
+        s.credentials(name, corp).await;
+        let mut spec = dingtalk_spec(name, corp, scope.clone());
+        spec["deletionPolicy"] = json!(policy);
+        s.apply_ok(name, spec).await;
+    }
+    for name in ["keep", "drop"] {
+        let t = s.wait_tenant(name, "Ready", ready_and_synced).await;
+        assert_eq!(
+            t.metadata.finalizers.as_deref(),
+            Some(&["dingbind.dev/directory".to_string()][..])
+        );
+        assert_eq!(member_ids(&s.directory(name).await), members);
+    }
+
+    for name in ["keep", "drop"] {
+        s.delete_tenant(name).await;
+    }
+
+    // Retain: the directory and account stay.
+    assert_eq!(member_ids(&s.directory("keep").await), members);
+    assert!(s.store.account(&s.key("keep")).await.unwrap().is_some());
+    // Delete: directory, account and sync runs are gone.
+    let dir = s.directory("drop").await;
+    assert!(dir.members.is_empty() && dir.departments.is_empty());
+    assert!(s.store.account(&s.key("drop")).await.unwrap().is_none());
+    assert!(
+        s.store
+            .sync_runs(&s.key("drop"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The ledger stays either way.
+    for name in ["keep", "drop"] {
+        assert!(
+            matches!(s.ledger(name).await.as_slice(), [LedgerEntry::Bound { corp_id, .. }] if corp_id == corp),
+            "{name}: the ledger is kept"
+        );
+    }
+}
+
+// ===========================================================================
+// 12. Status conventions
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s12_observed_generation_follows_edits_events_are_listed_and_spec_is_never_written() {
+    let corp = "dingbind12";
+    let mut s = Scenario::new("conventions", Backend::Sqlite, vec![small_corp(corp)]).await;
+    s.start_controller(ControllerOpts::default());
+    s.credentials("acme", corp).await;
+    let mut spec = dingtalk_spec("acme", corp, json!({"departments": [2]}));
+    let created = s.apply_ok("acme", spec.clone()).await;
+    assert_eq!(created.metadata.generation, Some(1));
+    let at_generation = |g: i64| {
+        move |t: &Tenant| -> Result<(), String> {
+            ready_and_synced(t)?;
+            let st = t.status.as_ref().unwrap();
+            if st.observed_generation != Some(g) {
+                return Err(format!("observedGeneration {:?}", st.observed_generation));
+            }
+            for c in &st.conditions {
+                if c.observed_generation != Some(g) {
+                    return Err(format!(
+                        "{} at generation {:?}",
+                        c.type_, c.observed_generation
+                    ));
+                }
+            }
+            Ok(())
+        }
+    };
+    s.wait_tenant("acme", "observed generation 1", at_generation(1))
+        .await;
+
+    spec["dingtalk"]["visibleScope"] = json!({"departments": [2, 5]});
+    let edited = s.apply_ok("acme", spec.clone()).await;
+    assert_eq!(edited.metadata.generation, Some(2));
+    s.wait_tenant("acme", "observed generation 2", at_generation(2))
+        .await;
+    // Metadata edits do not bump the generation.
+    s.annotate("acme", SYNC_REQUESTED_AT, "x").await;
+    let t = s
+        .wait_tenant("acme", "request handled", |t| {
+            (handled_request(t) == Some("x"))
+                .then_some(())
+                .ok_or("not yet".into())
+        })
+        .await;
+    assert_eq!(t.metadata.generation, Some(2));
+    assert_eq!(t.status.as_ref().unwrap().observed_generation, Some(2));
+
+    // Events (events.k8s.io/v1) name the Tenant, with kubectl.
+    s.wait_event("acme", "Normal", reason::SYNCED).await;
+    let out = s.cluster.env.kubectl([
+        "get",
+        "events.v1.events.k8s.io",
+        "-n",
+        &s.ns,
+        "--field-selector",
+        "regarding.name=acme",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = list["items"].as_array().unwrap();
+    let reasons: BTreeSet<&str> = items.iter().filter_map(|e| e["reason"].as_str()).collect();
+    for r in [reason::BOUND, reason::SCOPE_UPDATED, reason::SYNCED] {
+        assert!(reasons.contains(r), "no {r} Event: {reasons:?}");
+    }
+    for e in items {
+        assert_eq!(e["regarding"]["kind"], "Tenant");
+        assert_eq!(e["regarding"]["name"], "acme");
+        assert_eq!(e["reportingController"], "dingbind");
+    }
+    let plain = s.cluster.env.kubectl(["get", "events", "-n", &s.ns]);
+    assert!(
+        text(&plain.stdout).contains("tenant/acme"),
+        "{}",
+        text(&plain.stdout)
+    );
+
+    // managedFields: only the test's manager owns spec fields; dingbind writes status.
+    let t = s.tenant("acme").await.unwrap();
+    let managed = t.metadata.managed_fields.clone().unwrap_or_default();
+    assert!(
+        managed
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("dingbind")
+                && m.subresource.as_deref() == Some("status"))
+    );
+    for m in &managed {
+        let fields = serde_json::to_value(&m.fields_v1).unwrap();
+        let touches_spec = fields.get("f:spec").is_some();
+        if touches_spec {
+            assert_eq!(
+                m.manager.as_deref(),
+                Some(TEST_MANAGER),
+                "{m:?} writes spec fields"
+            );
+        }
+        if m.manager.as_deref() != Some(TEST_MANAGER) {
+            assert!(!touches_spec, "manager {:?} touches spec", m.manager);
+        }
+    }
+    assert_eq!(
+        t.spec.dingtalk.unwrap().visible_scope.departments,
+        vec![2, 5]
+    );
+}
