@@ -357,6 +357,38 @@ async fn mass_removals_are_held_until_the_exact_count_is_approved() {
         assert_eq!(ready(&o).0, "True");
         assert!(!env.members("acme").await.contains("e1"));
         assert_eq!(o.status.directory.as_ref().unwrap().pending_deletions, 0);
+        assert_eq!(o.status.last_handled_approval.as_deref(), Some("3"));
+        // The approval was used once: a later mass removal of the same count is held again.
+        for u in ["s1", "s2", "s3"] {
+            env.admin(
+                reqwest::Method::POST,
+                &format!("corps/dingacme/users/{u}/leave"),
+                None,
+            )
+            .await;
+        }
+        request_sync(&mut t, "2");
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(o.status.directory.as_ref().unwrap().pending_deletions, 3);
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(
+            ready(&o).1,
+            reason::DELETION_THRESHOLD_EXCEEDED,
+            "a stale approval approves nothing"
+        );
+        assert!(env.members("acme").await.contains("s1"));
+        // Removing the annotation and setting it again approves this hold.
+        t.metadata
+            .annotations
+            .get_or_insert_default()
+            .remove("dingbind.dev/approve-deletions");
+        env.run(&mut t, &secrets(true)).await;
+        t.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("dingbind.dev/approve-deletions".into(), "3".into());
+        env.run(&mut t, &secrets(true)).await;
+        assert!(!env.members("acme").await.contains("s1"));
     }
 }
 
@@ -376,7 +408,15 @@ async fn a_department_answering_empty_once_does_not_wipe_the_directory() {
         let o = env.run(&mut t, &secrets(true)).await;
         assert_eq!(ready(&o).1, reason::DELETION_THRESHOLD_EXCEEDED);
         assert_eq!(env.members("acme").await, set_of(&["f1", "f2"]));
-        // The next read is correct again and the hold clears by itself.
+        // Held, it is not read again in a loop; the next requested (or periodic) sync is correct again.
+        let calls = env.app_calls().await;
+        env.run(&mut t, &secrets(true)).await;
+        let per_reconcile = env.app_calls().await - calls;
+        assert!(
+            per_reconcile <= 2,
+            "no directory read while held: {per_reconcile} calls"
+        );
+        request_sync(&mut t, "2");
         let o = env.run(&mut t, &secrets(true)).await;
         assert_eq!(ready(&o).0, "True", "{:?}", o.status.conditions);
         assert_eq!(env.members("acme").await, set_of(&["f1", "f2"]));

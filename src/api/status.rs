@@ -35,6 +35,11 @@ pub struct TenantStatus {
     /// The last value of the `dingbind.dev/sync-requested-at` annotation handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_sync_request: Option<String>,
+    /// The last value of the `dingbind.dev/approve-deletions` annotation used to
+    /// let held removals through. An approval is used once; remove the
+    /// annotation and set it again to approve a later hold of the same count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_approval: Option<String>,
     /// Conditions: `Ready`, `Bound`, `ScopeInSync`, `DirectorySynced`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -59,6 +59,16 @@ pub fn held_sync_approved(pending: u64, approved: Option<u64>) -> bool {
     pending > 0 && approved == Some(pending)
 }
 
+/// The count an approval annotation grants, unless that value was already used
+/// (`handled`): an approval lets one held sync through, not every later one.
+pub fn fresh_approval(annotation: Option<&str>, handled: Option<&str>) -> Option<u64> {
+    let value = annotation?.trim();
+    if Some(value) == handled.map(str::trim) {
+        return None;
+    }
+    value.parse().ok()
+}
+
 /// How long until the tenant needs looking at again: the next periodic sync or
 /// the trial's expiry, whichever comes first (never less than a second).
 pub fn requeue_after(
@@ -150,6 +160,15 @@ mod tests {
             }),
             None
         );
+    }
+
+    #[test]
+    fn an_approval_is_used_once() {
+        assert_eq!(fresh_approval(Some("6"), None), Some(6));
+        assert_eq!(fresh_approval(Some(" 6 "), Some("6")), None, "already used");
+        assert_eq!(fresh_approval(Some("7"), Some("6")), Some(7));
+        assert_eq!(fresh_approval(Some("all"), None), None, "not a count");
+        assert_eq!(fresh_approval(None, Some("6")), None);
     }
 
     #[test]

@@ -517,9 +517,11 @@ impl Reconciler {
             .directory
             .as_ref()
             .map_or(0, |d| d.pending_deletions);
-        let approved = annotations
-            .get(APPROVE_DELETIONS)
-            .and_then(|v| v.trim().parse().ok());
+        let annotation = annotations.get(APPROVE_DELETIONS).map(String::as_str);
+        let handled = previous.last_handled_approval.as_deref();
+        let approved = schedule::fresh_approval(annotation, handled);
+        // Forget a used approval once the annotation is removed.
+        run.status.last_handled_approval = annotation.and(handled).map(str::to_owned);
         let trigger =
             schedule::sync_due(&clock)
                 .or(schedule::held_sync_approved(pending, approved)
@@ -548,6 +550,14 @@ impl Reconciler {
                 }
             }
             next_sync = run.now.checked_add(interval).ok();
+            let released = run
+                .status
+                .directory
+                .as_ref()
+                .is_some_and(|d| d.pending_deletions == 0 && d.removed > 0);
+            if approved.is_some() && released {
+                run.status.last_handled_approval = annotation.map(str::to_owned);
+            }
         }
         let trial = tenant.spec.trial.as_ref().map(|t| t.expires_at.0);
         run.requeue = Some(schedule::requeue_after(run.now, next_sync, trial));
