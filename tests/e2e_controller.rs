@@ -1830,9 +1830,15 @@ async fn s10_throttling_5xx_and_token_expiry_during_a_sync_still_converge_exactl
     };
     assert!(total("throttled") > 0, "no call was throttled: {stats}");
     assert!(total("faults") > 0, "no 5xx was injected: {stats}");
+    // A 2 s token ran out during the sync: the client renewed it (DingTalk hands
+    // back the same token, extended, when it is renewed before it expires, or a
+    // new one after), and no call was lost.
+    let token_calls = stats["endpoints"]["v1.0/oauth2/accessToken"]["calls"]
+        .as_u64()
+        .unwrap_or(0);
     assert!(
-        stats["tokensIssued"].as_u64().unwrap_or(0) >= 2,
-        "the token never expired during the sync: {stats}"
+        token_calls >= 2,
+        "the token was never renewed during the sync: {stats}"
     );
 }
 

@@ -267,12 +267,21 @@ impl Reconciler {
         run.fill_unbound(ledger);
         run.status.directory = None;
         run.status.visible_scope = None;
-        run.set(
-            condition::BOUND,
-            false,
-            reason::PUBLIC_MODE,
-            "The tenant is in public mode.",
-        );
+        // Keep what the unbind wrote, so its reason and message stay visible.
+        let (bound_reason, bound_message) = match unbound {
+            Some((at, why)) => (
+                reason::UNBOUND,
+                format!(
+                    "Unbound from DingTalk on {at} ({}); for good.",
+                    why.as_str()
+                ),
+            ),
+            None => (
+                reason::PUBLIC_MODE,
+                "The tenant is in public mode.".to_string(),
+            ),
+        };
+        run.set(condition::BOUND, false, bound_reason, &bound_message);
         run.ready(
             true,
             reason::PUBLIC_MODE,
