@@ -190,7 +190,14 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
             reconciler: Reconciler::new(store, dingtalk),
             metrics: metrics.clone(),
         });
-        run_controller(tenants, ctx, args.concurrency, leading).await
+        run_controller(
+            tenants,
+            ctx,
+            args.namespace.as_deref(),
+            args.concurrency,
+            leading,
+        )
+        .await
     } else {
         Ok(())
     };
@@ -206,6 +213,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
 async fn run_controller(
     tenants: Api<Tenant>,
     ctx: Arc<Context>,
+    namespace: Option<&str>,
     concurrency: u16,
     mut leading: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Error> {
@@ -225,7 +233,11 @@ async fn run_controller(
             }
         }
     };
-    let secrets: Api<Secret> = Api::all(ctx.client.clone());
+    // Watch Secrets where the Tenants are: all namespaces, or the one watched.
+    let secrets: Api<Secret> = match namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
     let controller = Controller::new(tenants, watcher::Config::default().any_semantic());
     let store = controller.store();
     tracing::info!("leading: reconciling Tenants");

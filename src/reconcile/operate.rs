@@ -1,0 +1,246 @@
+//! DingTalk mode: check the binding, make the app's visible scope the declared
+//! one, and sync the directory when a sync is due.
+
+use super::{outcome::Run, sync::deletion_message, unbind::account_of, *};
+
+impl Reconciler {
+    pub(super) async fn operate(
+        &self,
+        key: &TenantKey,
+        tenant: &Tenant,
+        secrets: &Secrets,
+        run: &mut Run<'_>,
+        ledger: &LedgerState,
+        progress: &(dyn Fn(&SyncProgress) + Send + Sync),
+    ) -> Result<(), Error> {
+        run.status.mode = Some(Mode::DingTalk);
+        let Some(dt) = tenant.spec.dingtalk.as_ref() else {
+            run.ready(
+                false,
+                reason::APP_NOT_FOUND,
+                "spec.dingtalk is required in DingTalk mode.",
+            );
+            return Ok(());
+        };
+        let creds = match &secrets.credentials {
+            Some(Ok(c)) => c,
+            Some(Err(msg)) => {
+                run.not_bound(reason::SECRET_NOT_FOUND, msg.clone());
+                return Ok(());
+            }
+            None => {
+                run.not_bound(
+                    reason::SECRET_NOT_FOUND,
+                    "No app credentials Secret is named.".into(),
+                );
+                return Ok(());
+            }
+        };
+        let app = self.app(creds);
+
+        // 1. The binding: credentials work and the app exists in the organization.
+        match app.app_enabled(dt.agent_id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                run.not_bound(
+                    reason::APP_NOT_FOUND,
+                    format!(
+                        "App {} is not an app of DingTalk organization {}.",
+                        dt.agent_id, dt.corp_id
+                    ),
+                );
+                return Ok(());
+            }
+            Err(e) => {
+                let reason = match e.kind() {
+                    ErrorKind::InvalidCredentials => reason::INVALID_CREDENTIALS,
+                    _ => reason::DINGTALK_UNAVAILABLE,
+                };
+                run.not_bound(reason, format!("Checking the binding: {e}"));
+                return Ok(());
+            }
+        }
+        if ledger.bound_corp.as_deref() != Some(dt.corp_id.as_str()) {
+            self.store
+                .append_ledger(
+                    key,
+                    LedgerEntry::Bound {
+                        at: run.now,
+                        corp_id: dt.corp_id.clone(),
+                    },
+                )
+                .await?;
+            run.event(
+                reason::BOUND,
+                format!(
+                    "Bound to DingTalk organization {}, app {}.",
+                    dt.corp_id, dt.agent_id
+                ),
+            );
+        }
+        self.store.put_account(key, &account_of(tenant)).await?;
+        run.status.bound_corp_id = Some(dt.corp_id.clone());
+        run.set(
+            condition::BOUND,
+            true,
+            reason::BOUND,
+            &format!("Bound to DingTalk organization {}.", dt.corp_id),
+        );
+
+        // 2. The visible scope.
+        let desired = DesiredScope::from_spec(&dt.visible_scope);
+        if let Err(e) = self.push_scope(&app, dt, &desired, run).await {
+            run.set(
+                condition::SCOPE_IN_SYNC,
+                false,
+                reason::DINGTALK_UNAVAILABLE,
+                &format!("Updating the visible scope: {e}"),
+            );
+            run.ready(
+                false,
+                reason::DINGTALK_UNAVAILABLE,
+                &format!("Updating the visible scope: {e}"),
+            );
+            run.requeue = Some(RECHECK);
+            return Ok(());
+        }
+
+        // 3. The directory, when a sync is due.
+        let previous = tenant.status.clone().unwrap_or_default();
+        let last_sync = previous
+            .directory
+            .as_ref()
+            .and_then(|d| d.last_sync_time.as_ref())
+            .map(|t| t.0);
+        // A sync whose removals are held back was made for its generation too.
+        let synced_generation = conditions::get(&previous.conditions, condition::DIRECTORY_SYNCED)
+            .filter(|c| c.status == "True" || c.reason == reason::DELETION_THRESHOLD_EXCEEDED)
+            .and_then(|c| c.observed_generation);
+        let annotations = tenant.metadata.annotations.clone().unwrap_or_default();
+        let interval: Duration = tenant.spec.sync.interval.into();
+        let clock = SyncClock {
+            now: Some(run.now),
+            last_sync,
+            synced_generation,
+            generation: tenant.metadata.generation,
+            interval,
+            requested: annotations.get(SYNC_REQUESTED_AT).map(String::as_str),
+            handled_request: previous.last_handled_sync_request.as_deref(),
+        };
+        // A sync held by the guard runs again once its count is approved.
+        let pending = previous
+            .directory
+            .as_ref()
+            .map_or(0, |d| d.pending_deletions);
+        let annotation = annotations.get(APPROVE_DELETIONS).map(String::as_str);
+        let handled = previous.last_handled_approval.as_deref();
+        let approved = schedule::fresh_approval(annotation, handled);
+        // Forget a used approval once the annotation is removed.
+        run.status.last_handled_approval = annotation.and(handled).map(str::to_owned);
+        let trigger =
+            schedule::sync_due(&clock)
+                .or(schedule::held_sync_approved(pending, approved)
+                    .then_some(SyncTrigger::SpecChanged));
+        if let Some(SyncTrigger::Requested(value)) = &trigger {
+            run.status.last_handled_sync_request = Some(value.clone());
+        }
+        let mut next_sync = last_sync.and_then(|t| t.checked_add(interval).ok());
+        if let Some(trigger) = trigger {
+            match self
+                .sync(key, tenant, &app, &desired, approved, run, progress)
+                .await?
+            {
+                Ok(()) => {}
+                Err(e) => {
+                    let msg = format!("Reading the directory from DingTalk ({trigger:?}): {e}");
+                    run.set(
+                        condition::DIRECTORY_SYNCED,
+                        false,
+                        reason::DINGTALK_UNAVAILABLE,
+                        &msg,
+                    );
+                    run.ready(false, reason::DINGTALK_UNAVAILABLE, &msg);
+                    run.requeue = Some(RECHECK);
+                    return Ok(());
+                }
+            }
+            next_sync = run.now.checked_add(interval).ok();
+            let released = run
+                .status
+                .directory
+                .as_ref()
+                .is_some_and(|d| d.pending_deletions == 0 && d.removed > 0);
+            if approved.is_some() && released {
+                run.status.last_handled_approval = annotation.map(str::to_owned);
+            }
+        }
+        let trial = tenant.spec.trial.as_ref().map(|t| t.expires_at.0);
+        run.requeue = Some(schedule::requeue_after(run.now, next_sync, trial));
+        let pending = run
+            .status
+            .directory
+            .as_ref()
+            .map_or(0, |d| d.pending_deletions);
+        if pending == 0 {
+            let members = run.status.directory.as_ref().map_or(0, |d| d.members);
+            run.ready(
+                true,
+                reason::RECONCILED,
+                &format!(
+                    "Bound to {}; {members} members in the directory.",
+                    dt.corp_id
+                ),
+            );
+        } else {
+            let msg = deletion_message(pending);
+            run.ready(false, reason::DELETION_THRESHOLD_EXCEEDED, &msg);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn push_scope(
+        &self,
+        app: &AppClient,
+        dt: &DingTalkSpec,
+        desired: &DesiredScope,
+        run: &mut Run<'_>,
+    ) -> Result<(), dingtalk::Error> {
+        let observed = observed_scope(app.get_scopes(dt.agent_id).await?);
+        let change = delta(desired, &observed);
+        if change.is_empty() {
+            run.status.visible_scope = Some(observed);
+            run.set(
+                condition::SCOPE_IN_SYNC,
+                true,
+                reason::SCOPE_MATCHES,
+                "The app's visible scope in DingTalk is the declared one.",
+            );
+            return Ok(());
+        }
+        let wire = dingtalk::types::ScopeDelta {
+            add_user_ids: change.add_user_ids.clone(),
+            del_user_ids: change.del_user_ids.clone(),
+            add_dept_ids: change.add_dept_ids.clone(),
+            del_dept_ids: change.del_dept_ids.clone(),
+            only_admin_visible: change.only_admin_visible,
+            ..Default::default()
+        };
+        app.update_scopes(dt.agent_id, &wire).await?;
+        run.status.visible_scope = Some(observed_scope(app.get_scopes(dt.agent_id).await?));
+        let msg = format!(
+            "Corrected the app's visible scope in DingTalk: {}.",
+            change.summary()
+        );
+        run.set(condition::SCOPE_IN_SYNC, true, reason::SCOPE_UPDATED, &msg);
+        run.event(reason::SCOPE_UPDATED, msg);
+        Ok(())
+    }
+}
+
+pub(super) fn observed_scope(s: dingtalk::types::AppScopes) -> ObservedScope {
+    ObservedScope {
+        dept_ids: s.dept_ids,
+        user_ids: s.user_ids,
+        only_admin_visible: s.only_admin_visible,
+    }
+}

@@ -1,0 +1,217 @@
+//! The directory sync: read the scope from DingTalk, diff it with the store,
+//! hold back mass removals, apply the rest in one transaction; and `plan`,
+//! the same without writing.
+
+use super::{operate::observed_scope, outcome::Run, *};
+
+impl Reconciler {
+    /// A directory sync. The outer error is the store's; the inner one DingTalk's.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn sync(
+        &self,
+        key: &TenantKey,
+        tenant: &Tenant,
+        app: &AppClient,
+        scope: &DesiredScope,
+        approved: Option<u64>,
+        run: &mut Run<'_>,
+        progress: &(dyn Fn(&SyncProgress) + Send + Sync),
+    ) -> Result<Result<(), dingtalk::Error>, Error> {
+        let started = std::time::Instant::now();
+        let calls_before = app.stats().total_calls();
+        let fetched = match read::read_scope(app, scope, run.now, progress).await {
+            Ok(f) => f,
+            Err(e) => {
+                let record = sync_record(
+                    run.now,
+                    SyncOutcome::Failed,
+                    Default::default(),
+                    app.stats().total_calls() - calls_before,
+                    0,
+                    Some(e.to_string()),
+                );
+                self.store.record_sync_run(key, &record).await?;
+                return Ok(Err(e));
+            }
+        };
+        let plan = self.plan_sync(key, tenant, fetched, approved).await?;
+        let guarded = &plan.guarded;
+        let counts = (
+            guarded.diff.add_members.len() as u64,
+            guarded.diff.update_members.len() as u64,
+            guarded.diff.remove_members.len() as u64,
+        );
+        let calls = app.stats().total_calls() - calls_before;
+        let outcome = if guarded.held > 0 {
+            SyncOutcome::Held
+        } else {
+            SyncOutcome::Succeeded
+        };
+        let record = sync_record(run.now, outcome, counts, calls, guarded.held, None);
+        if guarded.diff.is_empty() {
+            self.store.record_sync_run(key, &record).await?;
+        } else {
+            self.store.apply_sync(key, &guarded.diff, &record).await?;
+        }
+        let (members, departments) = (plan.members_after, plan.departments_after);
+        run.status.directory = Some(DirectoryStatus {
+            departments,
+            members,
+            last_sync_time: Some(Time(run.now)),
+            last_sync_duration_ms: Some(started.elapsed().as_millis() as u64),
+            added: counts.0,
+            updated: counts.1,
+            removed: counts.2,
+            pending_deletions: guarded.held,
+            progress: None,
+        });
+        if guarded.held > 0 {
+            let msg = deletion_message(guarded.held);
+            run.set(
+                condition::DIRECTORY_SYNCED,
+                false,
+                reason::DELETION_THRESHOLD_EXCEEDED,
+                &msg,
+            );
+            run.warn(reason::DELETION_THRESHOLD_EXCEEDED, msg);
+        } else {
+            let msg = format!(
+                "{} members, {} departments; +{} ~{} -{}.",
+                members, departments, counts.0, counts.1, counts.2
+            );
+            run.set(condition::DIRECTORY_SYNCED, true, reason::SYNCED, &msg);
+            if counts != (0, 0, 0) {
+                run.event(reason::SYNCED, format!("Directory synced: {msg}"));
+            }
+        }
+        tracing::info!(tenant = %key, added = counts.0, updated = counts.1, removed = counts.2, held = guarded.held, calls, "directory synced");
+        Ok(Ok(()))
+    }
+}
+
+/// What a sync would change, before it is applied.
+#[derive(Clone, Debug)]
+pub struct SyncPlan {
+    /// The diff after the accidental-delete guard, and the removals it holds back.
+    pub guarded: Guarded,
+    /// Members and departments in the directory once the diff is applied.
+    pub members_after: u64,
+    pub departments_after: u64,
+}
+
+impl Reconciler {
+    /// Compares what was read in DingTalk with the store and applies the guard. Writes nothing.
+    pub(super) async fn plan_sync(
+        &self,
+        key: &TenantKey,
+        tenant: &Tenant,
+        fetched: read::Fetched,
+        approved: Option<u64>,
+    ) -> Result<SyncPlan, Error> {
+        let creator = tenant
+            .spec
+            .creator
+            .as_ref()
+            .map(|c| CreatorIdentity {
+                email: c.email.clone(),
+                phone: c.phone.clone(),
+            })
+            .unwrap_or_default();
+        let desired = desired_directory(fetched.departments, fetched.users, &creator);
+        let current = self.store.directory(key).await?;
+        let max = tenant
+            .spec
+            .sync
+            .max_deletions_for(current.members.len() as u64);
+        let guarded = guard(diff(&current, &desired), max, approved);
+        let d = &guarded.diff;
+        let members_after =
+            (current.members.len() + d.add_members.len() - d.remove_members.len()) as u64;
+        let departments_after = (current.departments.len() + d.add_departments.len()
+            - d.remove_departments.len()) as u64;
+        Ok(SyncPlan {
+            guarded,
+            members_after,
+            departments_after,
+        })
+    }
+
+    /// What reconciling `tenant` now would do, without doing it: the binding
+    /// step, the scope delta and the directory changes (read from DingTalk).
+    pub async fn plan(
+        &self,
+        tenant: &Tenant,
+        secrets: &Secrets,
+        now: Timestamp,
+    ) -> Result<Plan, Error> {
+        let key = tenant.key();
+        let ledger = self.ledger_state(&key).await?;
+        let step = binding::next_step(&tenant.spec, &ledger, now);
+        let mut plan = Plan {
+            step,
+            scope: None,
+            sync: None,
+            problem: None,
+        };
+        if plan.step != Step::Operate {
+            return Ok(plan);
+        }
+        let (Some(dt), Some(Ok(creds))) = (tenant.spec.dingtalk.as_ref(), &secrets.credentials)
+        else {
+            plan.problem =
+                Some("the app credentials are not available; DingTalk was not read".into());
+            return Ok(plan);
+        };
+        let app = self.app(creds);
+        let desired = DesiredScope::from_spec(&dt.visible_scope);
+        let fetched = match app.get_scopes(dt.agent_id).await {
+            Ok(observed) => {
+                plan.scope = Some(delta(&desired, &observed_scope(observed)));
+                read::read_scope(&app, &desired, now, &|_| {}).await
+            }
+            Err(e) => Err(e),
+        };
+        match fetched {
+            Ok(fetched) => plan.sync = Some(self.plan_sync(&key, tenant, fetched, None).await?),
+            Err(e) => plan.problem = Some(format!("reading DingTalk: {e}")),
+        }
+        Ok(plan)
+    }
+}
+
+/// The result of [`Reconciler::plan`].
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub step: Step,
+    pub scope: Option<ScopeDelta>,
+    pub sync: Option<SyncPlan>,
+    /// Why DingTalk could not be read, if it could not.
+    pub problem: Option<String>,
+}
+
+pub(super) fn deletion_message(held: u64) -> String {
+    format!(
+        "The sync would remove {held} members, more than spec.sync.maxDeletions allows; the removals are held back. Check DingTalk, then approve with the annotation {APPROVE_DELETIONS}: \"{held}\"."
+    )
+}
+
+pub(super) fn sync_record(
+    now: Timestamp,
+    outcome: SyncOutcome,
+    counts: (u64, u64, u64),
+    calls: u64,
+    held: u64,
+    message: Option<String>,
+) -> SyncRunRecord {
+    SyncRunRecord {
+        started: now,
+        finished: Timestamp::now().max(now),
+        outcome,
+        added: counts.0,
+        updated: counts.1,
+        removed: counts.2,
+        calls,
+        held_deletions: held,
+        message,
+    }
+}
