@@ -24,8 +24,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dingbind::api::{
@@ -50,7 +49,6 @@ const DEADLINE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(200);
 /// Field manager of every write the test makes (the "person" editing Tenants).
 const TEST_MANAGER: &str = "e2e-test";
-const PG_ENV: &str = "DINGBIND_TEST_POSTGRES_URL";
 const AGENT_ID: i64 = 1001;
 
 fn repo(path: &str) -> PathBuf {
@@ -109,42 +107,10 @@ enum Backend {
     Postgres,
 }
 
-static PG_NOTE: Once = Once::new();
-
-/// The PostgreSQL admin URL, or `None` (after a note on stderr) when unset.
+/// The PostgreSQL admin URL, or `None` (after a note) when not enabled.
 fn pg_admin_url() -> Option<String> {
-    match std::env::var(PG_ENV) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            PG_NOTE.call_once(|| {
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "\nNOTE: {PG_ENV} is not set: the end-to-end scenarios on PostgreSQL were NOT run (SQLite only).\n"
-                );
-            });
-            None
-        }
-    }
+    support::postgres::admin_url("the end-to-end scenarios")
 }
-
-/// `url` pointing at database `db` instead.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let start = base.find("://").map_or(0, |i| i + 3);
-    let end = base[start..].find('/').map_or(base.len(), |i| start + i);
-    let mut out = format!("{}/{db}", &base[..end]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-static DATABASES: AtomicUsize = AtomicUsize::new(0);
 
 /// A fresh store URL for one scenario: a SQLite file in `dir`, or a new
 /// PostgreSQL database (so that the ledger of an earlier run never leaks in).
@@ -152,27 +118,10 @@ async fn fresh_store_url(backend: Backend, dir: &Path) -> String {
     match backend {
         Backend::Sqlite => format!("sqlite://{}", dir.join("store.db").display()),
         Backend::Postgres => {
-            use sqlx::Connection;
             let admin = pg_admin_url().expect("postgres enabled");
-            let name = format!(
-                "dingbind_e2e_{}_{}",
-                std::process::id(),
-                DATABASES.fetch_add(1, Ordering::SeqCst)
-            );
-            let mut conn = sqlx::PgConnection::connect(&admin)
+            support::postgres::create_database(&admin, "dingbind_e2e")
                 .await
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "{PG_ENV} is set but PostgreSQL is unreachable ({}): {e}",
-                        dingbind::store::redact(&admin)
-                    )
-                });
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                .execute(&mut conn)
-                .await
-                .expect("create the scenario's database");
-            let _ = conn.close().await;
-            with_database(&admin, &name)
+                .1
         }
     }
 }

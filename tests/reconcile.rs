@@ -2,6 +2,8 @@
 //! always; PostgreSQL too when `DINGBIND_TEST_POSTGRES_URL` is set): the
 //! binding lifecycle, the visible scope, the directory sync and its guard.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use dingbind::{
@@ -626,5 +628,38 @@ async fn suspended_tenants_are_left_alone() {
         assert_eq!(ready(&o).1, reason::SUSPENDED);
         assert_eq!(env.app_calls().await, calls);
         assert!(env.members("acme").await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_stale_copy_of_the_tenant_does_not_run_a_handled_request_again() {
+    for env in envs().await {
+        let mut t = env.tenant("acme", spec(json!({"departments": [2]})));
+        env.run(&mut t, &secrets(true)).await;
+        request_sync(&mut t, "request-1");
+        // What a watch cache may still hold: the request, but the status from before it was handled.
+        let stale = t.clone();
+        env.run(&mut t, &secrets(true)).await;
+        let runs = env
+            .store
+            .sync_runs(&env.key("acme"), 10)
+            .await
+            .unwrap()
+            .len();
+        let mut again = stale;
+        let o = env.run(&mut again, &secrets(true)).await;
+        assert_eq!(
+            env.store
+                .sync_runs(&env.key("acme"), 10)
+                .await
+                .unwrap()
+                .len(),
+            runs,
+            "no second sync"
+        );
+        assert_eq!(
+            o.status.last_handled_sync_request.as_deref(),
+            Some("request-1")
+        );
     }
 }

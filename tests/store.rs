@@ -10,8 +10,6 @@
 mod support;
 
 use std::io::Write as _;
-use std::sync::Once;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dingbind::api::{Mode, TenantKey, UnbindReason};
@@ -21,14 +19,18 @@ use jiff::Timestamp;
 use serde_json::json;
 use sqlx::Connection;
 use support::org::{churn, org};
+use support::postgres::{self, PG_ENV};
 use tempfile::TempDir;
-
-const PG_ENV: &str = "DINGBIND_TEST_POSTGRES_URL";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Backend {
     Sqlite,
     Postgres,
+}
+
+/// The PostgreSQL admin URL, or `None` (after a note) when not enabled.
+fn pg_admin_url() -> Option<String> {
+    postgres::admin_url("the store tests")
 }
 
 /// A fresh, empty database for one test.
@@ -38,47 +40,6 @@ struct TestDb {
     _dir: Option<TempDir>,
     pg_name: Option<String>,
 }
-
-static PG_NOTE: Once = Once::new();
-
-/// The PostgreSQL admin URL, or `None` (after a note on stderr, once) when the
-/// PostgreSQL tests are not enabled.
-fn pg_admin_url() -> Option<String> {
-    match std::env::var(PG_ENV) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            PG_NOTE.call_once(|| {
-                // Written straight to stderr so that the test harness does not capture it.
-                let _ = std::io::stderr().write_all(
-                    format!("\nNOTE: {PG_ENV} is not set: the PostgreSQL store tests were NOT run (SQLite only). See docs/store.md.\n")
-                        .as_bytes(),
-                );
-            });
-            None
-        }
-    }
-}
-
-/// `url` pointing at database `db` instead.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_end = base[authority_start..]
-        .find('/')
-        .map(|i| authority_start + i)
-        .unwrap_or(base.len());
-    let mut out = format!("{}/{db}", &base[..host_end]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 impl TestDb {
     async fn new(backend: Backend) -> TestDb {
@@ -95,27 +56,10 @@ impl TestDb {
             }
             Backend::Postgres => {
                 let admin = pg_admin_url().expect("postgres enabled");
-                let name = format!(
-                    "dingbind_test_{}_{}",
-                    std::process::id(),
-                    COUNTER.fetch_add(1, Ordering::SeqCst)
-                );
-                let mut conn = sqlx::PgConnection::connect(&admin)
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!(
-                            "{PG_ENV} is set but PostgreSQL is unreachable ({}): {e}",
-                            dingbind::store::redact(&admin)
-                        )
-                    });
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create test database");
-                let _ = conn.close().await;
+                let (name, url) = postgres::create_database(&admin, "dingbind_test").await;
                 TestDb {
                     backend,
-                    url: with_database(&admin, &name),
+                    url,
                     _dir: None,
                     pg_name: Some(name),
                 }
@@ -189,11 +133,8 @@ impl TestDb {
     }
 
     async fn drop_database(&self) {
-        if let (Some(name), Some(admin)) = (&self.pg_name, pg_admin_url())
-            && let Ok(mut c) = sqlx::PgConnection::connect(&admin).await
-        {
-            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await;
+        if let (Some(name), Some(admin)) = (&self.pg_name, pg_admin_url()) {
+            postgres::drop_database(&admin, name).await;
         }
     }
 }

@@ -60,7 +60,7 @@ pub async fn run(
             .await?
             .and_then(|v| serde_json::from_value(v).ok());
         let status = store
-            .document(&key, "status")
+            .document(&key, crate::reconcile::STATUS_DOCUMENT)
             .await?
             .and_then(|v| serde_json::from_value(v).ok());
         let accepted = match accept::admit(&validator, doc, previous.as_ref(), status.as_ref()) {

@@ -71,7 +71,7 @@ pub async fn run(
 async fn from_store(url: &str) -> Result<Vec<Row>, crate::store::Error> {
     let store = Store::connect(url).await?;
     Ok(store
-        .documents("status")
+        .documents(crate::reconcile::STATUS_DOCUMENT)
         .await?
         .into_iter()
         .map(|(TenantKey { namespace, name }, v)| Row {

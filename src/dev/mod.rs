@@ -317,7 +317,7 @@ impl Dev {
     async fn status(&self, key: &TenantKey) -> Result<Option<TenantStatus>, Error> {
         Ok(self
             .store
-            .document(key, "status")
+            .document(key, crate::reconcile::STATUS_DOCUMENT)
             .await?
             .and_then(|v| serde_json::from_value(v).ok()))
     }

@@ -49,6 +49,9 @@ pub enum Error {
     Store(#[from] crate::store::Error),
 }
 
+/// Store document holding each tenant's latest status (also read by `dingbind status`).
+pub const STATUS_DOCUMENT: &str = "status";
+
 /// How often a tenant waiting on something outside dingbind is checked again.
 const RECHECK: Duration = Duration::from_secs(30);
 
@@ -100,7 +103,8 @@ impl Reconciler {
     ) -> Result<Outcome, Error> {
         let key = tenant.key();
         let ledger = self.ledger_state(&key).await?;
-        let mut run = Run::new(tenant, now);
+        let previous = self.previous_status(&key, tenant).await?;
+        let mut run = Run::new(tenant, previous, now);
         match binding::next_step(&tenant.spec, &ledger, now) {
             Step::Suspended => {
                 run.ready(
@@ -140,7 +144,7 @@ impl Reconciler {
         self.store
             .put_document(
                 &key,
-                "status",
+                STATUS_DOCUMENT,
                 &serde_json::to_value(&run.status).unwrap_or_default(),
             )
             .await?;
@@ -153,6 +157,26 @@ impl Reconciler {
             self.store.delete_tenant_data(&tenant.key()).await?;
         }
         Ok(())
+    }
+
+    /// The freshest status of `tenant`: the one this reconciler last wrote to the
+    /// store, which the API server's copy in a watch cache may lag behind (a
+    /// stale copy would, say, run a handled sync request again). A Tenant
+    /// without status is a new object: nothing from an earlier one carries over.
+    async fn previous_status(
+        &self,
+        key: &TenantKey,
+        tenant: &Tenant,
+    ) -> Result<TenantStatus, Error> {
+        let Some(cached) = &tenant.status else {
+            return Ok(TenantStatus::default());
+        };
+        let stored = self
+            .store
+            .document(key, STATUS_DOCUMENT)
+            .await?
+            .and_then(|v| serde_json::from_value(v).ok());
+        Ok(stored.unwrap_or_else(|| cached.clone()))
     }
 
     async fn ledger_state(&self, key: &TenantKey) -> Result<LedgerState, Error> {

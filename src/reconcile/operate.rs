@@ -106,7 +106,7 @@ impl Reconciler {
         }
 
         // 3. The directory, when a sync is due.
-        let previous = tenant.status.clone().unwrap_or_default();
+        let previous = run.previous.clone();
         let last_sync = previous
             .directory
             .as_ref()

@@ -27,21 +27,22 @@ pub(super) struct Run<'a> {
     pub(super) status: TenantStatus,
     pub(super) events: Vec<Event>,
     pub(super) requeue: Option<Duration>,
+    /// The status before this reconciliation (see `Reconciler::previous_status`).
+    pub(super) previous: TenantStatus,
 }
 
 impl<'a> Run<'a> {
-    pub(super) fn new(tenant: &'a Tenant, now: Timestamp) -> Self {
+    pub(super) fn new(tenant: &'a Tenant, previous: TenantStatus, now: Timestamp) -> Self {
         // What was observed before stays until this reconciliation observes
         // otherwise (an unbind clears the directory, a sync replaces it).
-        let previous = tenant.status.clone().unwrap_or_default();
         let status = TenantStatus {
             observed_generation: tenant.metadata.generation,
             mode: previous.mode,
-            conditions: previous.conditions,
-            last_handled_sync_request: previous.last_handled_sync_request,
-            bound_corp_id: previous.bound_corp_id,
-            visible_scope: previous.visible_scope,
-            directory: previous.directory.map(|d| DirectoryStatus {
+            conditions: previous.conditions.clone(),
+            last_handled_sync_request: previous.last_handled_sync_request.clone(),
+            bound_corp_id: previous.bound_corp_id.clone(),
+            visible_scope: previous.visible_scope.clone(),
+            directory: previous.directory.clone().map(|d| DirectoryStatus {
                 progress: None,
                 ..d
             }),
@@ -53,6 +54,7 @@ impl<'a> Run<'a> {
             status,
             events: Vec::new(),
             requeue: Some(RECHECK),
+            previous,
         }
     }
 

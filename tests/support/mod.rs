@@ -4,3 +4,4 @@
 
 pub mod kube_env;
 pub mod org;
+pub mod postgres;
