@@ -1260,9 +1260,10 @@ async fn s06_trial_expiry_unbinds_at_that_instant() {
     let at = st.unbound_at.unwrap().0;
     assert!(at >= expires, "not before the expiry: {at} < {expires}");
     // The controller requeues for that instant: neither the 30 s re-check nor
-    // the 10 min periodic sync would come this soon.
+    // the 10 min periodic sync would come this soon (10 s leaves room for a
+    // loaded machine).
     assert!(
-        at.duration_since(expires) < jiff::SignedDuration::from_secs(5),
+        at.duration_since(expires) < jiff::SignedDuration::from_secs(10),
         "unbound at {at}, the trial ended at {expires}"
     );
     assert!(s.ledger("acme").await.iter().any(|e| matches!(
@@ -1689,9 +1690,10 @@ async fn s09_only_the_lease_holder_acts_and_a_killed_holder_hands_over_within_th
     let acquired = lease.spec.unwrap().acquire_time.unwrap().0;
     let handover = acquired.duration_since(last_renew);
     // The Lease lasts 4 s after the last renewal; candidates retry every
-    // duration/3 (1 s) and the expiry is judged in whole seconds.
+    // duration/3 (1 s), the expiry is judged in whole seconds, and a loaded
+    // machine may add a second.
     assert!(
-        handover <= jiff::SignedDuration::from_secs(lease_secs as i64 + 2),
+        handover <= jiff::SignedDuration::from_secs(lease_secs as i64 + 3),
         "handover took {handover} after the last renewal"
     );
     assert!(
