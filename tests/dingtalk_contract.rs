@@ -664,3 +664,21 @@ async fn an_app_added_through_the_admin_api_gets_its_own_token_and_scope() {
     assert_eq!(second.get_scopes(2002).await.unwrap().dept_ids, vec![5]);
     assert_eq!(second.inner_apps().await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn the_unified_token_tells_whether_the_app_belongs_to_an_organization() {
+    let sim = start(unlimited()).await;
+    let client = Client::new(config(&sim, 0)).unwrap();
+    let app = client.app(TokenSource::internal_app("acme-key", "acme-secret"));
+    assert!(app.belongs_to_corp("dingacme").await.unwrap());
+    assert!(!app.belongs_to_corp("dingother").await.unwrap());
+    let wrong = client.app(TokenSource::internal_app("acme-key", "not-the-secret"));
+    let err = wrong.belongs_to_corp("dingacme").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidCredentials);
+    assert!(!format!("{err} {err:?}").contains("not-the-secret"));
+    assert_eq!(
+        client.stats().get(Api::CorpToken).calls,
+        3,
+        "no retry on a refusal"
+    );
+}

@@ -663,3 +663,19 @@ async fn a_stale_copy_of_the_tenant_does_not_run_a_handled_request_again() {
         );
     }
 }
+
+#[tokio::test]
+async fn credentials_of_another_organization_are_a_corp_mismatch() {
+    for env in envs().await {
+        let mut s = spec(json!({"departments": [2]}));
+        s["dingtalk"]["corpId"] = json!("dingother");
+        let mut t = env.tenant("acme", s);
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(ready(&o), ("False".into(), reason::CORP_MISMATCH.into()));
+        assert!(env.members("acme").await.is_empty());
+        assert!(
+            env.store.ledger(&env.key("acme")).await.unwrap().is_empty(),
+            "never bound"
+        );
+    }
+}

@@ -5,11 +5,13 @@ use reqwest::Method;
 
 use super::AppClient;
 use super::error::{Error, ErrorKind};
+use super::token::TokenSource;
 use super::transport::Request;
 use super::types::{
-    Api, AppScopes, Department, DeptRequest, InnerApp, InnerAppList, LEAVE_RECORDS_MAX_RESULTS,
-    LeaveRecord, LeaveRecordPage, ResultWrapper, SCOPE_IDS_PER_CALL, ScopeDelta,
-    USER_LIST_MAX_SIZE, User, UserGetRequest, UserListRequest, UserListResult,
+    Api, AppScopes, CorpTokenRequest, CorpTokenResponse, Department, DeptRequest, InnerApp,
+    InnerAppList, LEAVE_RECORDS_MAX_RESULTS, LeaveRecord, LeaveRecordPage, ResultWrapper,
+    SCOPE_IDS_PER_CALL, ScopeDelta, USER_LIST_MAX_SIZE, User, UserGetRequest, UserListRequest,
+    UserListResult,
 };
 
 /// Language asked of topapi calls.
@@ -25,6 +27,31 @@ fn none_if_not_found<T>(r: Result<T, Error>) -> Result<Option<T>, Error> {
 }
 
 impl AppClient {
+    /// `POST /v1.0/oauth2/{corpId}/token` (the unified app token): whether this
+    /// app's credentials belong to organization `corp_id`. An internal app's
+    /// own token does not say which organization it is in; this one is refused
+    /// (`unauthorized.client`) unless the app is in `corp_id`. The token itself
+    /// is not kept.
+    pub async fn belongs_to_corp(&self, corp_id: &str) -> Result<bool, Error> {
+        let TokenSource::InternalApp {
+            app_key,
+            app_secret,
+        } = &self.inner.source;
+        let body = CorpTokenRequest {
+            client_id: app_key.clone(),
+            client_secret: app_secret.clone(),
+            grant_type: "client_credentials".into(),
+        };
+        let req = Request::new(Api::CorpToken, Method::POST)
+            .path(format!("/v1.0/oauth2/{corp_id}/token"))
+            .json(&body)?;
+        match self.call::<CorpTokenResponse>(req).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("unauthorized.client") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `topapi/v2/department/listsub`: the direct children of `dept_id` (no paging;
     /// a leaf gives an empty list).
     pub async fn list_sub_departments(&self, dept_id: i64) -> Result<Vec<Department>, Error> {

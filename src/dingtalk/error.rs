@@ -164,7 +164,7 @@ pub fn classify_topapi(errcode: &str, sub_code: Option<&str>) -> ErrorKind {
 /// v1.0: HTTP 4xx/5xx with a string `code`.
 pub fn classify_v1(status: u16, code: &str) -> ErrorKind {
     match code {
-        "invalidClientIdOrSecret" => return ErrorKind::InvalidCredentials,
+        "invalidClientIdOrSecret" | "invalid.client" => return ErrorKind::InvalidCredentials,
         "InvalidAuthentication" => return ErrorKind::TokenInvalid,
         "systemBusy" | "systemError" | "system.error" => return ErrorKind::Busy,
         _ => {}

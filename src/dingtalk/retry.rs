@@ -88,7 +88,7 @@ pub fn decide(
         ErrorKind::Throttled if attempts.throttled < policy.max_throttled => {
             Decision::Throttled(policy.throttle_pause.mul_f64(1.0 + jitter / 4.0))
         }
-        ErrorKind::TokenInvalid if api != Api::AccessToken && attempts.token_refreshes == 0 => {
+        ErrorKind::TokenInvalid if !api.issues_tokens() && attempts.token_refreshes == 0 => {
             Decision::RefreshToken
         }
         ErrorKind::Busy | ErrorKind::Transport if attempts.failures + 1 < policy.max_attempts => {

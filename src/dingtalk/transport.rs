@@ -73,7 +73,7 @@ impl AppClient {
         let mut is_retry = false;
         loop {
             self.pacer(api).acquire().await;
-            let token = if api == Api::AccessToken {
+            let token = if api.issues_tokens() {
                 None
             } else {
                 Some(self.token().await?)

@@ -35,6 +35,7 @@ pub enum Family {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Api {
     AccessToken,
+    CorpToken,
     DeptListSub,
     DeptGet,
     UserList,
@@ -47,8 +48,9 @@ pub enum Api {
 
 impl Api {
     /// Every API, in a stable order (for counters).
-    pub const ALL: [Api; 9] = [
+    pub const ALL: [Api; 10] = [
         Api::AccessToken,
+        Api::CorpToken,
         Api::DeptListSub,
         Api::DeptGet,
         Api::UserList,
@@ -75,6 +77,7 @@ impl Api {
     pub fn path(self) -> &'static str {
         match self {
             Api::AccessToken => "/v1.0/oauth2/accessToken",
+            Api::CorpToken => "/v1.0/oauth2/{corpId}/token",
             Api::DeptListSub => "/topapi/v2/department/listsub",
             Api::DeptGet => "/topapi/v2/department/get",
             Api::UserList => "/topapi/v2/user/list",
@@ -89,6 +92,7 @@ impl Api {
     pub fn name(self) -> &'static str {
         match self {
             Api::AccessToken => "v1.0/oauth2/accessToken",
+            Api::CorpToken => "v1.0/oauth2/{corpId}/token",
             Api::DeptListSub => "topapi/v2/department/listsub",
             Api::DeptGet => "topapi/v2/department/get",
             Api::UserList => "topapi/v2/user/list",
@@ -98,6 +102,11 @@ impl Api {
             Api::AllInnerApps => "v1.0/microApp/allInnerApps",
             Api::EmpLeaveRecords => "v1.0/contact/empLeaveRecords",
         }
+    }
+
+    /// The token endpoints, called without a token.
+    pub fn issues_tokens(self) -> bool {
+        matches!(self, Api::AccessToken | Api::CorpToken)
     }
 
     /// Whether sending the same request twice has the same effect as once.
@@ -168,6 +177,32 @@ impl fmt::Debug for AccessTokenRequest {
 pub struct AccessTokenResponse {
     pub access_token: Secret,
     pub expire_in: i64,
+}
+
+/// Body of `POST /v1.0/oauth2/{corpId}/token`, the unified app token, which
+/// fails unless the app belongs to organization `corpId`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CorpTokenRequest {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub grant_type: String,
+}
+
+impl fmt::Debug for CorpTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CorpTokenRequest")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("grant_type", &self.grant_type)
+            .finish()
+    }
+}
+
+/// Answer of `POST /v1.0/oauth2/{corpId}/token` (snake_case, unlike `accessToken`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CorpTokenResponse {
+    pub access_token: Secret,
+    pub expires_in: i64,
 }
 
 // ---------------------------------------------------------------- departments

@@ -12,7 +12,7 @@ mod sync;
 mod unbind;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Mutex,
     time::Duration,
 };
@@ -61,6 +61,8 @@ pub struct Reconciler {
     store: Store,
     dingtalk: dingtalk::Client,
     apps: Mutex<HashMap<(String, String), AppClient>>,
+    /// (appKey, corpId) pairs already found to belong together: checked once per process.
+    corps: Mutex<HashSet<(String, String)>>,
 }
 
 impl Reconciler {
@@ -69,6 +71,7 @@ impl Reconciler {
             store,
             dingtalk,
             apps: Mutex::new(HashMap::new()),
+            corps: Mutex::new(HashSet::new()),
         }
     }
 
@@ -78,6 +81,16 @@ impl Reconciler {
 
     pub fn dingtalk(&self) -> &dingtalk::Client {
         &self.dingtalk
+    }
+
+    fn corp_checked(&self, c: &Credentials, corp_id: &str) -> bool {
+        let corps = self.corps.lock().unwrap_or_else(|p| p.into_inner());
+        corps.contains(&(c.app_key.clone(), corp_id.to_string()))
+    }
+
+    fn remember_corp(&self, c: &Credentials, corp_id: &str) {
+        let mut corps = self.corps.lock().unwrap_or_else(|p| p.into_inner());
+        corps.insert((c.app_key.clone(), corp_id.to_string()));
     }
 
     fn app(&self, c: &Credentials) -> AppClient {

@@ -3,6 +3,14 @@
 
 use super::{outcome::Run, sync::deletion_message, unbind::account_of, *};
 
+/// The condition reason of a failed binding check.
+fn binding_reason(e: &dingtalk::Error) -> &'static str {
+    match e.kind() {
+        ErrorKind::InvalidCredentials => reason::INVALID_CREDENTIALS,
+        _ => reason::DINGTALK_UNAVAILABLE,
+    }
+}
+
 impl Reconciler {
     pub(super) async fn operate(
         &self,
@@ -38,7 +46,27 @@ impl Reconciler {
         };
         let app = self.app(creds);
 
-        // 1. The binding: credentials work and the app exists in the organization.
+        // 1. The binding: the credentials are an app of the declared organization
+        //    (checked once per app and organization), and the app (agentId) exists.
+        if !self.corp_checked(creds, &dt.corp_id) {
+            match app.belongs_to_corp(&dt.corp_id).await {
+                Ok(true) => self.remember_corp(creds, &dt.corp_id),
+                Ok(false) => {
+                    run.not_bound(
+                        reason::CORP_MISMATCH,
+                        format!(
+                            "The app credentials belong to another DingTalk organization than {}; check spec.dingtalk.corpId and the credentials Secret.",
+                            dt.corp_id
+                        ),
+                    );
+                    return Ok(());
+                }
+                Err(e) => {
+                    run.not_bound(binding_reason(&e), format!("Checking the binding: {e}"));
+                    return Ok(());
+                }
+            }
+        }
         match app.app_enabled(dt.agent_id).await {
             Ok(Some(_)) => {}
             Ok(None) => {
@@ -52,11 +80,7 @@ impl Reconciler {
                 return Ok(());
             }
             Err(e) => {
-                let reason = match e.kind() {
-                    ErrorKind::InvalidCredentials => reason::INVALID_CREDENTIALS,
-                    _ => reason::DINGTALK_UNAVAILABLE,
-                };
-                run.not_bound(reason, format!("Checking the binding: {e}"));
+                run.not_bound(binding_reason(&e), format!("Checking the binding: {e}"));
                 return Ok(());
             }
         }

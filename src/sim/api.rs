@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 use super::model::{Caller, ModelError, TokenError};
 use super::{Inner, Shared};
 use crate::dingtalk::types::{
-    AccessTokenRequest, AccessTokenResponse, Api, Family, LEAVE_RECORDS_MAX_RESULTS,
-    LeaveRecordPage, ROOT_DEPT_ID, ResultWrapper, ScopeDelta, TopResponse, UserGetRequest,
-    UserListRequest, V1_TOKEN_HEADER, V1Error,
+    AccessTokenRequest, AccessTokenResponse, Api, CorpTokenRequest, CorpTokenResponse, Family,
+    LEAVE_RECORDS_MAX_RESULTS, LeaveRecordPage, ROOT_DEPT_ID, ResultWrapper, ScopeDelta,
+    TopResponse, UserGetRequest, UserListRequest, V1_TOKEN_HEADER, V1Error,
 };
 
 /// Name of the legacy token endpoint in counters.
@@ -36,6 +36,7 @@ const GETTOKEN: &str = "gettoken";
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route(Api::AccessToken.path(), post(access_token))
+        .route(Api::CorpToken.path(), post(corp_token))
         .route("/gettoken", get(gettoken))
         .route(Api::DeptListSub.path(), post(dept_listsub))
         .route(Api::DeptGet.path(), post(dept_get))
@@ -334,6 +335,76 @@ async fn access_token(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
             "无效的clientId或者clientSecret",
             rid,
         ),
+    }
+}
+
+/// The unified app token: like `accessToken`, but for organization `corpId`
+/// only. An app of another organization is refused with `unauthorized.client`.
+async fn corp_token(
+    State(s): State<Arc<Shared>>,
+    Path(corp_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let name = Api::CorpToken.name();
+    if let Some(r) = s.prelude(name, Family::V1).await {
+        return r;
+    }
+    let mut inner = s.lock();
+    let rid = request_id(&mut inner.rng);
+    let req: CorpTokenRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(_) => {
+            return v1_err(
+                StatusCode::BAD_REQUEST,
+                "invalidParameter",
+                "body is mandatory: client_id, client_secret, grant_type",
+                rid,
+            );
+        }
+    };
+    if req.grant_type != "client_credentials" {
+        return v1_err(
+            StatusCode::BAD_REQUEST,
+            "unsupported.grant.type",
+            "grant_type must be client_credentials",
+            rid,
+        );
+    }
+    if let Some(r) = s.limit(&mut inner, name, Family::V1, &req.client_id) {
+        return r;
+    }
+    let app_corp = inner.world.corps.values().find_map(|c| {
+        c.apps
+            .values()
+            .any(|a| a.app_key == req.client_id && a.app_secret == req.client_secret.expose())
+            .then(|| c.corp_id.clone())
+    });
+    match app_corp {
+        None => v1_err(
+            StatusCode::BAD_REQUEST,
+            "invalid.client",
+            "无效的clientId或者clientSecret",
+            rid,
+        ),
+        Some(corp) if corp != corp_id => v1_err(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized.client",
+            "应用未授权该企业",
+            rid,
+        ),
+        Some(_) => match issue(&mut inner, &req.client_id, req.client_secret.expose()) {
+            Some((token, ttl)) => Json(CorpTokenResponse {
+                access_token: token.into(),
+                expires_in: ttl,
+            })
+            .into_response(),
+            None => v1_err(
+                StatusCode::BAD_REQUEST,
+                "invalid.client",
+                "无效的clientId或者clientSecret",
+                rid,
+            ),
+        },
     }
 }
 
