@@ -533,6 +533,29 @@ impl Scenario {
     }
 
     /// Waits until `check` accepts Tenant `name`; returns it.
+    /// Waits until the delete guard holds a sync back: `DirectorySynced` and
+    /// `Ready` both False with `DeletionThresholdExceeded`.
+    async fn wait_deletions_held(&self, name: &str) -> Tenant {
+        let t = self
+            .wait_tenant(name, "deletions held", |t| {
+                expect_cond(
+                    t,
+                    condition::DIRECTORY_SYNCED,
+                    "False",
+                    reason::DELETION_THRESHOLD_EXCEEDED,
+                )
+            })
+            .await;
+        expect_cond(
+            &t,
+            condition::READY,
+            "False",
+            reason::DELETION_THRESHOLD_EXCEEDED,
+        )
+        .unwrap();
+        t
+    }
+
     async fn wait_tenant(
         &self,
         name: &str,
@@ -1328,23 +1351,7 @@ async fn s07_delete_guard_holds_back_mass_removals_until_approved() {
     // A fault: department 2 answers with no members, once.
     s.sim_faults(json!({"emptyMembersOnce": 2})).await;
     s.annotate("acme", SYNC_REQUESTED_AT, "glitch").await;
-    let t = s
-        .wait_tenant("acme", "deletions held", |t| {
-            expect_cond(
-                t,
-                condition::DIRECTORY_SYNCED,
-                "False",
-                reason::DELETION_THRESHOLD_EXCEEDED,
-            )
-        })
-        .await;
-    expect_cond(
-        &t,
-        condition::READY,
-        "False",
-        reason::DELETION_THRESHOLD_EXCEEDED,
-    )
-    .unwrap();
+    let t = s.wait_deletions_held("acme").await;
     let d = t.status.as_ref().unwrap().directory.clone().unwrap();
     assert_eq!((d.pending_deletions, d.members), (40, 45));
     let event = s
@@ -1393,23 +1400,7 @@ async fn s07_delete_guard_holds_back_mass_removals_until_approved() {
         s.sim_leave(corp, &format!("w{i:03}")).await;
     }
     s.annotate("acme", SYNC_REQUESTED_AT, "six-left").await;
-    let t = s
-        .wait_tenant("acme", "deletions held", |t| {
-            expect_cond(
-                t,
-                condition::DIRECTORY_SYNCED,
-                "False",
-                reason::DELETION_THRESHOLD_EXCEEDED,
-            )
-        })
-        .await;
-    expect_cond(
-        &t,
-        condition::READY,
-        "False",
-        reason::DELETION_THRESHOLD_EXCEEDED,
-    )
-    .unwrap();
+    let t = s.wait_deletions_held("acme").await;
     assert_eq!(
         t.status
             .as_ref()
