@@ -130,7 +130,7 @@ async fn main() {
     println!("organization: {} departments, {} users", depts, spec.users);
     let started = Instant::now();
     let outcome = rec
-        .reconcile(&tenant, &secrets, Timestamp::now(), &|_| {})
+        .reconcile(&tenant, &secrets, None, Timestamp::now(), &|_| {})
         .await
         .expect("reconcile");
     let elapsed = started.elapsed().as_secs_f64();
@@ -165,7 +165,7 @@ async fn main() {
         "again".to_string(),
     )]));
     let started = Instant::now();
-    rec.reconcile(&tenant, &secrets, Timestamp::now(), &|_| {})
+    rec.reconcile(&tenant, &secrets, None, Timestamp::now(), &|_| {})
         .await
         .expect("second reconcile");
     let runs = store.sync_runs(&tenant.key(), 1).await.expect("runs");

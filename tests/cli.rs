@@ -15,12 +15,27 @@ fn stderr(o: &Output) -> String {
 }
 
 #[test]
-fn crd_command_prints_the_checked_in_crd() {
+fn crd_command_prints_and_writes_the_checked_in_crds() {
     let out = dingbind(&["crd"]);
     assert!(out.status.success());
-    let checked_in =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/tenant.yaml")).unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), checked_in);
+    let read = |file: &str| {
+        std::fs::read_to_string(format!("{}/crds/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let (tenant, record) = (read("tenant.yaml"), read("unbindrecord.yaml"));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{tenant}---\n{record}")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dingbind(&["crd", "--write", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (file, checked_in) in [("tenant.yaml", &tenant), ("unbindrecord.yaml", &record)] {
+        assert_eq!(
+            &std::fs::read_to_string(dir.path().join(file)).unwrap(),
+            checked_in,
+            "{file}"
+        );
+    }
 }
 
 #[test]

@@ -106,7 +106,7 @@ impl Env {
     async fn run_at(&self, t: &mut Tenant, secrets: &Secrets, now: Timestamp) -> Outcome {
         let outcome = self
             .rec
-            .reconcile(t, secrets, now, &|_| {})
+            .reconcile(t, secrets, None, now, &|_| {})
             .await
             .expect("reconcile");
         t.status = Some(outcome.status.clone());
@@ -408,19 +408,25 @@ async fn a_department_answering_empty_once_does_not_wipe_the_directory() {
         .await;
         request_sync(&mut t, "1");
         let o = env.run(&mut t, &secrets(true)).await;
-        assert_eq!(ready(&o).1, reason::DELETION_THRESHOLD_EXCEEDED);
+        // DingTalk still knows both, in the scope: nobody is removed, nothing is held.
+        assert_eq!(ready(&o).1, reason::RECONCILED);
         assert_eq!(env.members("acme").await, set_of(&["f1", "f2"]));
-        // Held, it is not read again in a loop; the next requested (or periodic) sync is correct again.
-        let calls = env.app_calls().await;
-        env.run(&mut t, &secrets(true)).await;
-        let per_reconcile = env.app_calls().await - calls;
+        let dir = o.status.directory.as_ref().expect("directory status");
+        assert_eq!(
+            (dir.unconfirmed, dir.removed, dir.pending_deletions),
+            (2, 0, 0)
+        );
         assert!(
-            per_reconcile <= 2,
-            "no directory read while held: {per_reconcile} calls"
+            o.events
+                .iter()
+                .any(|e| e.warning && e.reason == reason::REMOVALS_UNCONFIRMED),
+            "{:?}",
+            o.events
         );
         request_sync(&mut t, "2");
         let o = env.run(&mut t, &secrets(true)).await;
         assert_eq!(ready(&o).0, "True", "{:?}", o.status.conditions);
+        assert_eq!(o.status.directory.as_ref().map(|d| d.unconfirmed), Some(0));
         assert_eq!(env.members("acme").await, set_of(&["f1", "f2"]));
     }
 }
@@ -677,5 +683,417 @@ async fn credentials_of_another_organization_are_a_corp_mismatch() {
             env.store.ledger(&env.key("acme")).await.unwrap().is_empty(),
             "never bound"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The irreversible steps: each test below tries one ordinary edit or failure
+// that once carried out an unbind, or brought an unbound tenant back.
+
+/// The app credentials with another appSecret (DingTalk refuses them).
+fn refused_secrets(t: &Tenant) -> Secrets {
+    Secrets::resolve(t, |name| match name {
+        "creds" => Some(BTreeMap::from([
+            ("appKey".into(), "acme-key".into()),
+            ("appSecret".into(), "rotated-away".into()),
+        ])),
+        "pw" => Some(BTreeMap::from([("password".into(), "s3cret".into())])),
+        _ => None,
+    })
+}
+
+fn ledger_unbinds(ledger: &[LedgerEntry]) -> usize {
+    ledger
+        .iter()
+        .filter(|e| matches!(e, LedgerEntry::Unbound { .. }))
+        .count()
+}
+
+fn condition_message(o: &Outcome, type_: &str) -> String {
+    conditions::get(&o.status.conditions, type_)
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+impl Env {
+    async fn ledger(&self, name: &str) -> Vec<LedgerEntry> {
+        self.store.ledger(&self.key(name)).await.expect("ledger")
+    }
+
+    /// Binds `name` on departments [2] and asks for its unbind: it waits on the enabled app.
+    async fn bound_and_waiting(&self, name: &str) -> Tenant {
+        let mut t = self.tenant(name, spec(json!({"departments": [2]})));
+        let o = self.run(&mut t, &secrets(true)).await;
+        assert_eq!(ready(&o).1, reason::RECONCILED);
+        t.spec.mode = Mode::Public;
+        t.metadata.generation = Some(2);
+        let o = self.run(&mut t, &secrets(true)).await;
+        assert_eq!(ready(&o).1, reason::APP_STILL_ENABLED);
+        t
+    }
+}
+
+#[tokio::test]
+async fn a_typo_in_the_agent_id_while_an_unbind_waits_unbinds_nothing() {
+    for env in envs().await {
+        let mut t = env.bound_and_waiting("acme").await;
+        t.spec.dingtalk.as_mut().unwrap().agent_id = 1010;
+        t.metadata.generation = Some(3);
+        let calls = env.app_calls().await;
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(ready(&o), ("False".into(), reason::BINDING_CHANGED.into()));
+        let bound = conditions::get(&o.status.conditions, condition::BOUND).unwrap();
+        assert_eq!(
+            (bound.status.as_str(), bound.reason.as_str()),
+            ("False", reason::BINDING_CHANGED)
+        );
+        assert!(bound.message.contains("app 1001"), "{}", bound.message);
+        assert!(bound.message.contains("app 1010"), "{}", bound.message);
+        assert_eq!(o.status.mode, Some(Mode::DingTalk));
+        assert_eq!(ledger_unbinds(&env.ledger("acme").await), 0);
+        assert_eq!(env.members("acme").await, set_of(&["s1", "s2", "s3"]));
+        assert_eq!(env.app_calls().await, calls, "nothing done on either app");
+        // Back to the bound app, the request waits on DingTalk again.
+        t.spec.dingtalk.as_mut().unwrap().agent_id = 1001;
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(ready(&o).1, reason::APP_STILL_ENABLED);
+    }
+}
+
+#[tokio::test]
+async fn a_changed_organization_in_dingtalk_mode_is_not_acted_on() {
+    for env in envs().await {
+        let mut t = env.tenant("acme", spec(json!({"departments": [2]})));
+        env.run(&mut t, &secrets(true)).await;
+        t.spec.dingtalk.as_mut().unwrap().corp_id = "dingother".into();
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(ready(&o).1, reason::BINDING_CHANGED);
+        assert_eq!(env.members("acme").await, set_of(&["s1", "s2", "s3"]));
+        assert!(
+            env.ledger("acme")
+                .await
+                .iter()
+                .all(|e| e.corp_id() == "dingacme"),
+            "no second binding"
+        );
+    }
+}
+
+#[tokio::test]
+async fn refused_credentials_need_the_exact_confirmation_which_is_recorded() {
+    for env in envs().await {
+        let mut t = env.bound_and_waiting("acme").await;
+        // 停用并删除: the app and its credentials are gone; DingTalk refuses them.
+        let gone = refused_secrets(&t);
+        let o = env.run(&mut t, &gone).await;
+        assert_eq!(
+            ready(&o),
+            ("False".into(), reason::APP_STATE_UNPROVED.into())
+        );
+        let msg = condition_message(&o, condition::READY);
+        assert!(msg.contains("refuses the app credentials"), "{msg}");
+        assert!(msg.contains("\"dingacme/1001\""), "{msg}");
+        for wrong in ["dingacme/1002", "dingother/1001", "dingacme"] {
+            t.metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(dingbind::api::CONFIRM_APP_REMOVED.into(), wrong.into());
+            let o = env.run(&mut t, &gone).await;
+            assert_eq!(ready(&o).1, reason::APP_STATE_UNPROVED, "{wrong}");
+        }
+        assert_eq!(ledger_unbinds(&env.ledger("acme").await), 0);
+        t.metadata.annotations.get_or_insert_default().insert(
+            dingbind::api::CONFIRM_APP_REMOVED.into(),
+            "dingacme/1001".into(),
+        );
+        let o = env.run(&mut t, &gone).await;
+        assert_eq!(o.status.mode, Some(Mode::Public));
+        assert!(
+            o.events
+                .iter()
+                .any(|e| e.reason == reason::APP_REMOVAL_CONFIRMED),
+            "{:?}",
+            o.events
+        );
+        let ledger = env.ledger("acme").await;
+        assert!(
+            matches!(ledger.last(), Some(LedgerEntry::Unbound { confirmation: Some(c), agent_id: Some(1001), .. }) if c == "dingacme/1001"),
+            "{ledger:?}"
+        );
+        assert!(env.members("acme").await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_missing_creator_password_value_is_an_incomplete_account() {
+    for env in envs().await {
+        let mut t = env.tenant("acme", spec(json!({"departments": [2]})));
+        env.run(&mut t, &secrets(true)).await;
+        t.spec.mode = Mode::Public;
+        env.admin(
+            reqwest::Method::PUT,
+            "corps/dingacme/apps/1001",
+            Some(json!({"enabled": false})),
+        )
+        .await;
+        let empty = Secrets::resolve(&t, |name| match name {
+            "creds" => Some(BTreeMap::from([
+                ("appKey".into(), "acme-key".into()),
+                ("appSecret".into(), "acme-secret".into()),
+            ])),
+            "pw" => Some(BTreeMap::from([("password".into(), String::new())])),
+            _ => None,
+        });
+        let o = env.run(&mut t, &empty).await;
+        assert_eq!(ready(&o).1, reason::CREATOR_ACCOUNT_INCOMPLETE);
+        assert_eq!(ledger_unbinds(&env.ledger("acme").await), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_trial_added_after_binding_unbinds_nothing() {
+    for env in envs().await {
+        let mut t = env.tenant("acme", spec(json!({"departments": [2]})));
+        env.run(&mut t, &secrets(false)).await;
+        t.spec.trial = Some(dingbind::api::TrialSpec {
+            expires_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2000-01-01T00:00:00Z".parse().unwrap(),
+            ),
+        });
+        t.metadata.generation = Some(2);
+        let o = env.run(&mut t, &secrets(false)).await;
+        assert_eq!(o.status.mode, Some(Mode::DingTalk));
+        assert_eq!(ready(&o).1, reason::RECONCILED);
+        assert_eq!(ledger_unbinds(&env.ledger("acme").await), 0);
+        assert_eq!(env.members("acme").await, set_of(&["s1", "s2", "s3"]));
+    }
+}
+
+#[tokio::test]
+async fn a_trial_moved_earlier_ends_when_it_was_bound_to() {
+    for env in envs().await {
+        let now = Timestamp::now();
+        let mut s = spec(json!({"departments": [2]}));
+        s["trial"] = json!({"expiresAt": (now + SignedDuration::from_hours(48)).to_string()});
+        let mut t = env.tenant("acme", s);
+        env.run_at(&mut t, &secrets(false), now).await;
+        t.spec.trial.as_mut().unwrap().expires_at.0 = now + SignedDuration::from_hours(1);
+        let o = env
+            .run_at(&mut t, &secrets(false), now + SignedDuration::from_hours(2))
+            .await;
+        assert_eq!(
+            o.status.mode,
+            Some(Mode::DingTalk),
+            "the earlier end is not acted on"
+        );
+        let o = env
+            .run_at(
+                &mut t,
+                &secrets(false),
+                now + SignedDuration::from_hours(48),
+            )
+            .await;
+        assert_eq!(o.status.unbind_reason, Some(UnbindReason::TrialExpired));
+    }
+}
+
+#[tokio::test]
+async fn a_trial_ends_even_while_suspended() {
+    for env in envs().await {
+        let now = Timestamp::now();
+        let expires = now + SignedDuration::from_secs(60);
+        let mut s = spec(json!({"departments": [2]}));
+        s["trial"] = json!({"expiresAt": expires.to_string()});
+        let mut t = env.tenant("acme", s);
+        env.run_at(&mut t, &secrets(false), now).await;
+        t.spec.suspend = true;
+        let o = env.run_at(&mut t, &secrets(false), now).await;
+        assert_eq!(ready(&o).1, reason::SUSPENDED);
+        let wait = o
+            .requeue_after
+            .expect("a suspended trial is looked at when it ends");
+        assert!(wait <= std::time::Duration::from_secs(60), "{wait:?}");
+        let o = env.run_at(&mut t, &secrets(false), expires).await;
+        assert_eq!(o.status.mode, Some(Mode::Public));
+        assert_eq!(o.status.unbind_reason, Some(UnbindReason::TrialExpired));
+        assert!(env.members("acme").await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_trial_that_ended_before_binding_never_binds() {
+    for env in envs().await {
+        let mut s = spec(json!({"departments": [2]}));
+        s["trial"] = json!({"expiresAt": "2000-01-01T00:00:00Z"});
+        let mut t = env.tenant("acme", s);
+        let calls = env.app_calls().await;
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(ready(&o), ("False".into(), reason::TRIAL_EXPIRED.into()));
+        assert!(
+            env.ledger("acme").await.is_empty(),
+            "never bound, never unbound"
+        );
+        assert_eq!(env.app_calls().await, calls, "no DingTalk call");
+        assert!(env.members("acme").await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_crash_after_the_ledger_entry_is_finished_on_every_path() {
+    for env in envs().await {
+        for mode in [Mode::Public, Mode::DingTalk] {
+            let name = format!("crash-{}", mode.as_str().to_lowercase());
+            let mut t = env.tenant(&name, spec(json!({"departments": [2]})));
+            env.run(&mut t, &secrets(true)).await;
+            // What a crash right after the ledger's Unbound entry leaves behind.
+            env.store
+                .append_ledger(
+                    &env.key(&name),
+                    LedgerEntry::Unbound {
+                        at: Timestamp::now(),
+                        corp_id: "dingacme".into(),
+                        agent_id: Some(1001),
+                        reason: UnbindReason::Requested,
+                        confirmation: None,
+                    },
+                )
+                .await
+                .unwrap();
+            assert!(!env.members(&name).await.is_empty());
+            t.spec.mode = mode;
+            let o = env.run(&mut t, &secrets(true)).await;
+            assert_eq!(o.status.mode, Some(Mode::Public), "{mode}");
+            assert!(
+                env.members(&name).await.is_empty(),
+                "{mode}: directory cleared"
+            );
+            let account = env.store.account(&env.key(&name)).await.unwrap();
+            assert_eq!(account.map(|a| a.mode), Some(Mode::Public), "{mode}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_empty_page_removes_nobody() {
+    for env in envs().await {
+        let mut t = env.tenant("acme", spec(json!({"departments": [2]})));
+        env.run(&mut t, &secrets(true)).await;
+        assert_eq!(env.members("acme").await, set_of(&["s1", "s2", "s3"]));
+        // s1 is listed only in department 2: one empty page hides them, and
+        // one removal of three is within the default guard (10 %, rounded up).
+        env.admin(
+            reqwest::Method::PUT,
+            "faults",
+            Some(json!({"emptyMembersOnce": 2})),
+        )
+        .await;
+        request_sync(&mut t, "1");
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(env.members("acme").await, set_of(&["s1", "s2", "s3"]));
+        let dir = o.status.directory.as_ref().unwrap();
+        assert_eq!((dir.unconfirmed, dir.removed), (1, 0));
+        assert!(
+            condition_message(&o, condition::DIRECTORY_SYNCED).contains("1 members missing"),
+            "{}",
+            condition_message(&o, condition::DIRECTORY_SYNCED)
+        );
+        // A real departure is confirmed by DingTalk and removed.
+        env.admin(reqwest::Method::POST, "corps/dingacme/users/s1/leave", None)
+            .await;
+        request_sync(&mut t, "2");
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(env.members("acme").await, set_of(&["s2", "s3"]));
+        let dir = o.status.directory.as_ref().unwrap();
+        assert_eq!((dir.unconfirmed, dir.removed), (0, 1));
+    }
+}
+
+#[tokio::test]
+async fn a_lost_store_is_repaired_from_the_cluster_record_or_the_status() {
+    for env in envs().await {
+        let mut t = env.bound_and_waiting("acme").await;
+        env.admin(
+            reqwest::Method::PUT,
+            "corps/dingacme/apps/1001",
+            Some(json!({"enabled": false})),
+        )
+        .await;
+        let rec = Reconciler::new(
+            env.store.clone(),
+            dingtalk::Client::new(dingtalk::Config::with_base_url(&env.sim.url())).unwrap(),
+        )
+        .keeping_unbind_records();
+        let o = rec
+            .reconcile(&t, &secrets(true), None, Timestamp::now(), &|_| {})
+            .await
+            .unwrap();
+        let record = o.unbind_record.clone().expect("the record to keep");
+        assert_eq!(
+            (
+                record.tenant_name.as_str(),
+                record.corp_id.as_str(),
+                record.agent_id
+            ),
+            ("acme", "dingacme", Some(1001))
+        );
+        t.status = Some(o.status.clone());
+
+        // The store is lost; the Tenant is deleted and recreated asking for DingTalk.
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = Store::connect(&format!("sqlite://{}", dir.path().join("new.db").display()))
+            .await
+            .unwrap();
+        let rec = Reconciler::new(
+            fresh.clone(),
+            dingtalk::Client::new(dingtalk::Config::with_base_url(&env.sim.url())).unwrap(),
+        )
+        .keeping_unbind_records();
+        let recreated = env.tenant("acme", spec(json!({"departments": [2]})));
+        let calls = env.app_calls().await;
+        let o = rec
+            .reconcile(
+                &recreated,
+                &secrets(true),
+                Some(&record),
+                Timestamp::now(),
+                &|_| {},
+            )
+            .await
+            .unwrap();
+        assert_eq!(o.status.mode, Some(Mode::Public));
+        assert_eq!(ready(&o).1, reason::REBIND_FORBIDDEN);
+        assert_eq!(o.status.unbound_at, Some(record.unbound_at.clone()));
+        assert!(o.events.iter().any(|e| e.reason == reason::LEDGER_REPAIRED));
+        assert_eq!(env.app_calls().await, calls, "no DingTalk call");
+        assert!(
+            fresh.is_unbound(&env.key("acme")).await.unwrap(),
+            "ledger repaired"
+        );
+
+        // Only the Tenant's status survives (no record, a new store): the same,
+        // and the record is named for the runner to write again.
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = Store::connect(&format!("sqlite://{}", dir.path().join("new.db").display()))
+            .await
+            .unwrap();
+        let rec = Reconciler::new(
+            fresh.clone(),
+            dingtalk::Client::new(dingtalk::Config::with_base_url(&env.sim.url())).unwrap(),
+        )
+        .keeping_unbind_records();
+        let mut edited = t.clone();
+        edited.spec.mode = Mode::DingTalk;
+        let o = rec
+            .reconcile(&edited, &secrets(true), None, Timestamp::now(), &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(ready(&o).1, reason::REBIND_FORBIDDEN);
+        assert!(
+            o.events
+                .iter()
+                .any(|e| e.reason == reason::UNBIND_RECORD_REPAIRED)
+        );
+        assert!(o.unbind_record.is_some());
+        assert!(fresh.is_unbound(&env.key("acme")).await.unwrap());
     }
 }

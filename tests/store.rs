@@ -479,14 +479,19 @@ async fn account_round_trips_and_never_stores_a_password(db: &TestDb) {
 async fn ledger_refuses_rebinding_after_unbind_through_the_api(db: &TestDb) {
     let store = db.store().await;
     let t = key("acme", "ledger");
+    // Every column round-trips: the app, the trial seen at binding, the confirmation.
     let bound = LedgerEntry::Bound {
         at: ts("2026-01-01T00:00:00Z"),
         corp_id: "ding1".into(),
+        agent_id: Some(1001),
+        trial_ends_at: Some(ts("2026-02-28T12:00:00.123456Z")),
     };
     let unbound = LedgerEntry::Unbound {
         at: ts("2026-03-01T00:00:00Z"),
         corp_id: "ding1".into(),
+        agent_id: Some(1001),
         reason: UnbindReason::TrialExpired,
+        confirmation: Some("ding1/1001".into()),
     };
     store.append_ledger(&t, bound.clone()).await.unwrap();
     assert!(!store.is_unbound(&t).await.unwrap());
@@ -511,6 +516,8 @@ async fn ledger_refuses_rebinding_after_unbind_through_the_api(db: &TestDb) {
             &t,
             LedgerEntry::Bound {
                 at: ts("2026-04-01T00:00:00Z"),
+                agent_id: None,
+                trial_ends_at: None,
                 corp_id: "ding1".into(),
             },
         )
@@ -559,10 +566,14 @@ async fn ledger_rows_cannot_be_updated_or_deleted_with_raw_sql(db: &TestDb) {
     let entries = vec![
         LedgerEntry::Bound {
             at: ts("2026-01-01T00:00:00Z"),
+            agent_id: None,
+            trial_ends_at: None,
             corp_id: "ding1".into(),
         },
         LedgerEntry::Unbound {
             at: ts("2026-02-01T00:00:00Z"),
+            agent_id: None,
+            confirmation: None,
             corp_id: "ding1".into(),
             reason: UnbindReason::Requested,
         },
@@ -613,6 +624,8 @@ async fn seed_tenant(store: &Store, t: &TenantKey) {
             t,
             LedgerEntry::Bound {
                 at: ts("2026-01-01T00:00:00Z"),
+                agent_id: None,
+                trial_ends_at: None,
                 corp_id: "ding9".into(),
             },
         )
@@ -634,6 +647,8 @@ async fn clear_directory_keeps_account_ledger_and_runs(db: &TestDb) {
             &t,
             LedgerEntry::Unbound {
                 at: ts("2026-05-01T00:00:00Z"),
+                agent_id: None,
+                confirmation: None,
                 corp_id: "ding9".into(),
                 reason: UnbindReason::Requested,
             },
@@ -659,6 +674,8 @@ async fn delete_tenant_data_keeps_the_ledger(db: &TestDb) {
             &t,
             LedgerEntry::Unbound {
                 at: ts("2026-05-01T00:00:00Z"),
+                agent_id: None,
+                confirmation: None,
                 corp_id: "ding9".into(),
                 reason: UnbindReason::Requested,
             },
@@ -685,6 +702,8 @@ async fn delete_tenant_data_keeps_the_ledger(db: &TestDb) {
             &t,
             LedgerEntry::Bound {
                 at: ts("2026-06-01T00:00:00Z"),
+                agent_id: None,
+                trial_ends_at: None,
                 corp_id: "ding9".into(),
             },
         )
@@ -743,6 +762,8 @@ async fn tenants_lists_every_tenant_with_data_or_ledger(db: &TestDb) {
             &key("a", "ledger-only"),
             LedgerEntry::Bound {
                 at: ts("2026-01-01T00:00:00Z"),
+                agent_id: None,
+                trial_ends_at: None,
                 corp_id: "x".into(),
             },
         )

@@ -7,9 +7,11 @@
 
 mod crd;
 mod status;
+mod unbind_record;
 
-pub use crd::{crd, crd_yaml};
+pub use crd::{crd, crd_yaml, crds};
 pub use status::*;
+pub use unbind_record::{BREAK_GLASS_GROUP, UnbindRecord, UnbindRecordSpec, record_name};
 
 use k8s_openapi::apimachinery::pkg::{apis::meta::v1::Time, util::intstr::IntOrString};
 use kube::{CustomResource, KubeSchema, core::Duration};
@@ -25,6 +27,18 @@ pub const FINALIZER: &str = "dingbind.dev/directory";
 pub const SYNC_REQUESTED_AT: &str = "dingbind.dev/sync-requested-at";
 /// Annotation approving deletions held back by the accidental-delete guard.
 pub const APPROVE_DELETIONS: &str = "dingbind.dev/approve-deletions";
+
+/// Annotation confirming that the bound app was disabled and deleted in
+/// DingTalk (停用并删除), as `<corpId>/<agentId>`: the proof a requested unbind
+/// needs when DingTalk can no longer show the app.
+pub const CONFIRM_APP_REMOVED: &str = "dingbind.dev/confirm-app-removed";
+
+/// Message of the admission rule that keeps the binding identity while bound.
+pub const BINDING_IDENTITY_MESSAGE: &str =
+    "spec.dingtalk.corpId and agentId cannot change while the tenant is bound";
+
+/// Message of the admission rule on trials.
+pub const TRIAL_RULE_MESSAGE: &str = "a trial can be removed or moved later, never added to a tenant that had none nor moved earlier";
 
 /// Message of the admission rule that keeps an unbound tenant out of DingTalk mode.
 pub const REBIND_FORBIDDEN_MESSAGE: &str =
@@ -51,11 +65,17 @@ pub const REBIND_FORBIDDEN_MESSAGE: &str =
     validation = Rule::new(
         "self.spec.mode == oldSelf.spec.mode || self.spec.mode != 'DingTalk' || !has(oldSelf.status) || !has(oldSelf.status.mode) || oldSelf.status.mode != 'Public'"
     ).message("a tenant that left DingTalk integration mode cannot return to it").field_path(".spec.mode"),
+    validation = Rule::new(
+        "!has(oldSelf.status) || !has(oldSelf.status.boundCorpId) || !has(oldSelf.spec.dingtalk) || (has(self.spec.dingtalk) && self.spec.dingtalk.corpId == oldSelf.spec.dingtalk.corpId && self.spec.dingtalk.agentId == oldSelf.spec.dingtalk.agentId)"
+    ).message("spec.dingtalk.corpId and agentId cannot change while the tenant is bound").field_path(".spec.dingtalk"),
 )]
 #[x_kube(
     validation = Rule::new("self.mode != 'DingTalk' || has(self.dingtalk)")
         .message("spec.dingtalk is required when mode is DingTalk")
-        .field_path(".dingtalk")
+        .field_path(".dingtalk"),
+    validation = Rule::new("!has(self.trial) || (has(oldSelf.trial) && self.trial.expiresAt >= oldSelf.trial.expiresAt)")
+        .message("a trial can be removed or moved later, never added to a tenant that had none nor moved earlier")
+        .field_path(".trial"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
@@ -74,7 +94,9 @@ pub struct TenantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creator: Option<CreatorSpec>,
 
-    /// Trial settings: when the trial expires the tenant is unbound automatically.
+    /// Trial settings: when the trial expires the tenant is unbound automatically,
+    /// even while suspended. The trial can be removed (the tenant paid) or moved
+    /// later; it cannot be added to a Tenant that had none, nor moved earlier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trial: Option<TrialSpec>,
 
@@ -120,11 +142,12 @@ impl std::fmt::Display for Mode {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DingTalkSpec {
-    /// DingTalk organization id (corpId), e.g. `ding9f50b15bxxxx16741`.
+    /// DingTalk organization id (corpId), e.g. `ding9f50b15bxxxx16741`. Fixed
+    /// while the tenant is bound, with `agentId`: the binding identity.
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
     pub corp_id: String,
 
-    /// The app's agentId in that organization.
+    /// The app's agentId in that organization. Fixed while the tenant is bound.
     #[schemars(range(min = 1))]
     pub agent_id: i64,
 

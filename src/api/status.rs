@@ -107,6 +107,11 @@ pub struct DirectoryStatus {
     /// Removals held back by the accidental-delete guard, waiting for approval.
     #[serde(default)]
     pub pending_deletions: u64,
+    /// Members missing from the last sync whose absence DingTalk did not
+    /// confirm (they still exist, in the scope): kept, and checked again at
+    /// the next sync.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unconfirmed: u64,
     /// Progress of the sync under way, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<SyncProgress>,
@@ -157,6 +162,16 @@ pub mod reason {
     pub const REBIND_FORBIDDEN: &str = "RebindForbidden";
     pub const TRIAL_EXPIRED: &str = "TrialExpired";
     pub const STORE_UNAVAILABLE: &str = "StoreUnavailable";
+    pub const APP_STATE_UNPROVED: &str = "AppStateUnproved";
+    pub const BINDING_CHANGED: &str = "BindingChanged";
+    pub const APP_REMOVAL_CONFIRMED: &str = "AppRemovalConfirmed";
+    pub const LEDGER_REPAIRED: &str = "LedgerRepaired";
+    pub const UNBIND_RECORD_REPAIRED: &str = "UnbindRecordRepaired";
+    pub const REMOVALS_UNCONFIRMED: &str = "RemovalsUnconfirmed";
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Schema of `spec.sync.maxDeletions`: a count or a percentage.

@@ -22,8 +22,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print the Tenant CustomResourceDefinition (YAML).
-    Crd,
+    /// Print dingbind's CustomResourceDefinitions (YAML), or write one file each.
+    Crd(CrdArgs),
     /// Check Tenant manifests offline against the CRD's schema and rules.
     Validate(ValidateArgs),
     /// Run the operator against a Kubernetes cluster.
@@ -41,6 +41,13 @@ pub enum Command {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct CrdArgs {
+    /// Write each CRD into its own file in this folder (`crds`) instead of printing them.
+    #[arg(long, value_name = "DIR")]
+    pub write: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct ValidateArgs {
     /// A manifest file, or a folder of them.
     #[arg(short = 'f', long = "filename")]
@@ -54,7 +61,7 @@ pub struct ValidateArgs {
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Crd => crd(),
+        Command::Crd(args) => crd(&args),
         Command::Validate(args) => run_validate(&args),
         Command::Controller(args) => {
             telemetry::init(args.log_format, "info,kube=warn");
@@ -105,9 +112,25 @@ pub async fn main() -> ExitCode {
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error + Send + Sync>>;
 
-fn crd() -> CliResult {
-    let yaml = crate::api::crd_yaml()?;
-    std::io::stdout().lock().write_all(yaml.as_bytes())?;
+fn crd(args: &CrdArgs) -> CliResult {
+    let mut out = String::new();
+    for (file, crd) in crate::api::crds() {
+        let yaml = crate::api::crd_yaml(&crd)?;
+        match &args.write {
+            Some(dir) => {
+                let path = dir.join(file);
+                std::fs::write(&path, yaml)
+                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            }
+            None => {
+                if !out.is_empty() {
+                    out.push_str("---\n");
+                }
+                out.push_str(&yaml);
+            }
+        }
+    }
+    std::io::stdout().lock().write_all(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -104,23 +104,45 @@ pub async fn run(
         let plan = reconciler.plan(&tenant, &secrets, Timestamp::now()).await?;
         match plan.step {
             Step::Suspended => writeln!(out, "  suspended: nothing happens")?,
-            Step::Public { unbound: Some(_) } => {
-                writeln!(out, "  stays in public mode (unbound for good)")?
-            }
-            Step::Public { unbound: None } => writeln!(out, "  public mode")?,
-            Step::RebindForbidden { unbound_at } => {
+            Step::Public => writeln!(out, "  public mode")?,
+            Step::Unbound {
+                unbind,
+                rebind_requested: false,
+            } => writeln!(
+                out,
+                "  stays in public mode (unbound for good on {})",
+                unbind.at
+            )?,
+            Step::Unbound {
+                unbind,
+                rebind_requested: true,
+            } => {
                 all_ok = false;
                 writeln!(
                     out,
-                    "  REFUSED: unbound from DingTalk on {unbound_at}; a tenant cannot return to DingTalk mode"
+                    "  REFUSED: unbound from DingTalk on {}; a tenant cannot return to DingTalk mode",
+                    unbind.at
                 )?;
             }
-            Step::UnbindTrialExpired => {
-                writeln!(out, "  UNBIND now: the trial expired (irreversible)")?
-            }
-            Step::RequestedUnbind => writeln!(
+            Step::TrialEndedBeforeBinding { ended } => writeln!(
                 out,
-                "  UNBIND requested (irreversible once carried out): waits until the creator has a contact and a password, and the app is disabled in DingTalk"
+                "  not bound: the trial ended on {ended}, before the tenant was bound"
+            )?,
+            Step::UnbindTrialExpired { bound } => writeln!(
+                out,
+                "  UNBIND now from {bound}: the trial expired (irreversible)"
+            )?,
+            Step::BindingChanged { bound, declared } => {
+                all_ok = false;
+                let declared = declared.map_or_else(|| "no DingTalk app".into(), |d| d.to_string());
+                writeln!(
+                    out,
+                    "  REFUSED: bound to {bound}; the binding identity cannot change to {declared}"
+                )?;
+            }
+            Step::RequestedUnbind { bound } => writeln!(
+                out,
+                "  UNBIND requested (irreversible once carried out) from {bound}: waits until the creator has a contact and a password, and DingTalk shows the app disabled"
             )?,
             Step::Operate => writeln!(out, "  DingTalk mode")?,
         }

@@ -5,6 +5,7 @@
 //! the leader Lease.
 
 mod leader;
+mod records;
 mod status;
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
@@ -107,6 +108,12 @@ pub enum Error {
     DingTalk(#[from] dingtalk::Error),
     #[error("lost the leader Lease; exiting so that another replica takes over")]
     LostLeadership,
+    #[error(
+        "the UnbindRecord CRD is not installed or not readable: {0} (apply crds/unbindrecord.yaml or `kubectl apply -k manifests/`)"
+    )]
+    RecordsUnavailable(kube::Error),
+    #[error("the UnbindRecord watch stopped before it was ready")]
+    RecordsCacheStopped,
 }
 
 /// What every reconciliation shares.
@@ -114,6 +121,7 @@ pub struct Context {
     pub backoff: Backoff,
     pub client: Client,
     pub reconciler: Reconciler,
+    pub records: records::Records,
     pub recorder: Recorder,
     pub metrics: Metrics,
 }
@@ -183,11 +191,15 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
             controller: "dingbind".into(),
             instance: Some(identity),
         };
+        let records = records::Records::start(client.clone()).await?;
+        let namespaces: Vec<String> = args.namespace.iter().cloned().collect();
+        records.repair(&store, &namespaces).await?;
         let ctx = Arc::new(Context {
             backoff: Backoff::default(),
             recorder: Recorder::new(client.clone(), reporter),
             client: client.clone(),
-            reconciler: Reconciler::new(store, dingtalk),
+            reconciler: Reconciler::new(store, dingtalk).keeping_unbind_records(),
+            records,
             metrics: metrics.clone(),
         });
         run_controller(
@@ -341,11 +353,13 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
     let progress = status::ProgressWriter::spawn(api.clone(), tenant.name_any());
     let report = progress.reporter();
     let calls_before = ctx.reconciler.dingtalk().stats();
+    let record = ctx.records.get(&tenant.key());
     let outcome = ctx
         .reconciler
         .reconcile(
             tenant,
             &secrets,
+            record.as_ref(),
             Timestamp::now(),
             &move |p: &SyncProgress| report(p),
         )
@@ -359,6 +373,10 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
     );
     record_sync_metrics(&ctx.metrics, tenant, &outcome.status);
     ctx.backoff.reset(&tenant.key());
+    // The record before the status: each is a proof of the unbind on its own.
+    if let Some(spec) = &outcome.unbind_record {
+        ctx.records.ensure(spec).await?;
+    }
     status::write(&api, tenant, &outcome.status).await?;
     let reference = tenant.object_ref(&());
     for e in &outcome.events {

@@ -1,83 +1,294 @@
-//! The binding state machine: what a tenant's mode allows next.
+//! The binding state machine: what a tenant's mode allows next, and the
+//! preconditions an unbind must prove.
 //!
-//! The ledger (in the store) is the source of truth for "was this tenant ever
-//! unbound": once it holds an unbind, nothing brings the tenant back to
-//! DingTalk mode, whatever the spec says or however the object got there.
+//! Three records can prove that a tenant was unbound: the store's ledger, the
+//! cluster's `UnbindRecord` and the Tenant's own status. Any one of them is
+//! enough: once one exists, nothing brings the tenant back to DingTalk mode,
+//! whatever the spec says or however the object got there.
 
 use jiff::Timestamp;
 
-use crate::api::{Mode, TenantSpec, UnbindReason};
+use crate::api::{DingTalkSpec, Mode, TenantSpec, UnbindReason};
 
-/// What the ledger says about a tenant.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct LedgerState {
-    /// The corp the tenant was last bound to, if any.
-    pub bound_corp: Option<String>,
-    /// When and why the tenant was unbound, if it was.
-    pub unbound: Option<(Timestamp, UnbindReason)>,
+/// The binding identity: the app of a DingTalk organization a tenant is bound to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub corp_id: String,
+    pub agent_id: i64,
 }
 
-/// The next step for a tenant, decided from its spec, its ledger and the time.
+impl Identity {
+    /// The identity a spec declares.
+    pub fn of(dt: &DingTalkSpec) -> Self {
+        Self {
+            corp_id: dt.corp_id.clone(),
+            agent_id: dt.agent_id,
+        }
+    }
+
+    /// `<corpId>/<agentId>`, the value of the confirm-app-removed annotation.
+    pub fn confirmation(&self) -> String {
+        format!("{}/{}", self.corp_id, self.agent_id)
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "app {} of organization {}", self.agent_id, self.corp_id)
+    }
+}
+
+/// The trial end recorded when the tenant was bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordedTrial {
+    /// The entry predates recording trials: the spec's trial is taken as is.
+    Unrecorded,
+    /// The tenant was bound without a trial.
+    None,
+    /// The trial the tenant was bound with ends then.
+    EndsAt(Timestamp),
+}
+
+/// The latest binding in the ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    pub at: Timestamp,
+    pub corp_id: String,
+    /// `None` in entries written before the app was recorded.
+    pub agent_id: Option<i64>,
+    pub trial: RecordedTrial,
+}
+
+impl Binding {
+    /// Whether `dt` declares this binding's identity.
+    pub fn matches(&self, dt: &DingTalkSpec) -> bool {
+        self.corp_id == dt.corp_id && self.agent_id.is_none_or(|a| a == dt.agent_id)
+    }
+
+    /// The identity, taking the spec's agentId where the entry has none.
+    pub fn identity(&self, dt: Option<&DingTalkSpec>) -> Identity {
+        Identity {
+            corp_id: self.corp_id.clone(),
+            agent_id: self.agent_id.or(dt.map(|d| d.agent_id)).unwrap_or_default(),
+        }
+    }
+}
+
+/// One record of an unbind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unbind {
+    pub at: Timestamp,
+    pub reason: UnbindReason,
+    /// Empty when the record that proves it does not say (a Tenant status).
+    pub corp_id: String,
+    pub agent_id: Option<i64>,
+}
+
+/// Every record of an unbind the shell found for a tenant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Proofs {
+    /// The store's ledger.
+    pub ledger: Option<Unbind>,
+    /// The cluster's `UnbindRecord`; always `None` where no cluster keeps records.
+    pub record: Option<Unbind>,
+    /// The Tenant's own status (`mode: Public` with `unboundAt`).
+    pub status: Option<Unbind>,
+}
+
+/// The copies of an unbind that are missing and must be written again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Repairs {
+    pub ledger: bool,
+    pub record: bool,
+}
+
+impl Proofs {
+    /// The unbind these records prove, if any: the earliest, with the most
+    /// detailed record's organization and app.
+    pub fn unbind(&self) -> Option<Unbind> {
+        let all = [&self.ledger, &self.record, &self.status];
+        let mut found: Option<Unbind> = None;
+        for u in all.into_iter().flatten() {
+            found = Some(match found {
+                None => u.clone(),
+                Some(f) => Unbind {
+                    at: f.at.min(u.at),
+                    reason: if u.at < f.at { u.reason } else { f.reason },
+                    corp_id: if f.corp_id.is_empty() {
+                        u.corp_id.clone()
+                    } else {
+                        f.corp_id
+                    },
+                    agent_id: f.agent_id.or(u.agent_id),
+                },
+            });
+        }
+        found
+    }
+
+    /// Which copies to write again, given that an unbind is proved.
+    /// `records_kept`: the runner keeps `UnbindRecord`s (a cluster).
+    pub fn repairs(&self, records_kept: bool) -> Repairs {
+        if self.unbind().is_none() {
+            return Repairs::default();
+        }
+        Repairs {
+            ledger: self.ledger.is_none(),
+            record: records_kept && self.record.is_none(),
+        }
+    }
+}
+
+/// The next step for a tenant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// Suspended: do nothing at all.
+    /// Suspended: syncs and scope pushes pause.
     Suspended,
-    /// The tenant is (and stays) in public mode; nothing to do with DingTalk.
-    Public {
-        unbound: Option<(Timestamp, UnbindReason)>,
+    /// Public mode, never bound: nothing to do with DingTalk.
+    Public,
+    /// The tenant was unbound: finish the unbind wherever it stopped, and stay
+    /// public. `rebind_requested`: the spec asks for DingTalk mode, which is refused.
+    Unbound {
+        unbind: Unbind,
+        rebind_requested: bool,
     },
-    /// The ledger holds an unbind but the spec asks for DingTalk: refuse, make no DingTalk call.
-    RebindForbidden { unbound_at: Timestamp },
-    /// Unbind now, without preconditions (the trial expired).
-    UnbindTrialExpired,
-    /// `spec.mode: Public` on a bound tenant: check the preconditions, then unbind.
-    RequestedUnbind,
+    /// The trial ended before the tenant was ever bound: it is never bound.
+    TrialEndedBeforeBinding { ended: Timestamp },
+    /// Unbind now, without preconditions: the trial ended.
+    UnbindTrialExpired { bound: Identity },
+    /// The spec names another organization or app than the binding: act on neither.
+    BindingChanged {
+        bound: Identity,
+        declared: Option<Identity>,
+    },
+    /// `spec.mode: Public` on a bound tenant: prove the preconditions, then unbind.
+    RequestedUnbind { bound: Identity },
     /// DingTalk mode: check the binding, push the scope, sync the directory.
     Operate,
 }
 
-/// Decides the next step. Pure.
-pub fn next_step(spec: &TenantSpec, ledger: &LedgerState, now: Timestamp) -> Step {
+/// Decides the next step from the spec, the ledger's latest binding, the
+/// proved unbind (if any) and the time. Pure.
+pub fn next_step(
+    spec: &TenantSpec,
+    binding: Option<&Binding>,
+    unbind: Option<&Unbind>,
+    now: Timestamp,
+) -> Step {
+    if let Some(u) = unbind {
+        return Step::Unbound {
+            unbind: u.clone(),
+            rebind_requested: spec.mode == Mode::DingTalk,
+        };
+    }
+    let trial_end = trial_end(spec, binding).filter(|&end| end <= now);
+    let Some(binding) = binding else {
+        // Never bound.
+        return match (spec.mode, trial_end) {
+            (Mode::DingTalk, Some(ended)) => Step::TrialEndedBeforeBinding { ended },
+            _ if spec.suspend => Step::Suspended,
+            (Mode::DingTalk, None) => Step::Operate,
+            (Mode::Public, _) => Step::Public,
+        };
+    };
+    let dt = spec.dingtalk.as_ref();
+    // A trial's end is part of the contract: carried out even while suspended,
+    // and on the bound identity whatever the spec now says.
+    if trial_end.is_some() {
+        return Step::UnbindTrialExpired {
+            bound: binding.identity(dt),
+        };
+    }
     if spec.suspend {
         return Step::Suspended;
     }
-    if let Some((at, _)) = ledger.unbound {
-        return match spec.mode {
-            Mode::DingTalk => Step::RebindForbidden { unbound_at: at },
-            Mode::Public => Step::Public {
-                unbound: ledger.unbound,
-            },
+    if !dt.is_some_and(|d| binding.matches(d)) {
+        return Step::BindingChanged {
+            bound: binding.identity(dt),
+            declared: dt.map(Identity::of),
         };
     }
-    let bound_or_binding = ledger.bound_corp.is_some() || spec.mode == Mode::DingTalk;
-    if bound_or_binding && trial_expired(spec, now) {
-        return Step::UnbindTrialExpired;
-    }
-    match (spec.mode, ledger.bound_corp.is_some()) {
-        (Mode::DingTalk, _) => Step::Operate,
-        (Mode::Public, true) => Step::RequestedUnbind,
-        (Mode::Public, false) => Step::Public { unbound: None },
+    match spec.mode {
+        Mode::DingTalk => Step::Operate,
+        Mode::Public => Step::RequestedUnbind {
+            bound: binding.identity(dt),
+        },
     }
 }
 
-/// Whether the trial (if any) has expired at `now`.
-pub fn trial_expired(spec: &TenantSpec, now: Timestamp) -> bool {
-    spec.trial.as_ref().is_some_and(|t| t.expires_at.0 <= now)
+/// The trial end the controller acts on. A trial may be removed (the tenant
+/// paid) or moved later; one added after binding, or moved earlier than the
+/// end recorded at binding, is never acted on.
+pub fn trial_end(spec: &TenantSpec, binding: Option<&Binding>) -> Option<Timestamp> {
+    let declared = spec.trial.as_ref()?.expires_at.0;
+    match binding.map_or(RecordedTrial::Unrecorded, |b| b.trial) {
+        RecordedTrial::Unrecorded => Some(declared),
+        RecordedTrial::None => None,
+        RecordedTrial::EndsAt(recorded) => Some(declared.max(recorded)),
+    }
 }
 
 /// What was found about the creator account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreatorCheck {
     pub has_contact: bool,
-    /// The password Secret exists and holds a non-empty password.
+    /// The password Secret exists and its key holds a non-empty value.
     pub has_password: bool,
 }
 
-/// A precondition of a requested unbind that does not hold yet.
+/// What DingTalk showed of the bound app, read with the tenant's credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppSeen {
+    /// Listed in `allInnerApps` with `appStatus` 0 (停用), read with
+    /// credentials of the bound organization.
+    Disabled,
+    /// Listed and enabled.
+    Enabled,
+    /// The credentials work for the bound organization, but it does not list the app.
+    NotListed,
+    /// DingTalk refused the credentials.
+    CredentialsRefused,
+    /// The credentials belong to another organization.
+    OtherOrganization,
+    /// No usable credentials (the Secret is missing or incomplete): why.
+    NoCredentials(String),
+}
+
+impl AppSeen {
+    fn describe(&self, bound: &Identity) -> String {
+        match self {
+            AppSeen::Disabled => format!("DingTalk shows {bound} disabled"),
+            AppSeen::Enabled => format!("DingTalk shows {bound} enabled"),
+            AppSeen::NotListed => format!(
+                "organization {} does not list app {}",
+                bound.corp_id, bound.agent_id
+            ),
+            AppSeen::CredentialsRefused => "DingTalk refuses the app credentials".into(),
+            AppSeen::OtherOrganization => format!(
+                "the app credentials belong to another organization than {}",
+                bound.corp_id
+            ),
+            AppSeen::NoCredentials(why) => why.trim_end_matches('.').to_string(),
+        }
+    }
+}
+
+/// How the app was proved disabled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppProof {
+    /// DingTalk shows the bound app disabled.
+    Seen,
+    /// DingTalk can no longer show it, and a person confirmed its removal with this value.
+    Confirmed(String),
+}
+
+/// A precondition of a requested unbind that is not proved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Unmet {
     CreatorAccountIncomplete(String),
     AppStillEnabled(String),
+    /// DingTalk cannot show the bound app, and nobody confirmed its removal.
+    AppStateUnproved(String),
 }
 
 impl Unmet {
@@ -85,57 +296,90 @@ impl Unmet {
         match self {
             Unmet::CreatorAccountIncomplete(_) => crate::api::reason::CREATOR_ACCOUNT_INCOMPLETE,
             Unmet::AppStillEnabled(_) => crate::api::reason::APP_STILL_ENABLED,
+            Unmet::AppStateUnproved(_) => crate::api::reason::APP_STATE_UNPROVED,
         }
     }
 
     pub fn message(&self) -> &str {
         match self {
-            Unmet::CreatorAccountIncomplete(m) | Unmet::AppStillEnabled(m) => m,
+            Unmet::CreatorAccountIncomplete(m)
+            | Unmet::AppStillEnabled(m)
+            | Unmet::AppStateUnproved(m) => m,
         }
     }
 }
 
-/// The first unmet precondition of a requested unbind, in the product's order:
-/// the creator account is complete, then the app is disabled in DingTalk.
-/// `app_enabled` is only consulted once the creator check passes.
-pub fn unbind_precondition(
-    creator: &CreatorCheck,
-    app_enabled: impl FnOnce() -> bool,
-    agent_id: i64,
-) -> Option<Unmet> {
-    if !creator.has_contact || !creator.has_password {
-        let mut missing = Vec::new();
-        if !creator.has_contact {
-            missing.push("an email or phone in spec.creator");
-        }
-        if !creator.has_password {
-            missing
-                .push("a non-empty password in the Secret named by spec.creator.passwordSecretRef");
-        }
-        return Some(Unmet::CreatorAccountIncomplete(format!(
-            "The unbind waits for the creator account: add {}.",
-            missing.join(" and ")
-        )));
+/// The first precondition of an unbind: the creator account is complete.
+pub fn creator_unmet(creator: &CreatorCheck) -> Option<Unmet> {
+    if creator.has_contact && creator.has_password {
+        return None;
     }
-    if app_enabled() {
-        return Some(Unmet::AppStillEnabled(format!(
-            "The unbind waits for the DingTalk admin to disable (停用) app {agent_id} in the DingTalk admin console; set spec.mode back to DingTalk to withdraw the request."
-        )));
+    let mut missing = Vec::new();
+    if !creator.has_contact {
+        missing.push("an email or phone in spec.creator");
     }
-    None
+    if !creator.has_password {
+        missing.push("a non-empty password in the Secret named by spec.creator.passwordSecretRef");
+    }
+    Some(Unmet::CreatorAccountIncomplete(format!(
+        "The unbind waits for the creator account: add {}.",
+        missing.join(" and ")
+    )))
+}
+
+/// The second precondition: the bound app is disabled in DingTalk. Proved
+/// when DingTalk shows it disabled, or, when DingTalk can no longer show it
+/// at all (停用并删除 removes the app and its credentials), when `confirmation`
+/// (the `dingbind.dev/confirm-app-removed` annotation) names exactly the bound
+/// identity. Anything else is not proved: fail closed.
+pub fn app_disabled(
+    bound: &Identity,
+    seen: &AppSeen,
+    confirmation: Option<&str>,
+) -> Result<AppProof, Unmet> {
+    let expected = bound.confirmation();
+    let seen_text = seen.describe(bound);
+    match seen {
+        AppSeen::Disabled => Ok(AppProof::Seen),
+        AppSeen::Enabled => Err(Unmet::AppStillEnabled(format!(
+            "The unbind waits for the DingTalk admin to disable (停用) app {} in the DingTalk admin console ({seen_text}); set spec.mode back to DingTalk to withdraw the request.",
+            bound.agent_id
+        ))),
+        _ if confirmation == Some(expected.as_str()) => Ok(AppProof::Confirmed(expected)),
+        _ => Err(Unmet::AppStateUnproved(format!(
+            "The unbind waits for proof that {bound} is disabled: {seen_text}. If the app was disabled and deleted (停用并删除) in DingTalk, confirm with the annotation {}: \"{expected}\"; set spec.mode back to DingTalk to withdraw the request.",
+            crate::api::CONFIRM_APP_REMOVED
+        ))),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{SyncSpec, TrialSpec};
+    use crate::api::{CredentialsSecretRef, SyncSpec, TrialSpec, VisibleScope};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use proptest::prelude::*;
+
+    fn dingtalk(corp: &str, agent: i64) -> DingTalkSpec {
+        DingTalkSpec {
+            corp_id: corp.into(),
+            agent_id: agent,
+            credentials_secret_ref: CredentialsSecretRef {
+                name: "creds".into(),
+                app_key_key: "appKey".into(),
+                app_secret_key: "appSecret".into(),
+            },
+            visible_scope: VisibleScope {
+                all_employees: true,
+                ..Default::default()
+            },
+        }
+    }
 
     fn spec(mode: Mode) -> TenantSpec {
         TenantSpec {
             mode,
-            dingtalk: None,
+            dingtalk: Some(dingtalk("dingacme", 1001)),
             creator: None,
             trial: None,
             sync: SyncSpec::default(),
@@ -144,159 +388,400 @@ mod tests {
         }
     }
 
+    fn with_trial(mut s: TenantSpec, at: i64) -> TenantSpec {
+        s.trial = Some(TrialSpec {
+            expires_at: Time(t(at)),
+        });
+        s
+    }
+
     fn t(secs: i64) -> Timestamp {
         Timestamp::from_second(secs).unwrap()
     }
 
-    fn bound() -> LedgerState {
-        LedgerState {
-            bound_corp: Some("dingacme".into()),
-            unbound: None,
+    fn bound(trial: RecordedTrial) -> Binding {
+        Binding {
+            at: t(0),
+            corp_id: "dingacme".into(),
+            agent_id: Some(1001),
+            trial,
         }
     }
 
-    fn unbound(at: i64) -> LedgerState {
-        LedgerState {
-            bound_corp: Some("dingacme".into()),
-            unbound: Some((t(at), UnbindReason::Requested)),
+    fn acme() -> Identity {
+        Identity {
+            corp_id: "dingacme".into(),
+            agent_id: 1001,
+        }
+    }
+
+    fn unbind(at: i64) -> Unbind {
+        Unbind {
+            at: t(at),
+            reason: UnbindReason::Requested,
+            corp_id: "dingacme".into(),
+            agent_id: Some(1001),
         }
     }
 
     #[test]
     fn dingtalk_mode_operates() {
         assert_eq!(
-            next_step(&spec(Mode::DingTalk), &LedgerState::default(), t(0)),
+            next_step(&spec(Mode::DingTalk), None, None, t(0)),
             Step::Operate
         );
+        let b = bound(RecordedTrial::None);
         assert_eq!(
-            next_step(&spec(Mode::DingTalk), &bound(), t(0)),
+            next_step(&spec(Mode::DingTalk), Some(&b), None, t(0)),
             Step::Operate
         );
     }
 
     #[test]
-    fn public_on_a_bound_tenant_requests_an_unbind() {
+    fn public_on_a_bound_tenant_requests_an_unbind_of_the_bound_app() {
+        let b = bound(RecordedTrial::None);
         assert_eq!(
-            next_step(&spec(Mode::Public), &bound(), t(0)),
-            Step::RequestedUnbind
+            next_step(&spec(Mode::Public), Some(&b), None, t(0)),
+            Step::RequestedUnbind { bound: acme() }
         );
     }
 
     #[test]
     fn public_from_the_start_is_just_public() {
         assert_eq!(
-            next_step(&spec(Mode::Public), &LedgerState::default(), t(0)),
-            Step::Public { unbound: None }
+            next_step(&spec(Mode::Public), None, None, t(0)),
+            Step::Public
         );
     }
 
     #[test]
-    fn an_unbound_tenant_asking_for_dingtalk_is_forbidden() {
-        assert_eq!(
-            next_step(&spec(Mode::DingTalk), &unbound(5), t(9)),
-            Step::RebindForbidden { unbound_at: t(5) }
-        );
-    }
-
-    #[test]
-    fn suspend_wins_over_everything() {
+    fn a_proved_unbind_wins_over_everything_and_refuses_dingtalk() {
         let mut s = spec(Mode::DingTalk);
         s.suspend = true;
-        assert_eq!(next_step(&s, &unbound(5), t(9)), Step::Suspended);
+        let b = bound(RecordedTrial::None);
+        assert_eq!(
+            next_step(&s, Some(&b), Some(&unbind(5)), t(9)),
+            Step::Unbound {
+                unbind: unbind(5),
+                rebind_requested: true
+            }
+        );
+        assert_eq!(
+            next_step(&spec(Mode::Public), None, Some(&unbind(5)), t(9)),
+            Step::Unbound {
+                unbind: unbind(5),
+                rebind_requested: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_changed_identity_is_never_acted_on() {
+        let b = bound(RecordedTrial::None);
+        for (corp, agent) in [("dingacme", 1002), ("dingother", 1001)] {
+            for mode in [Mode::DingTalk, Mode::Public] {
+                let mut s = spec(mode);
+                s.dingtalk = Some(dingtalk(corp, agent));
+                assert_eq!(
+                    next_step(&s, Some(&b), None, t(0)),
+                    Step::BindingChanged {
+                        bound: acme(),
+                        declared: Some(Identity {
+                            corp_id: corp.into(),
+                            agent_id: agent
+                        })
+                    },
+                    "{corp}/{agent} in {mode}"
+                );
+            }
+        }
+        let mut s = spec(Mode::Public);
+        s.dingtalk = None;
+        assert_eq!(
+            next_step(&s, Some(&b), None, t(0)),
+            Step::BindingChanged {
+                bound: acme(),
+                declared: None
+            }
+        );
+    }
+
+    #[test]
+    fn an_entry_without_an_app_matches_on_the_organization() {
+        let mut b = bound(RecordedTrial::Unrecorded);
+        b.agent_id = None;
+        assert_eq!(
+            next_step(&spec(Mode::Public), Some(&b), None, t(0)),
+            Step::RequestedUnbind { bound: acme() }
+        );
+    }
+
+    #[test]
+    fn suspend_pauses_operation_but_not_the_trial() {
+        let mut s = with_trial(spec(Mode::DingTalk), 100);
+        s.suspend = true;
+        let b = bound(RecordedTrial::EndsAt(t(100)));
+        assert_eq!(next_step(&s, Some(&b), None, t(99)), Step::Suspended);
+        assert_eq!(
+            next_step(&s, Some(&b), None, t(100)),
+            Step::UnbindTrialExpired { bound: acme() }
+        );
     }
 
     #[test]
     fn trial_expiry_unbinds_at_the_instant() {
-        let mut s = spec(Mode::DingTalk);
-        s.trial = Some(TrialSpec {
-            expires_at: Time(t(100)),
-        });
-        assert_eq!(next_step(&s, &bound(), t(99)), Step::Operate);
-        assert_eq!(next_step(&s, &bound(), t(100)), Step::UnbindTrialExpired);
-        // A trial on a tenant that is public from the start unbinds nothing.
-        let mut p = spec(Mode::Public);
-        p.trial = s.trial.clone();
+        let s = with_trial(spec(Mode::DingTalk), 100);
+        let b = bound(RecordedTrial::EndsAt(t(100)));
+        assert_eq!(next_step(&s, Some(&b), None, t(99)), Step::Operate);
         assert_eq!(
-            next_step(&p, &LedgerState::default(), t(200)),
-            Step::Public { unbound: None }
+            next_step(&s, Some(&b), None, t(100)),
+            Step::UnbindTrialExpired { bound: acme() }
+        );
+        // A public tenant that was never bound has nothing to unbind.
+        let p = with_trial(spec(Mode::Public), 100);
+        assert_eq!(next_step(&p, None, None, t(200)), Step::Public);
+    }
+
+    #[test]
+    fn a_trial_that_ended_before_binding_means_never_bound() {
+        let s = with_trial(spec(Mode::DingTalk), 100);
+        assert_eq!(next_step(&s, None, None, t(99)), Step::Operate);
+        assert_eq!(
+            next_step(&s, None, None, t(100)),
+            Step::TrialEndedBeforeBinding { ended: t(100) }
         );
     }
 
     #[test]
-    fn preconditions_are_checked_in_order() {
+    fn a_trial_added_after_binding_or_moved_earlier_is_not_acted_on() {
+        // Bound without a trial: a trial in the past added later does nothing.
+        let added = with_trial(spec(Mode::DingTalk), 1);
+        let b = bound(RecordedTrial::None);
+        assert_eq!(next_step(&added, Some(&b), None, t(500)), Step::Operate);
+        // Bound with a trial ending at 100: moved to 50, it still ends at 100.
+        let earlier = with_trial(spec(Mode::DingTalk), 50);
+        let b = bound(RecordedTrial::EndsAt(t(100)));
+        assert_eq!(next_step(&earlier, Some(&b), None, t(60)), Step::Operate);
+        assert_eq!(
+            next_step(&earlier, Some(&b), None, t(100)),
+            Step::UnbindTrialExpired { bound: acme() }
+        );
+        // Moved later, it ends later; removed, it never ends.
+        let later = with_trial(spec(Mode::DingTalk), 300);
+        assert_eq!(next_step(&later, Some(&b), None, t(200)), Step::Operate);
+        assert_eq!(
+            next_step(&spec(Mode::DingTalk), Some(&b), None, t(10_000)),
+            Step::Operate
+        );
+    }
+
+    #[test]
+    fn any_one_record_proves_the_unbind_and_the_others_are_repaired() {
+        let u = unbind(5);
+        let status_only = Proofs {
+            status: Some(Unbind {
+                corp_id: String::new(),
+                agent_id: None,
+                ..u.clone()
+            }),
+            ..Default::default()
+        };
+        assert!(status_only.unbind().is_some());
+        assert_eq!(
+            status_only.repairs(true),
+            Repairs {
+                ledger: true,
+                record: true
+            }
+        );
+        assert_eq!(
+            status_only.repairs(false),
+            Repairs {
+                ledger: true,
+                record: false
+            }
+        );
+        let all = Proofs {
+            ledger: Some(u.clone()),
+            record: Some(unbind(7)),
+            status: Some(unbind(9)),
+        };
+        assert_eq!(all.unbind(), Some(u.clone()), "the earliest");
+        assert_eq!(all.repairs(true), Repairs::default());
+        let record_only = Proofs {
+            record: Some(u.clone()),
+            ..Default::default()
+        };
+        assert_eq!(record_only.unbind(), Some(u));
+        assert_eq!(
+            record_only.repairs(true),
+            Repairs {
+                ledger: true,
+                record: false
+            }
+        );
+        assert_eq!(Proofs::default().unbind(), None);
+        assert_eq!(Proofs::default().repairs(true), Repairs::default());
+    }
+
+    #[test]
+    fn the_creator_needs_a_contact_and_a_password() {
         let incomplete = CreatorCheck {
             has_contact: true,
             has_password: false,
         };
+        assert!(
+            matches!(creator_unmet(&incomplete), Some(Unmet::CreatorAccountIncomplete(ref m)) if m.contains("password"))
+        );
         let complete = CreatorCheck {
             has_contact: true,
             has_password: true,
         };
-        let mut asked = false;
-        let unmet = unbind_precondition(
-            &incomplete,
-            || {
-                asked = true;
-                true
-            },
-            1001,
+        assert_eq!(creator_unmet(&complete), None);
+    }
+
+    #[test]
+    fn the_app_is_disabled_only_when_proved() {
+        let id = acme();
+        assert_eq!(
+            app_disabled(&id, &AppSeen::Disabled, None),
+            Ok(AppProof::Seen)
         );
-        assert!(
-            matches!(unmet, Some(Unmet::CreatorAccountIncomplete(ref m)) if m.contains("password"))
-        );
-        assert!(
-            !asked,
-            "the app status is only checked once the creator is complete"
-        );
-        assert!(
-            matches!(unbind_precondition(&complete, || true, 1001), Some(Unmet::AppStillEnabled(ref m)) if m.contains("1001"))
-        );
-        assert_eq!(unbind_precondition(&complete, || false, 1001), None);
+        assert!(matches!(
+            app_disabled(&id, &AppSeen::Enabled, Some("dingacme/1001")),
+            Err(Unmet::AppStillEnabled(_))
+        ));
+        for seen in [
+            AppSeen::NotListed,
+            AppSeen::CredentialsRefused,
+            AppSeen::OtherOrganization,
+            AppSeen::NoCredentials("Secret acme/creds does not exist.".into()),
+        ] {
+            let unmet = app_disabled(&id, &seen, None).unwrap_err();
+            assert_eq!(
+                unmet.reason(),
+                crate::api::reason::APP_STATE_UNPROVED,
+                "{seen:?}"
+            );
+            assert!(
+                unmet.message().contains("\"dingacme/1001\""),
+                "{}",
+                unmet.message()
+            );
+            for wrong in ["dingacme/1002", "dingacme", "dingacme/1001 ", ""] {
+                assert!(app_disabled(&id, &seen, Some(wrong)).is_err(), "{wrong:?}");
+            }
+            assert_eq!(
+                app_disabled(&id, &seen, Some("dingacme/1001")),
+                Ok(AppProof::Confirmed("dingacme/1001".into()))
+            );
+        }
+        let msg = app_disabled(&id, &AppSeen::NotListed, None)
+            .unwrap_err()
+            .message()
+            .to_string();
+        assert!(msg.contains("does not list app 1001"), "{msg}");
     }
 
     #[derive(Clone, Debug)]
-    enum Event {
+    enum Edit {
         SetMode(Mode),
         Suspend(bool),
         Clock(i64),
-        DeleteAndRecreate,
+        ChangeAgent(i64),
+        SetTrial(Option<i64>),
+        Recreate { mode: Mode, trial: Option<i64> },
+        LoseLedger,
+        LoseStatus,
     }
 
-    fn arb_event() -> impl Strategy<Value = Event> {
+    fn arb_edit() -> impl Strategy<Value = Edit> {
+        let mode = || prop_oneof![Just(Mode::DingTalk), Just(Mode::Public)];
         prop_oneof![
-            prop_oneof![Just(Mode::DingTalk), Just(Mode::Public)].prop_map(Event::SetMode),
-            any::<bool>().prop_map(Event::Suspend),
-            (0i64..1000).prop_map(Event::Clock),
-            Just(Event::DeleteAndRecreate),
+            mode().prop_map(Edit::SetMode),
+            any::<bool>().prop_map(Edit::Suspend),
+            (-300i64..1000).prop_map(Edit::Clock),
+            (1000i64..1003).prop_map(Edit::ChangeAgent),
+            prop::option::of(0i64..2000).prop_map(Edit::SetTrial),
+            (mode(), prop::option::of(0i64..2000))
+                .prop_map(|(mode, trial)| Edit::Recreate { mode, trial }),
+            Just(Edit::LoseLedger),
+            Just(Edit::LoseStatus),
         ]
     }
 
     proptest! {
-        /// Whatever the sequence of edits, recreations and clock jumps, a tenant
-        /// whose ledger holds an unbind never operates in DingTalk mode again.
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Whatever the edits, recreations, clock jumps and lost records (one
+        /// record of an unbind always survives: the cluster's), once a tenant
+        /// is unbound it never operates in DingTalk mode again; it is unbound
+        /// only by a request whose preconditions were proved or by its trial;
+        /// and the bound identity never changes while bound.
         #[test]
-        fn once_unbound_never_operates_again(events in prop::collection::vec(arb_event(), 1..40), trial_at in prop::option::of(0i64..1000)) {
+        fn once_unbound_never_operates_again(edits in prop::collection::vec(arb_edit(), 1..40)) {
             let mut s = spec(Mode::DingTalk);
-            s.trial = trial_at.map(|at| TrialSpec { expires_at: Time(t(at)) });
-            let mut ledger = LedgerState::default();
-            let mut now = 0;
-            for event in events {
-                match event {
-                    Event::SetMode(m) => s.mode = m,
-                    Event::Suspend(b) => s.suspend = b,
-                    Event::Clock(dt) => now += dt,
-                    Event::DeleteAndRecreate => { s = spec(Mode::DingTalk); }
+            let mut ledger_binding: Option<Binding> = None;
+            let mut proofs = Proofs::default();
+            let mut now = 0i64;
+            for edit in edits {
+                match edit {
+                    Edit::SetMode(m) => s.mode = m,
+                    Edit::Suspend(b) => s.suspend = b,
+                    Edit::Clock(dt) => now += dt,
+                    Edit::ChangeAgent(a) => s.dingtalk = Some(dingtalk("dingacme", a)),
+                    Edit::SetTrial(at) => s = match at { Some(at) => with_trial(s, at), None => TenantSpec { trial: None, ..s } },
+                    Edit::Recreate { mode, trial } => {
+                        s = spec(mode);
+                        if let Some(at) = trial { s = with_trial(s, at); }
+                        proofs.status = None;
+                    }
+                    Edit::LoseLedger => { ledger_binding = None; proofs.ledger = None; }
+                    Edit::LoseStatus => proofs.status = None,
                 }
-                let step = next_step(&s, &ledger, t(now));
-                if ledger.unbound.is_some() {
-                    prop_assert!(matches!(step, Step::RebindForbidden { .. } | Step::Public { .. } | Step::Suspended), "{step:?}");
+                let was_unbound = proofs.unbind().is_some();
+                let step = next_step(&s, ledger_binding.as_ref(), proofs.unbind().as_ref(), t(now));
+                if was_unbound {
+                    prop_assert!(matches!(step, Step::Unbound { .. }), "{step:?}");
                 }
-                // Carry the step out as the shell would (preconditions always met).
+                // Carry the step out as the shell would.
+                let agent = ledger_binding.as_ref().and_then(|b| b.agent_id);
+                let unbound = |at, reason| Unbind { at: t(at), reason, corp_id: "dingacme".into(), agent_id: agent };
                 match step {
-                    Step::Operate => ledger.bound_corp = Some("dingacme".into()),
-                    Step::UnbindTrialExpired => ledger.unbound = Some((t(now), UnbindReason::TrialExpired)),
-                    Step::RequestedUnbind => ledger.unbound = Some((t(now), UnbindReason::Requested)),
-                    _ => {}
+                    Step::Operate => {
+                        let dt = s.dingtalk.clone().unwrap();
+                        if let Some(b) = &ledger_binding {
+                            prop_assert!(b.matches(&dt), "operating on another identity");
+                        } else {
+                            ledger_binding = Some(Binding { at: t(now), corp_id: dt.corp_id, agent_id: Some(dt.agent_id), trial: s.trial.as_ref().map_or(RecordedTrial::None, |tr| RecordedTrial::EndsAt(tr.expires_at.0)) });
+                        }
+                    }
+                    Step::UnbindTrialExpired { .. } => {
+                        let b = ledger_binding.as_ref().unwrap();
+                        let end = trial_end(&s, Some(b)).unwrap();
+                        prop_assert!(end <= t(now));
+                        if let RecordedTrial::EndsAt(recorded) = b.trial { prop_assert!(end >= recorded); }
+                        prop_assert!(b.trial != RecordedTrial::None, "a trial added after binding was acted on");
+                        let u = unbound(now, UnbindReason::TrialExpired);
+                        proofs = Proofs { ledger: Some(u.clone()), record: Some(u.clone()), status: Some(u) };
+                    }
+                    Step::RequestedUnbind { bound } => {
+                        let b = ledger_binding.as_ref().unwrap();
+                        prop_assert_eq!(Some(bound.agent_id), b.agent_id, "the bound app is the one unbound");
+                        prop_assert_eq!(s.mode, Mode::Public);
+                        // Preconditions proved.
+                        let u = unbound(now, UnbindReason::Requested);
+                        proofs = Proofs { ledger: Some(u.clone()), record: Some(u.clone()), status: Some(u) };
+                    }
+                    Step::Unbound { .. } => {
+                        let r = proofs.repairs(true);
+                        let u = proofs.unbind().unwrap();
+                        if r.ledger { proofs.ledger = Some(u.clone()); }
+                        proofs.status = Some(u);
+                    }
+                    Step::BindingChanged { bound, declared } => {
+                        prop_assert_ne!(Some(bound), declared);
+                    }
+                    Step::Suspended | Step::Public | Step::TrialEndedBeforeBinding { .. } => {}
                 }
             }
         }

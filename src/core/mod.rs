@@ -2,6 +2,7 @@
 //! Tenant spec, what was observed in DingTalk, what the store holds and the
 //! time. No I/O here; the `reconcile` shell carries the decisions out.
 
+pub mod absence;
 pub mod binding;
 pub mod conditions;
 pub mod desired;

@@ -365,7 +365,7 @@ impl Dev {
         };
         let outcome = self
             .reconciler
-            .reconcile(&tenant, &secrets, Timestamp::now(), &progress)
+            .reconcile(&tenant, &secrets, None, Timestamp::now(), &progress)
             .await?;
         for e in &outcome.events {
             if e.warning {

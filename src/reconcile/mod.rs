@@ -22,11 +22,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::{
     api::{
-        APPROVE_DELETIONS, DingTalkSpec, DirectoryStatus, Mode, ObservedScope, SYNC_REQUESTED_AT,
-        SyncProgress, Tenant, TenantKey, TenantStatus, UnbindReason, condition, reason,
+        APPROVE_DELETIONS, CONFIRM_APP_REMOVED, DingTalkSpec, DirectoryStatus, Mode, ObservedScope,
+        SYNC_REQUESTED_AT, SyncProgress, Tenant, TenantKey, TenantStatus, UnbindReason,
+        UnbindRecordSpec, condition, reason,
     },
     core::{
-        binding::{self, CreatorCheck, LedgerState, Step},
+        binding::{self, Binding, Identity, Proofs, RecordedTrial, Step, Unbind},
         conditions,
         desired::{CreatorIdentity, desired_directory},
         directory::diff,
@@ -63,6 +64,8 @@ pub struct Reconciler {
     apps: Mutex<HashMap<(String, String), AppClient>>,
     /// (appKey, corpId) pairs already found to belong together: checked once per process.
     corps: Mutex<HashSet<(String, String)>>,
+    /// Whether the runner keeps `UnbindRecord`s (a cluster does; `dev` does not).
+    keeps_records: bool,
 }
 
 impl Reconciler {
@@ -72,7 +75,15 @@ impl Reconciler {
             dingtalk,
             apps: Mutex::new(HashMap::new()),
             corps: Mutex::new(HashSet::new()),
+            keeps_records: false,
         }
+    }
+
+    /// A reconciler whose runner keeps an `UnbindRecord` for every unbind
+    /// (the controller): each [`Outcome`] then names the record that must exist.
+    pub fn keeping_unbind_records(mut self) -> Self {
+        self.keeps_records = true;
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -106,51 +117,67 @@ impl Reconciler {
             .clone()
     }
 
-    /// One reconciliation of `tenant` at `now`. `progress` is told how a long sync advances.
+    /// One reconciliation of `tenant` at `now`. `record` is the cluster's
+    /// `UnbindRecord` of the tenant, if one exists; `progress` is told how a
+    /// long sync advances.
     pub async fn reconcile(
         &self,
         tenant: &Tenant,
         secrets: &Secrets,
+        record: Option<&UnbindRecordSpec>,
         now: Timestamp,
         progress: &(dyn Fn(&SyncProgress) + Send + Sync),
     ) -> Result<Outcome, Error> {
         let key = tenant.key();
-        let ledger = self.ledger_state(&key).await?;
+        let ledger = self.ledger_facts(&key).await?;
         let previous = self.previous_status(&key, tenant).await?;
+        let proofs = Proofs {
+            ledger: ledger.unbind.clone(),
+            record: record.map(unbind_of_record),
+            status: status_unbind(&previous)
+                .or_else(|| tenant.status.as_ref().and_then(status_unbind)),
+        };
         let mut run = Run::new(tenant, previous, now);
-        match binding::next_step(&tenant.spec, &ledger, now) {
+        let binding = ledger.binding.as_ref();
+        match binding::next_step(&tenant.spec, binding, proofs.unbind().as_ref(), now) {
             Step::Suspended => {
                 run.ready(
                     false,
                     reason::SUSPENDED,
-                    "Reconciliation is suspended (spec.suspend).",
+                    "Reconciliation is suspended (spec.suspend); a trial still ends on time.",
                 );
-                run.requeue = None;
+                run.requeue = run.until_trial_end(binding);
             }
-            Step::Public { unbound } => self.public(&key, &mut run, &ledger, unbound).await?,
-            Step::RebindForbidden { unbound_at } => {
-                let msg = format!(
-                    "This tenant left DingTalk integration mode on {unbound_at} and can never return to it; set spec.mode: Public."
-                );
-                run.status.mode = Some(Mode::Public);
-                run.status.directory = None;
-                run.status.visible_scope = None;
-                run.ready(false, reason::REBIND_FORBIDDEN, &msg);
-                run.set(condition::BOUND, false, reason::REBIND_FORBIDDEN, &msg);
-                run.warn(reason::REBIND_FORBIDDEN, msg);
-                run.fill_unbound(&ledger);
-                run.requeue = None;
-            }
-            Step::UnbindTrialExpired => {
-                self.unbind(&key, &mut run, &ledger, UnbindReason::TrialExpired)
+            Step::Public => run.public_from_the_start(),
+            Step::Unbound {
+                unbind,
+                rebind_requested,
+            } => {
+                self.unbound(&key, &mut run, secrets, &proofs, unbind, rebind_requested)
                     .await?
             }
-            Step::RequestedUnbind => {
-                self.requested_unbind(&key, tenant, secrets, &mut run, &ledger)
+            Step::TrialEndedBeforeBinding { ended } => run.never_bound(ended),
+            Step::UnbindTrialExpired { bound } => {
+                self.unbind(
+                    &key,
+                    &mut run,
+                    secrets,
+                    &bound,
+                    UnbindReason::TrialExpired,
+                    None,
+                )
+                .await?
+            }
+            Step::BindingChanged { bound, declared } => {
+                run.binding_changed(&bound, declared.as_ref());
+                run.requeue = run.until_trial_end(binding);
+            }
+            Step::RequestedUnbind { bound } => {
+                self.requested_unbind(&key, tenant, secrets, &mut run, &bound)
                     .await?
             }
             Step::Operate => {
-                self.operate(&key, tenant, secrets, &mut run, &ledger, progress)
+                self.operate(&key, tenant, secrets, &mut run, binding, progress)
                     .await?
             }
         }
@@ -192,16 +219,75 @@ impl Reconciler {
         Ok(stored.unwrap_or_else(|| cached.clone()))
     }
 
-    async fn ledger_state(&self, key: &TenantKey) -> Result<LedgerState, Error> {
-        let mut state = LedgerState::default();
+    /// The latest binding and the unbind (if any) in the tenant's ledger.
+    async fn ledger_facts(&self, key: &TenantKey) -> Result<LedgerFacts, Error> {
+        let mut facts = LedgerFacts::default();
         for entry in self.store.ledger(key).await? {
             match entry {
-                LedgerEntry::Bound { corp_id, .. } => state.bound_corp = Some(corp_id),
-                LedgerEntry::Unbound { at, reason, .. } => {
-                    state.unbound.get_or_insert((at, reason));
+                LedgerEntry::Bound {
+                    at,
+                    corp_id,
+                    agent_id,
+                    trial_ends_at,
+                } => {
+                    let trial = match (agent_id, trial_ends_at) {
+                        (None, _) => RecordedTrial::Unrecorded,
+                        (Some(_), None) => RecordedTrial::None,
+                        (Some(_), Some(end)) => RecordedTrial::EndsAt(end),
+                    };
+                    facts.binding = Some(Binding {
+                        at,
+                        corp_id,
+                        agent_id,
+                        trial,
+                    });
+                }
+                LedgerEntry::Unbound {
+                    at,
+                    corp_id,
+                    agent_id,
+                    reason,
+                    ..
+                } => {
+                    facts.unbind.get_or_insert(Unbind {
+                        at,
+                        reason,
+                        corp_id,
+                        agent_id,
+                    });
                 }
             }
         }
-        Ok(state)
+        Ok(facts)
+    }
+}
+
+/// What the ledger says about a tenant.
+#[derive(Default)]
+struct LedgerFacts {
+    binding: Option<Binding>,
+    unbind: Option<Unbind>,
+}
+
+/// The unbind a Tenant's status proves: `mode: Public` with `unboundAt`.
+fn status_unbind(s: &TenantStatus) -> Option<Unbind> {
+    match (s.mode, &s.unbound_at) {
+        (Some(Mode::Public), Some(at)) => Some(Unbind {
+            at: at.0,
+            reason: s.unbind_reason.unwrap_or(UnbindReason::Requested),
+            corp_id: String::new(),
+            agent_id: None,
+        }),
+        _ => None,
+    }
+}
+
+/// The unbind an `UnbindRecord` proves.
+fn unbind_of_record(r: &UnbindRecordSpec) -> Unbind {
+    Unbind {
+        at: r.unbound_at.0,
+        reason: r.reason,
+        corp_id: r.corp_id.clone(),
+        agent_id: r.agent_id,
     }
 }

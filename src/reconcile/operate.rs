@@ -18,7 +18,7 @@ impl Reconciler {
         tenant: &Tenant,
         secrets: &Secrets,
         run: &mut Run<'_>,
-        ledger: &LedgerState,
+        binding: Option<&Binding>,
         progress: &(dyn Fn(&SyncProgress) + Send + Sync),
     ) -> Result<(), Error> {
         run.status.mode = Some(Mode::DingTalk);
@@ -84,13 +84,17 @@ impl Reconciler {
                 return Ok(());
             }
         }
-        if ledger.bound_corp.as_deref() != Some(dt.corp_id.as_str()) {
+        // The binding identity (and the trial it was bound with) goes into the
+        // ledger once; next_step never operates on a spec that differs from it.
+        if binding.is_none_or(|b| b.agent_id.is_none()) {
             self.store
                 .append_ledger(
                     key,
                     LedgerEntry::Bound {
                         at: run.now,
                         corp_id: dt.corp_id.clone(),
+                        agent_id: Some(dt.agent_id),
+                        trial_ends_at: tenant.spec.trial.as_ref().map(|t| t.expires_at.0),
                     },
                 )
                 .await?;
@@ -102,7 +106,9 @@ impl Reconciler {
                 ),
             );
         }
-        self.store.put_account(key, &account_of(tenant)).await?;
+        self.store
+            .put_account(key, &account_of(tenant, secrets.creator_password_set))
+            .await?;
         run.status.bound_corp_id = Some(dt.corp_id.clone());
         run.set(
             condition::BOUND,
@@ -198,7 +204,7 @@ impl Reconciler {
                 run.status.last_handled_approval = annotation.map(str::to_owned);
             }
         }
-        let trial = tenant.spec.trial.as_ref().map(|t| t.expires_at.0);
+        let trial = binding::trial_end(&tenant.spec, binding);
         run.requeue = Some(schedule::requeue_after(run.now, next_sync, trial));
         let pending = run
             .status

@@ -18,6 +18,9 @@ pub struct Outcome {
     pub status: TenantStatus,
     pub events: Vec<Event>,
     pub requeue_after: Option<Duration>,
+    /// The `UnbindRecord` that must exist (the tenant is unbound and the
+    /// runner keeps records); the runner creates it when it is missing.
+    pub unbind_record: Option<UnbindRecordSpec>,
 }
 
 /// The status being built by one reconciliation.
@@ -29,6 +32,7 @@ pub(super) struct Run<'a> {
     pub(super) requeue: Option<Duration>,
     /// The status before this reconciliation (see `Reconciler::previous_status`).
     pub(super) previous: TenantStatus,
+    pub(super) record: Option<UnbindRecordSpec>,
 }
 
 impl<'a> Run<'a> {
@@ -41,6 +45,9 @@ impl<'a> Run<'a> {
             conditions: previous.conditions.clone(),
             last_handled_sync_request: previous.last_handled_sync_request.clone(),
             bound_corp_id: previous.bound_corp_id.clone(),
+            // An unbind stays in status for good.
+            unbound_at: previous.unbound_at.clone(),
+            unbind_reason: previous.unbind_reason,
             visible_scope: previous.visible_scope.clone(),
             directory: previous.directory.clone().map(|d| DirectoryStatus {
                 progress: None,
@@ -55,6 +62,7 @@ impl<'a> Run<'a> {
             events: Vec::new(),
             requeue: Some(RECHECK),
             previous,
+            record: None,
         }
     }
 
@@ -97,12 +105,58 @@ impl<'a> Run<'a> {
         });
     }
 
-    pub(super) fn fill_unbound(&mut self, ledger: &LedgerState) {
-        if let Some((at, why)) = ledger.unbound {
-            self.status.unbound_at = Some(Time(at));
-            self.status.unbind_reason = Some(why);
-        }
+    /// Public mode after an unbind: the directory and scope are gone, the unbind stays.
+    pub(super) fn fill_unbound(&mut self, unbind: &Unbind) {
+        self.status.mode = Some(Mode::Public);
+        self.status.unbound_at = Some(Time(unbind.at));
+        self.status.unbind_reason = Some(unbind.reason);
         self.status.bound_corp_id = None;
+        self.status.directory = None;
+        self.status.visible_scope = None;
+    }
+
+    /// When to look again so that a trial ends on time, if it will.
+    pub(super) fn until_trial_end(&self, binding: Option<&Binding>) -> Option<Duration> {
+        binding::trial_end(&self.tenant.spec, binding)
+            .map(|end| schedule::requeue_after(self.now, None, Some(end)))
+    }
+
+    pub(super) fn public_from_the_start(&mut self) {
+        self.status.mode = Some(Mode::Public);
+        self.status.directory = None;
+        self.status.visible_scope = None;
+        self.set(
+            condition::BOUND,
+            false,
+            reason::PUBLIC_MODE,
+            "The tenant is in public mode.",
+        );
+        self.ready(
+            true,
+            reason::PUBLIC_MODE,
+            "The tenant is in public mode; accounts are managed by the tenant.",
+        );
+        self.requeue = None;
+    }
+
+    pub(super) fn never_bound(&mut self, ended: Timestamp) {
+        let msg = format!(
+            "The trial ended on {ended}, before the tenant was bound: it is not bound to DingTalk. Remove spec.trial once the tenant has paid to bind it."
+        );
+        self.set(condition::BOUND, false, reason::TRIAL_EXPIRED, &msg);
+        self.ready(false, reason::TRIAL_EXPIRED, &msg);
+        self.requeue = None;
+    }
+
+    pub(super) fn binding_changed(&mut self, bound: &Identity, declared: Option<&Identity>) {
+        let declared = declared.map_or_else(|| "no DingTalk app".to_string(), Identity::to_string);
+        let msg = format!(
+            "The tenant is bound to {bound}, but the spec names {declared}: the binding identity cannot change while the tenant is bound, and nothing is done on either. Set spec.dingtalk.corpId to {} and agentId to {} again.",
+            bound.corp_id, bound.agent_id
+        );
+        self.set(condition::BOUND, false, reason::BINDING_CHANGED, &msg);
+        self.ready(false, reason::BINDING_CHANGED, &msg);
+        self.warn(reason::BINDING_CHANGED, msg);
     }
 
     pub(super) fn finish(self) -> Outcome {
@@ -110,6 +164,7 @@ impl<'a> Run<'a> {
             status: self.status,
             events: self.events,
             requeue_after: self.requeue,
+            unbind_record: self.record,
         }
     }
 }

@@ -81,7 +81,7 @@ fn department(d: dingtalk::types::Department) -> Department {
     }
 }
 
-fn member(u: dingtalk::types::User) -> Member {
+pub(super) fn member(u: dingtalk::types::User) -> Member {
     let mut dept_ids = u.dept_id_list;
     dept_ids.sort_unstable();
     dept_ids.dedup();

@@ -3,6 +3,8 @@
 //! the same without writing.
 
 use super::{operate::observed_scope, outcome::Run, *};
+use crate::core::absence::{absence, keep_unconfirmed};
+use std::collections::BTreeSet;
 
 impl Reconciler {
     /// A directory sync. The outer error is the store's; the inner one DingTalk's.
@@ -34,7 +36,24 @@ impl Reconciler {
                 return Ok(Err(e));
             }
         };
-        let plan = self.plan_sync(key, tenant, fetched, approved).await?;
+        let plan = match self
+            .plan_sync(key, tenant, app, scope, fetched, approved)
+            .await?
+        {
+            Ok(plan) => plan,
+            Err(e) => {
+                let record = sync_record(
+                    run.now,
+                    SyncOutcome::Failed,
+                    Default::default(),
+                    app.stats().total_calls() - calls_before,
+                    0,
+                    Some(e.to_string()),
+                );
+                self.store.record_sync_run(key, &record).await?;
+                return Ok(Err(e));
+            }
+        };
         let guarded = &plan.guarded;
         let counts = (
             guarded.diff.add_members.len() as u64,
@@ -63,6 +82,7 @@ impl Reconciler {
             updated: counts.1,
             removed: counts.2,
             pending_deletions: guarded.held,
+            unconfirmed: plan.unconfirmed,
             progress: None,
         });
         if guarded.held > 0 {
@@ -75,10 +95,17 @@ impl Reconciler {
             );
             run.warn(reason::DELETION_THRESHOLD_EXCEEDED, msg);
         } else {
-            let msg = format!(
+            let mut msg = format!(
                 "{} members, {} departments; +{} ~{} -{}.",
                 members, departments, counts.0, counts.1, counts.2
             );
+            if plan.unconfirmed > 0 {
+                msg.push_str(&format!(
+                    " {} members missing from DingTalk's answer still exist in the scope: kept, and checked again at the next sync.",
+                    plan.unconfirmed
+                ));
+                run.warn(reason::REMOVALS_UNCONFIRMED, msg.clone());
+            }
             run.set(condition::DIRECTORY_SYNCED, true, reason::SYNCED, &msg);
             if counts != (0, 0, 0) {
                 run.event(reason::SYNCED, format!("Directory synced: {msg}"));
@@ -97,17 +124,24 @@ pub struct SyncPlan {
     /// Members and departments in the directory once the diff is applied.
     pub members_after: u64,
     pub departments_after: u64,
+    /// Absent members DingTalk did not confirm gone: kept.
+    pub unconfirmed: u64,
 }
 
 impl Reconciler {
-    /// Compares what was read in DingTalk with the store and applies the guard. Writes nothing.
+    /// Compares what was read in DingTalk with the store, asks DingTalk about
+    /// each member that is missing (only a confirmed absence is removed), and
+    /// applies the guard. Writes nothing. The outer error is the store's; the
+    /// inner one DingTalk's.
     pub(super) async fn plan_sync(
         &self,
         key: &TenantKey,
         tenant: &Tenant,
+        app: &AppClient,
+        scope: &DesiredScope,
         fetched: read::Fetched,
         approved: Option<u64>,
-    ) -> Result<SyncPlan, Error> {
+    ) -> Result<Result<SyncPlan, dingtalk::Error>, Error> {
         let creator = tenant
             .spec
             .creator
@@ -123,17 +157,30 @@ impl Reconciler {
             .spec
             .sync
             .max_deletions_for(current.members.len() as u64);
-        let guarded = guard(diff(&current, &desired), max, approved);
+        let full = diff(&current, &desired);
+        let scope_departments: BTreeSet<i64> = desired.departments.keys().copied().collect();
+        let mut verdicts = BTreeMap::new();
+        for userid in &full.remove_members {
+            let found = match app.get_user(userid).await {
+                Ok(found) => found.map(read::member),
+                Err(e) => return Ok(Err(e)),
+            };
+            let verdict = absence(found.as_ref(), scope, &scope_departments, &creator);
+            verdicts.insert(userid.clone(), verdict);
+        }
+        let (confirmed, unconfirmed) = keep_unconfirmed(full, &current, &verdicts);
+        let guarded = guard(confirmed, max, approved);
         let d = &guarded.diff;
         let members_after =
             (current.members.len() + d.add_members.len() - d.remove_members.len()) as u64;
         let departments_after = (current.departments.len() + d.add_departments.len()
             - d.remove_departments.len()) as u64;
-        Ok(SyncPlan {
+        Ok(Ok(SyncPlan {
             guarded,
             members_after,
             departments_after,
-        })
+            unconfirmed,
+        }))
     }
 
     /// What reconciling `tenant` now would do, without doing it: the binding
@@ -145,8 +192,10 @@ impl Reconciler {
         now: Timestamp,
     ) -> Result<Plan, Error> {
         let key = tenant.key();
-        let ledger = self.ledger_state(&key).await?;
-        let step = binding::next_step(&tenant.spec, &ledger, now);
+        let ledger = self.ledger_facts(&key).await?;
+        let status = tenant.status.as_ref().and_then(status_unbind);
+        let unbind = ledger.unbind.clone().or(status);
+        let step = binding::next_step(&tenant.spec, ledger.binding.as_ref(), unbind.as_ref(), now);
         let mut plan = Plan {
             step,
             scope: None,
@@ -171,8 +220,15 @@ impl Reconciler {
             }
             Err(e) => Err(e),
         };
-        match fetched {
-            Ok(fetched) => plan.sync = Some(self.plan_sync(&key, tenant, fetched, None).await?),
+        let planned = match fetched {
+            Ok(fetched) => {
+                self.plan_sync(&key, tenant, &app, &desired, fetched, None)
+                    .await?
+            }
+            Err(e) => Err(e),
+        };
+        match planned {
+            Ok(sync) => plan.sync = Some(sync),
             Err(e) => plan.problem = Some(format!("reading DingTalk: {e}")),
         }
         Ok(plan)

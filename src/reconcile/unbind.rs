@@ -1,88 +1,130 @@
-//! Leaving DingTalk mode: a requested unbind (after its preconditions), the
-//! trial's automatic unbind, and public mode afterwards. The ledger is
-//! written first: from then on the tenant can never return to DingTalk mode.
+//! Leaving DingTalk mode: a requested unbind (once its preconditions are
+//! proved), the trial's automatic unbind, and public mode afterwards. The
+//! ledger is written first: from then on the tenant can never return to
+//! DingTalk mode, and every later reconciliation finishes what a crash left.
 
 use super::{outcome::Run, *};
+use crate::core::binding::{AppProof, AppSeen, CreatorCheck};
 
 impl Reconciler {
-    pub(super) async fn public(
+    /// The tenant is unbound (some record proves it): repair the missing
+    /// records, finish the unbind, and stay public.
+    pub(super) async fn unbound(
         &self,
         key: &TenantKey,
         run: &mut Run<'_>,
-        ledger: &LedgerState,
-        unbound: Option<(Timestamp, UnbindReason)>,
+        secrets: &Secrets,
+        proofs: &Proofs,
+        unbind: Unbind,
+        rebind_requested: bool,
     ) -> Result<(), Error> {
-        if unbound.is_some() {
-            // An unbind interrupted between the ledger and the directory: finish it.
-            let dir = self.store.directory(key).await?;
-            if !dir.members.is_empty() || !dir.departments.is_empty() {
-                self.store.clear_directory(key).await?;
-            }
+        let repairs = proofs.repairs(self.keeps_records);
+        if repairs.ledger {
+            let corp_id = if unbind.corp_id.is_empty() {
+                run.tenant
+                    .spec
+                    .dingtalk
+                    .as_ref()
+                    .map(|d| d.corp_id.clone())
+                    .unwrap_or_default()
+            } else {
+                unbind.corp_id.clone()
+            };
+            self.store
+                .append_ledger(
+                    key,
+                    LedgerEntry::Unbound {
+                        at: unbind.at,
+                        corp_id,
+                        agent_id: unbind.agent_id,
+                        reason: unbind.reason,
+                        confirmation: None,
+                    },
+                )
+                .await?;
+            let msg = format!(
+                "The store's ledger did not record this tenant's unbind of {}; it was written again from the {}.",
+                unbind.at,
+                if proofs.record.is_some() {
+                    "cluster's UnbindRecord"
+                } else {
+                    "Tenant's status"
+                }
+            );
+            tracing::warn!(tenant = %key, "{msg}");
+            run.warn(reason::LEDGER_REPAIRED, msg);
         }
-        run.status.mode = Some(Mode::Public);
-        run.fill_unbound(ledger);
-        run.status.directory = None;
-        run.status.visible_scope = None;
-        // Keep what the unbind wrote, so its reason and message stay visible.
-        let (bound_reason, bound_message) = match unbound {
-            Some((at, why)) => (
-                reason::UNBOUND,
-                format!(
-                    "Unbound from DingTalk on {at} ({}); for good.",
-                    why.as_str()
-                ),
-            ),
-            None => (
+        if repairs.record {
+            let msg = format!(
+                "The cluster held no UnbindRecord of this tenant's unbind of {}; it is written again.",
+                unbind.at
+            );
+            tracing::warn!(tenant = %key, "{msg}");
+            run.warn(reason::UNBIND_RECORD_REPAIRED, msg);
+        }
+        self.finish_unbind(key, run.tenant, secrets).await?;
+        run.fill_unbound(&unbind);
+        self.keep_record(run, &unbind, None);
+        if rebind_requested {
+            let msg = format!(
+                "This tenant left DingTalk integration mode on {} and can never return to it; set spec.mode: Public.",
+                unbind.at
+            );
+            run.ready(false, reason::REBIND_FORBIDDEN, &msg);
+            run.set(condition::BOUND, false, reason::REBIND_FORBIDDEN, &msg);
+            run.warn(reason::REBIND_FORBIDDEN, msg);
+        } else {
+            let msg = format!(
+                "Unbound from DingTalk on {} ({}); for good.",
+                unbind.at,
+                unbind.reason.as_str()
+            );
+            run.set(condition::BOUND, false, reason::UNBOUND, &msg);
+            run.ready(
+                true,
                 reason::PUBLIC_MODE,
-                "The tenant is in public mode.".to_string(),
-            ),
-        };
-        run.set(condition::BOUND, false, bound_reason, &bound_message);
-        run.ready(
-            true,
-            reason::PUBLIC_MODE,
-            "The tenant is in public mode; accounts are managed by the tenant.",
-        );
+                "The tenant is in public mode; accounts are managed by the tenant.",
+            );
+        }
         run.requeue = None;
         Ok(())
     }
 
+    /// Carries out an unbind of `bound`: the ledger first, then the directory
+    /// and the account. `confirmation` is the person's confirmation that the
+    /// app was removed, when that is what proved the precondition.
     pub(super) async fn unbind(
         &self,
         key: &TenantKey,
         run: &mut Run<'_>,
-        ledger: &LedgerState,
+        secrets: &Secrets,
+        bound: &Identity,
         why: UnbindReason,
+        confirmation: Option<String>,
     ) -> Result<(), Error> {
-        let corp = ledger
-            .bound_corp
-            .clone()
-            .or_else(|| run.tenant.spec.dingtalk.as_ref().map(|d| d.corp_id.clone()))
-            .unwrap_or_default();
         // The ledger first: from here on the tenant can never return to DingTalk mode.
         self.store
             .append_ledger(
                 key,
                 LedgerEntry::Unbound {
                     at: run.now,
-                    corp_id: corp.clone(),
+                    corp_id: bound.corp_id.clone(),
+                    agent_id: Some(bound.agent_id),
                     reason: why,
+                    confirmation: confirmation.clone(),
                 },
             )
             .await?;
-        self.store.clear_directory(key).await?;
-        let mut account = self
-            .store
-            .account(key)
-            .await?
-            .unwrap_or_else(|| account_of(run.tenant));
-        account.mode = Mode::Public;
-        self.store.put_account(key, &account).await?;
-        run.status.mode = Some(Mode::Public);
-        run.status.unbound_at = Some(Time(run.now));
-        run.status.unbind_reason = Some(why);
-        run.status.directory = None;
-        run.status.visible_scope = None;
+        self.finish_unbind(key, run.tenant, secrets).await?;
+        let unbind = Unbind {
+            at: run.now,
+            reason: why,
+            corp_id: bound.corp_id.clone(),
+            agent_id: Some(bound.agent_id),
+        };
+        run.fill_unbound(&unbind);
+        self.keep_record(run, &unbind, confirmation);
+        let corp = &bound.corp_id;
         let msg = match why {
             UnbindReason::TrialExpired => format!(
                 "The trial expired: unbound from DingTalk organization {corp}; the tenant is now in public mode for good."
@@ -102,8 +144,47 @@ impl Reconciler {
             msg,
         );
         run.requeue = None;
-        tracing::info!(tenant = %key, corp, reason = why.as_str(), "tenant unbound");
+        tracing::info!(tenant = %key, corp, agent_id = bound.agent_id, reason = why.as_str(), "tenant unbound");
         Ok(())
+    }
+
+    /// The end state of every unbind, reached idempotently from wherever an
+    /// earlier attempt stopped: the directory cleared, then the account public.
+    /// A public account means the directory was cleared before it.
+    async fn finish_unbind(
+        &self,
+        key: &TenantKey,
+        tenant: &Tenant,
+        secrets: &Secrets,
+    ) -> Result<(), Error> {
+        let account = self.store.account(key).await?;
+        if account.as_ref().is_some_and(|a| a.mode == Mode::Public) {
+            return Ok(());
+        }
+        self.store.clear_directory(key).await?;
+        let mut account =
+            account.unwrap_or_else(|| account_of(tenant, secrets.creator_password_set));
+        account.mode = Mode::Public;
+        self.store.put_account(key, &account).await?;
+        Ok(())
+    }
+
+    /// Names the `UnbindRecord` that must exist, where the runner keeps them.
+    fn keep_record(&self, run: &mut Run<'_>, unbind: &Unbind, confirmation: Option<String>) {
+        if !self.keeps_records {
+            return;
+        }
+        let key = run.tenant.key();
+        run.record = Some(UnbindRecordSpec {
+            tenant_namespace: key.namespace,
+            tenant_name: key.name,
+            tenant_uid: run.tenant.metadata.uid.clone(),
+            corp_id: unbind.corp_id.clone(),
+            agent_id: unbind.agent_id,
+            unbound_at: Time(unbind.at),
+            reason: unbind.reason,
+            confirmation,
+        });
     }
 
     pub(super) async fn requested_unbind(
@@ -112,56 +193,109 @@ impl Reconciler {
         tenant: &Tenant,
         secrets: &Secrets,
         run: &mut Run<'_>,
-        ledger: &LedgerState,
+        bound: &Identity,
     ) -> Result<(), Error> {
         run.status.mode = Some(Mode::DingTalk);
-        run.status.bound_corp_id = ledger.bound_corp.clone();
+        run.status.bound_corp_id = Some(bound.corp_id.clone());
+        run.requeue = Some(RECHECK);
         let creator = tenant.spec.creator.clone().unwrap_or_default();
         let check = CreatorCheck {
             has_contact: creator.email.is_some() || creator.phone.is_some(),
             has_password: secrets.creator_password_set,
         };
-        // The app status needs DingTalk; look it up only once the creator passes.
-        let app_enabled = if check.has_contact && check.has_password {
-            match (tenant.spec.dingtalk.as_ref(), &secrets.credentials) {
-                (Some(dt), Some(Ok(creds))) => match self.app(creds).app_enabled(dt.agent_id).await
-                {
-                    Ok(enabled) => enabled.unwrap_or(false),
-                    Err(e) => {
-                        run.ready(
-                            false,
-                            reason::DINGTALK_UNAVAILABLE,
-                            &format!("Cannot check the app's status in DingTalk: {e}"),
-                        );
-                        run.requeue = Some(RECHECK);
-                        return Ok(());
-                    }
-                },
-                // Without credentials the app status cannot be checked: it counts as enabled.
-                _ => true,
+        if let Some(unmet) = binding::creator_unmet(&check) {
+            run.ready(false, unmet.reason(), unmet.message());
+            return Ok(());
+        }
+        // The app's state needs DingTalk: looked up only once the creator passes.
+        let seen = match self.app_seen(secrets, bound).await {
+            Ok(seen) => seen,
+            Err(e) => {
+                run.ready(
+                    false,
+                    reason::DINGTALK_UNAVAILABLE,
+                    &format!("Cannot check the app's status in DingTalk: {e}"),
+                );
+                return Ok(());
             }
-        } else {
-            true
         };
-        let agent_id = tenant.spec.dingtalk.as_ref().map_or(0, |d| d.agent_id);
-        match binding::unbind_precondition(&check, || app_enabled, agent_id) {
-            Some(unmet) => {
+        let annotations = tenant.metadata.annotations.as_ref();
+        let confirmation = annotations
+            .and_then(|a| a.get(CONFIRM_APP_REMOVED))
+            .map(String::as_str);
+        match binding::app_disabled(bound, &seen, confirmation) {
+            Err(unmet) => {
                 run.ready(false, unmet.reason(), unmet.message());
-                run.requeue = Some(RECHECK);
                 Ok(())
             }
-            None => self.unbind(key, run, ledger, UnbindReason::Requested).await,
+            Ok(AppProof::Seen) => {
+                self.unbind(key, run, secrets, bound, UnbindReason::Requested, None)
+                    .await
+            }
+            Ok(AppProof::Confirmed(value)) => {
+                run.event(
+                    reason::APP_REMOVAL_CONFIRMED,
+                    format!(
+                        "DingTalk no longer shows {bound}; its removal was confirmed with {CONFIRM_APP_REMOVED}: \"{value}\", recorded with the unbind."
+                    ),
+                );
+                self.unbind(
+                    key,
+                    run,
+                    secrets,
+                    bound,
+                    UnbindReason::Requested,
+                    Some(value),
+                )
+                .await
+            }
+        }
+    }
+
+    /// What DingTalk shows of the bound app, read with the tenant's credentials
+    /// and checked against the bound organization. `Err` only when DingTalk
+    /// could not answer (the unbind waits).
+    async fn app_seen(
+        &self,
+        secrets: &Secrets,
+        bound: &Identity,
+    ) -> Result<AppSeen, dingtalk::Error> {
+        let creds = match &secrets.credentials {
+            Some(Ok(c)) => c,
+            Some(Err(why)) => return Ok(AppSeen::NoCredentials(why.clone())),
+            None => {
+                return Ok(AppSeen::NoCredentials(
+                    "no app credentials Secret is named".into(),
+                ));
+            }
+        };
+        let app = self.app(creds);
+        let refused = |e: dingtalk::Error| match e.kind() {
+            ErrorKind::InvalidCredentials => Ok(AppSeen::CredentialsRefused),
+            _ => Err(e),
+        };
+        match app.belongs_to_corp(&bound.corp_id).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(AppSeen::OtherOrganization),
+            Err(e) => return refused(e),
+        }
+        match app.app_enabled(bound.agent_id).await {
+            Ok(Some(true)) => Ok(AppSeen::Enabled),
+            Ok(Some(false)) => Ok(AppSeen::Disabled),
+            Ok(None) => Ok(AppSeen::NotListed),
+            Err(e) => refused(e),
         }
     }
 }
 
-pub(super) fn account_of(tenant: &Tenant) -> Account {
+/// The account a bound tenant has on the platform.
+pub(super) fn account_of(tenant: &Tenant, password_set: bool) -> Account {
     let creator = tenant.spec.creator.clone().unwrap_or_default();
     Account {
         mode: Mode::DingTalk,
         corp_id: tenant.spec.dingtalk.as_ref().map(|d| d.corp_id.clone()),
         creator_email: creator.email,
         creator_phone: creator.phone,
-        password_set: creator.password_secret_ref.is_some(),
+        password_set,
     }
 }

@@ -31,13 +31,25 @@ pub struct Account {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all_fields = "camelCase")]
 pub enum LedgerEntry {
-    /// The tenant was bound to the DingTalk organization `corp_id`.
-    Bound { at: Timestamp, corp_id: String },
+    /// The tenant was bound to app `agent_id` of the DingTalk organization
+    /// `corp_id`: the binding identity, fixed until the tenant is unbound.
+    Bound {
+        at: Timestamp,
+        corp_id: String,
+        /// `None` only in entries written before the app was recorded.
+        agent_id: Option<i64>,
+        /// The trial end the spec declared when the tenant was bound (`None`: no trial).
+        trial_ends_at: Option<Timestamp>,
+    },
     /// The tenant was unbound from `corp_id`, for good.
     Unbound {
         at: Timestamp,
         corp_id: String,
+        agent_id: Option<i64>,
         reason: UnbindReason,
+        /// The `dingbind.dev/confirm-app-removed` value that proved the app
+        /// gone, when DingTalk could no longer show it.
+        confirmation: Option<String>,
     },
 }
 
@@ -233,19 +245,33 @@ pub(crate) fn reason_from_str(s: &str) -> Result<UnbindReason> {
     }
 }
 
+/// The columns of a ledger row, as both backends read and write them.
+pub(crate) struct LedgerColumns<'a> {
+    pub event: &'a str,
+    pub at: Timestamp,
+    pub corp_id: &'a str,
+    pub reason: Option<&'a str>,
+    pub agent_id: Option<i64>,
+    pub trial_ends_at: Option<Timestamp>,
+    pub confirmation: Option<&'a str>,
+}
+
 /// A ledger row back into an entry.
-pub(crate) fn ledger_entry(
-    event: &str,
-    at: Timestamp,
-    corp_id: String,
-    reason: Option<&str>,
-) -> Result<LedgerEntry> {
-    match (event, reason) {
-        ("Bound", None) => Ok(LedgerEntry::Bound { at, corp_id }),
-        ("Unbound", Some(reason)) => Ok(LedgerEntry::Unbound {
-            at,
+pub(crate) fn ledger_entry(c: LedgerColumns<'_>) -> Result<LedgerEntry> {
+    let corp_id = c.corp_id.to_owned();
+    match (c.event, c.reason) {
+        ("Bound", None) => Ok(LedgerEntry::Bound {
+            at: c.at,
             corp_id,
+            agent_id: c.agent_id,
+            trial_ends_at: c.trial_ends_at,
+        }),
+        ("Unbound", Some(reason)) => Ok(LedgerEntry::Unbound {
+            at: c.at,
+            corp_id,
+            agent_id: c.agent_id,
             reason: reason_from_str(reason)?,
+            confirmation: c.confirmation.map(str::to_owned),
         }),
         (event, reason) => Err(corrupt(
             "reading the ledger",
@@ -254,16 +280,37 @@ pub(crate) fn ledger_entry(
     }
 }
 
-/// The columns of a ledger entry: (event, at, corp_id, reason).
-pub(crate) fn ledger_columns(
-    entry: &LedgerEntry,
-) -> (&'static str, Timestamp, &str, Option<&'static str>) {
+/// The columns of a ledger entry.
+pub(crate) fn ledger_columns(entry: &LedgerEntry) -> LedgerColumns<'_> {
     match entry {
-        LedgerEntry::Bound { at, corp_id } => ("Bound", *at, corp_id, None),
+        LedgerEntry::Bound {
+            at,
+            corp_id,
+            agent_id,
+            trial_ends_at,
+        } => LedgerColumns {
+            event: "Bound",
+            at: *at,
+            corp_id,
+            reason: None,
+            agent_id: *agent_id,
+            trial_ends_at: *trial_ends_at,
+            confirmation: None,
+        },
         LedgerEntry::Unbound {
             at,
             corp_id,
+            agent_id,
             reason,
-        } => ("Unbound", *at, corp_id, Some(reason.as_str())),
+            confirmation,
+        } => LedgerColumns {
+            event: "Unbound",
+            at: *at,
+            corp_id,
+            reason: Some(reason.as_str()),
+            agent_id: *agent_id,
+            trial_ends_at: None,
+            confirmation: confirmation.as_deref(),
+        },
     }
 }

@@ -292,14 +292,17 @@ impl PgStore {
         if matches!(entry, LedgerEntry::Bound { .. }) && is_unbound(&mut tx, t).await? {
             return Err(Error::Irreversible { tenant: t.clone() });
         }
-        let (event, at, corp_id, reason) = model::ledger_columns(entry);
-        sqlx::query("INSERT INTO ledger (namespace, name, event, at, corp_id, reason) VALUES ($1, $2, $3, $4::timestamptz, $5, $6)")
+        let c = model::ledger_columns(entry);
+        sqlx::query("INSERT INTO ledger (namespace, name, event, at, corp_id, reason, agent_id, trial_ends_at, confirmation) VALUES ($1, $2, $3, $4::timestamptz, $5, $6, $7, $8::timestamptz, $9)")
             .bind(&t.namespace)
             .bind(&t.name)
-            .bind(event)
-            .bind(pg_ts(at))
-            .bind(corp_id)
-            .bind(reason)
+            .bind(c.event)
+            .bind(pg_ts(c.at))
+            .bind(c.corp_id)
+            .bind(c.reason)
+            .bind(c.agent_id)
+            .bind(c.trial_ends_at.map(pg_ts))
+            .bind(c.confirmation)
             .execute(&mut *tx)
             .await
             .ctx(ctx)?;
@@ -309,8 +312,9 @@ impl PgStore {
     pub(crate) async fn ledger(&self, t: &TenantKey) -> Result<Vec<LedgerEntry>> {
         let ctx = || format!("reading the ledger of {t}");
         let query = format!(
-            "SELECT event, {}, corp_id, reason FROM ledger WHERE namespace = $1 AND name = $2 ORDER BY seq",
-            micros("at")
+            "SELECT event, {}, corp_id, reason, agent_id, {}, confirmation FROM ledger WHERE namespace = $1 AND name = $2 ORDER BY seq",
+            micros("at"),
+            micros("trial_ends_at")
         );
         let found: Vec<LedgerRow> = sqlx::query_as(sqlx::AssertSqlSafe(query))
             .bind(&t.namespace)

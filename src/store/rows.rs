@@ -57,8 +57,16 @@ pub(crate) type SyncRunRow = (
 /// `mode, corp_id, creator_email, creator_phone, password_set`.
 pub(crate) type AccountRow = (String, Option<String>, Option<String>, Option<String>, bool);
 
-/// `event, at (µs), corp_id, reason`.
-pub(crate) type LedgerRow = (String, i64, String, Option<String>);
+/// `event, at (µs), corp_id, reason, agent_id, trial_ends_at (µs), confirmation`.
+pub(crate) type LedgerRow = (
+    String,
+    i64,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
 
 /// `namespace, name, body` (JSON text).
 pub(crate) type DocumentRow = (String, String, String);
@@ -103,13 +111,21 @@ pub(crate) fn account(row: AccountRow) -> Result<Account> {
 }
 
 /// A ledger entry; event, reason and timestamp are checked.
-pub(crate) fn ledger_entry((event, at, corp_id, reason): LedgerRow) -> Result<LedgerEntry> {
-    model::ledger_entry(
-        &event,
-        model::from_micros(at, "reading the ledger")?,
-        corp_id,
-        reason.as_deref(),
-    )
+pub(crate) fn ledger_entry(
+    (event, at, corp_id, reason, agent_id, trial_ends_at, confirmation): LedgerRow,
+) -> Result<LedgerEntry> {
+    let trial_ends_at = trial_ends_at
+        .map(|t| model::from_micros(t, "reading the ledger"))
+        .transpose()?;
+    model::ledger_entry(model::LedgerColumns {
+        event: &event,
+        at: model::from_micros(at, "reading the ledger")?,
+        corp_id: &corp_id,
+        reason: reason.as_deref(),
+        agent_id,
+        trial_ends_at,
+        confirmation: confirmation.as_deref(),
+    })
 }
 
 /// A stored document body back into JSON; `context` names the read.

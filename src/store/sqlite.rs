@@ -257,14 +257,17 @@ impl SqliteStore {
         if matches!(entry, LedgerEntry::Bound { .. }) && is_unbound(&mut tx, t).await? {
             return Err(Error::Irreversible { tenant: t.clone() });
         }
-        let (event, at, corp_id, reason) = model::ledger_columns(entry);
-        sqlx::query("INSERT INTO ledger (namespace, name, event, at, corp_id, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+        let c = model::ledger_columns(entry);
+        sqlx::query("INSERT INTO ledger (namespace, name, event, at, corp_id, reason, agent_id, trial_ends_at, confirmation) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
             .bind(&t.namespace)
             .bind(&t.name)
-            .bind(event)
-            .bind(model::to_micros(at))
-            .bind(corp_id)
-            .bind(reason)
+            .bind(c.event)
+            .bind(model::to_micros(c.at))
+            .bind(c.corp_id)
+            .bind(c.reason)
+            .bind(c.agent_id)
+            .bind(c.trial_ends_at.map(model::to_micros))
+            .bind(c.confirmation)
             .execute(&mut *tx)
             .await
             .ctx(ctx)?;
@@ -273,7 +276,7 @@ impl SqliteStore {
 
     pub(crate) async fn ledger(&self, t: &TenantKey) -> Result<Vec<LedgerEntry>> {
         let ctx = || format!("reading the ledger of {t}");
-        let found: Vec<LedgerRow> = sqlx::query_as("SELECT event, at, corp_id, reason FROM ledger WHERE namespace = ?1 AND name = ?2 ORDER BY seq")
+        let found: Vec<LedgerRow> = sqlx::query_as("SELECT event, at, corp_id, reason, agent_id, trial_ends_at, confirmation FROM ledger WHERE namespace = ?1 AND name = ?2 ORDER BY seq")
             .bind(&t.namespace)
             .bind(&t.name)
             .fetch_all(&self.pool)

@@ -21,10 +21,24 @@ use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// (version, description, SQL) for SQLite.
-const SQLITE: &[(i64, &str, &str)] = &[(1, "initial", include_str!("sqlite/0001_initial.sql"))];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("sqlite/0001_initial.sql")),
+    (
+        2,
+        "binding identity",
+        include_str!("sqlite/0002_binding_identity.sql"),
+    ),
+];
 
 /// (version, description, SQL) for PostgreSQL.
-const POSTGRES: &[(i64, &str, &str)] = &[(1, "initial", include_str!("postgres/0001_initial.sql"))];
+const POSTGRES: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("postgres/0001_initial.sql")),
+    (
+        2,
+        "binding identity",
+        include_str!("postgres/0002_binding_identity.sql"),
+    ),
+];
 
 fn migrator(list: &'static [(i64, &'static str, &'static str)]) -> Migrator {
     Migrator::with_migrations(
@@ -66,4 +80,4 @@ pub(crate) async fn run<C: sqlx::migrate::Migrate>(
 }
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
