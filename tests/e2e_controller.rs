@@ -28,8 +28,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dingbind::api::{
-    APPROVE_DELETIONS, Mode, REBIND_FORBIDDEN_MESSAGE, SYNC_REQUESTED_AT, Tenant, TenantKey,
-    UnbindReason, condition, reason,
+    APPROVE_DELETIONS, BINDING_IDENTITY_MESSAGE, Mode, REBIND_FORBIDDEN_MESSAGE, SYNC_REQUESTED_AT,
+    TRIAL_RULE_MESSAGE, Tenant, TenantKey, UnbindReason, UnbindRecord, condition, reason,
+    record_name,
 };
 use dingbind::core::directory::Directory;
 use dingbind::sim::generate::{GenSpec, generate};
@@ -116,7 +117,10 @@ fn pg_admin_url() -> Option<String> {
 /// PostgreSQL database (so that the ledger of an earlier run never leaks in).
 async fn fresh_store_url(backend: Backend, dir: &Path) -> String {
     match backend {
-        Backend::Sqlite => format!("sqlite://{}", dir.join("store.db").display()),
+        Backend::Sqlite => {
+            let n = fs::read_dir(dir).map_or(0, |d| d.count());
+            format!("sqlite://{}", dir.join(format!("store-{n}.db")).display())
+        }
         Backend::Postgres => {
             let admin = pg_admin_url().expect("postgres enabled");
             support::postgres::create_database(&admin, "dingbind_e2e")
@@ -457,6 +461,18 @@ impl Scenario {
     /// kill -9 controller `i`.
     fn kill_controller(&mut self, i: usize) {
         self.controllers[i].kill();
+    }
+
+    /// The store is lost (a deleted volume, a new database): controllers
+    /// started from now on get an empty one.
+    async fn lose_store(&mut self) {
+        self.store.close().await;
+        self.store_url = fresh_store_url(self.backend, self.dir.path()).await;
+        self.store = Store::connect(&self.store_url).await.expect("store opens");
+    }
+
+    fn unbind_records(&self) -> Api<UnbindRecord> {
+        Api::all(self.client.clone())
     }
 
     // ---- Kubernetes ----
@@ -1348,17 +1364,28 @@ async fn s07_delete_guard_holds_back_mass_removals_until_approved() {
     s.wait_tenant("acme", "Ready", ready_and_synced).await;
     let all = member_ids(&s.directory("acme").await);
     assert_eq!(all.len(), 45);
-    // A fault: department 2 answers with no members, once.
+    // A fault: department 2 answers with no members, once. DingTalk still
+    // knows all 40, in the scope: nobody is removed, nothing is held.
     s.sim_faults(json!({"emptyMembersOnce": 2})).await;
     s.annotate("acme", SYNC_REQUESTED_AT, "glitch").await;
-    let t = s.wait_deletions_held("acme").await;
+    let t = s
+        .wait_tenant("acme", "glitch handled", |t| {
+            ready_and_synced(t)?;
+            (handled_request(t) == Some("glitch"))
+                .then_some(())
+                .ok_or("not yet".into())
+        })
+        .await;
     let d = t.status.as_ref().unwrap().directory.clone().unwrap();
-    assert_eq!((d.pending_deletions, d.members), (40, 45));
+    assert_eq!(
+        (d.unconfirmed, d.pending_deletions, d.removed, d.members),
+        (40, 0, 0, 45)
+    );
     let event = s
-        .wait_event("acme", "Warning", reason::DELETION_THRESHOLD_EXCEEDED)
+        .wait_event("acme", "Warning", reason::REMOVALS_UNCONFIRMED)
         .await;
     assert!(
-        event.note.unwrap_or_default().contains("40"),
+        event.note.unwrap_or_default().contains("40 members"),
         "the Event names the count"
     );
     assert_eq!(
@@ -1368,17 +1395,11 @@ async fn s07_delete_guard_holds_back_mass_removals_until_approved() {
     );
     let runs = s.store.sync_runs(&s.key("acme"), 50).await.unwrap();
     assert!(
-        runs.iter()
-            .any(|r| r.record.outcome == SyncOutcome::Held && r.record.held_deletions == 40),
-        "a held run is recorded: {runs:?}"
-    );
-    assert!(
         runs.iter().all(|r| r.record.removed == 0),
         "nothing removed: {runs:?}"
     );
-    held_sync_waits(&s).await;
 
-    // A new sync request, DingTalk answering correctly again: the hold clears.
+    // A new sync request, DingTalk answering correctly again: nothing unconfirmed.
     s.annotate("acme", SYNC_REQUESTED_AT, "recheck").await;
     let t = s
         .wait_tenant("acme", "recheck handled", |t| {
@@ -1388,7 +1409,8 @@ async fn s07_delete_guard_holds_back_mass_removals_until_approved() {
                 .ok_or("not yet".into())
         })
         .await;
-    assert_eq!(t.status.unwrap().directory.unwrap().pending_deletions, 0);
+    let d = t.status.unwrap().directory.unwrap();
+    assert_eq!((d.unconfirmed, d.pending_deletions), (0, 0));
     assert_eq!(
         member_ids(&s.directory("acme").await),
         all,
@@ -1944,4 +1966,234 @@ async fn s12_observed_generation_follows_edits_events_are_listed_and_spec_is_nev
         t.spec.dingtalk.unwrap().visible_scope.departments,
         vec![2, 5]
     );
+}
+
+// ===========================================================================
+// 13-16. The irreversible steps: ordinary edits and failures that must never
+// carry out an unbind, nor bring an unbound tenant back.
+
+/// Waits until `name` is in public mode.
+async fn wait_public(s: &Scenario, name: &str) -> Tenant {
+    s.wait_tenant(name, "public mode", |t| {
+        (status_mode(t) == Some(Mode::Public))
+            .then_some(())
+            .ok_or(format!("status.mode {:?}", status_mode(t)))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s13_the_binding_identity_and_the_trial_cannot_be_edited_while_bound() {
+    let corp = "dingbind13";
+    let mut s = Scenario::new("identity", Backend::Sqlite, vec![small_corp(corp)]).await;
+    s.start_controller(ControllerOpts::default());
+    s.credentials("acme", corp).await;
+    s.secret("acme-creator", &[("password", "correct-horse")])
+        .await;
+    let mut spec = dingtalk_spec("acme", corp, json!({"departments": [2]}));
+    s.apply_ok("acme", spec.clone()).await;
+    s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    spec["mode"] = json!("Public");
+    s.apply_ok("acme", spec.clone()).await;
+    s.wait_tenant("acme", "AppStillEnabled", |t| {
+        expect_cond(t, condition::READY, "False", reason::APP_STILL_ENABLED)
+    })
+    .await;
+
+    // A typo in agentId while the unbind waits: the API server refuses it.
+    let mut typo = spec.clone();
+    typo["dingtalk"]["agentId"] = json!(AGENT_ID + 9);
+    let err = s
+        .apply_tenant("acme", typo.clone())
+        .await
+        .expect_err("the API server must refuse a new agentId while bound");
+    assert!(err.to_string().contains(BINDING_IDENTITY_MESSAGE), "{err}");
+    let mut moved = spec.clone();
+    moved["dingtalk"]["corpId"] = json!("dingelsewhere");
+    let err = s.apply_tenant("acme", moved).await.expect_err("corpId too");
+    assert!(err.to_string().contains(BINDING_IDENTITY_MESSAGE), "{err}");
+    // A trial added to a Tenant that had none: refused.
+    let mut trial = spec.clone();
+    trial["trial"] = json!({"expiresAt": "2000-01-01T00:00:00Z"});
+    let err = s
+        .apply_tenant("acme", trial)
+        .await
+        .expect_err("trial added");
+    assert!(err.to_string().contains(TRIAL_RULE_MESSAGE), "{err}");
+
+    // Deleted and created again with the typo (a new object passes admission):
+    // the controller refuses to act on it, and unbinds nothing.
+    s.delete_tenant("acme").await;
+    s.apply_ok("acme", typo).await;
+    let t = s
+        .wait_tenant("acme", "BindingChanged", |t| {
+            expect_cond(t, condition::BOUND, "False", reason::BINDING_CHANGED)
+        })
+        .await;
+    expect_cond(&t, condition::READY, "False", reason::BINDING_CHANGED).unwrap();
+    s.wait_event("acme", "Warning", reason::BINDING_CHANGED)
+        .await;
+    let ledger = s.ledger("acme").await;
+    assert!(
+        matches!(
+            ledger.as_slice(),
+            [LedgerEntry::Bound {
+                agent_id: Some(AGENT_ID),
+                ..
+            }]
+        ),
+        "bound once, to the declared app, never unbound: {ledger:?}"
+    );
+    assert!(!s.directory("acme").await.members.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s14_a_trial_moved_earlier_is_refused_and_its_end_is_carried_out_while_suspended() {
+    let corp = "dingbind14";
+    let mut s = Scenario::new("suspendtrial", Backend::Sqlite, vec![small_corp(corp)]).await;
+    s.start_controller(ControllerOpts::default());
+    s.credentials("acme", corp).await;
+    // Long enough to bind first on a loaded machine: a trial that ends before
+    // the tenant is bound means it is never bound.
+    let expires = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + 40).unwrap();
+    let mut spec = dingtalk_spec("acme", corp, json!({"departments": [2]}));
+    spec["trial"] = json!({"expiresAt": expires.to_string()});
+    spec["creator"] = json!({"email": format!("owner@{corp}.example")});
+    s.apply_ok("acme", spec.clone()).await;
+    s.wait_tenant("acme", "Ready", ready_and_synced).await;
+
+    let mut earlier = spec.clone();
+    earlier["trial"]["expiresAt"] =
+        json!((expires - jiff::SignedDuration::from_secs(30)).to_string());
+    let err = s
+        .apply_tenant("acme", earlier)
+        .await
+        .expect_err("the API server must refuse an earlier trial end");
+    assert!(err.to_string().contains(TRIAL_RULE_MESSAGE), "{err}");
+
+    spec["suspend"] = json!(true);
+    s.apply_ok("acme", spec).await;
+    s.wait_tenant("acme", "Suspended", |t| {
+        expect_cond(t, condition::READY, "False", reason::SUSPENDED)
+    })
+    .await;
+    let t = wait_public(&s, "acme").await;
+    let st = t.status.unwrap();
+    assert_eq!(st.unbind_reason, Some(UnbindReason::TrialExpired));
+    assert!(st.unbound_at.unwrap().0 >= expires);
+    assert!(s.directory("acme").await.members.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s15_a_lost_store_and_a_recreated_tenant_stay_public() {
+    let corp = "dingbind15";
+    let mut s = Scenario::new("lostore", Backend::Sqlite, vec![small_corp(corp)]).await;
+    let first = s.start_controller(ControllerOpts::default());
+    s.credentials("acme", corp).await;
+    s.secret("acme-creator", &[("password", "correct-horse")])
+        .await;
+    let mut spec = dingtalk_spec("acme", corp, json!({"departments": [2]}));
+    s.apply_ok("acme", spec.clone()).await;
+    s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    s.sim_app(corp, json!({"enabled": false})).await;
+    spec["mode"] = json!("Public");
+    s.apply_ok("acme", spec.clone()).await;
+    let t = wait_public(&s, "acme").await;
+    let unbound_at = t.status.unwrap().unbound_at.unwrap();
+    let name = record_name(&s.key("acme"));
+    let record = s
+        .eventually("the UnbindRecord", || async {
+            s.unbind_records()
+                .get_opt(&name)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("not yet".to_string())
+        })
+        .await;
+    assert_eq!(
+        (
+            record.spec.corp_id.as_str(),
+            record.spec.agent_id,
+            &record.spec.unbound_at
+        ),
+        (corp, Some(AGENT_ID), &unbound_at)
+    );
+
+    // The Tenant is deleted, the store is lost, and the Tenant comes back
+    // asking for DingTalk mode (a GitOps pipeline re-applying an old manifest).
+    s.delete_tenant("acme").await;
+    s.kill_controller(first);
+    s.lose_store().await;
+    s.start_controller(ControllerOpts::default());
+    spec["mode"] = json!("DingTalk");
+    let app_key = format!("{corp}-key");
+    let calls = s.app_calls(&app_key).await;
+    s.apply_ok("acme", spec).await;
+    let t = s
+        .wait_tenant("acme", "RebindForbidden", |t| {
+            expect_cond(t, condition::READY, "False", reason::REBIND_FORBIDDEN)
+        })
+        .await;
+    let st = t.status.unwrap();
+    assert_eq!(st.mode, Some(Mode::Public));
+    assert_eq!(st.unbound_at, Some(unbound_at));
+    assert!(
+        s.ledger("acme")
+            .await
+            .iter()
+            .any(|e| matches!(e, LedgerEntry::Unbound { .. })),
+        "the new store's ledger is repaired from the record"
+    );
+    assert_eq!(s.app_calls(&app_key).await, calls, "no DingTalk call");
+    assert!(s.directory("acme").await.members.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s16_a_crash_right_after_the_ledger_entry_is_finished_on_restart() {
+    let corp = "dingbind16";
+    let mut s = Scenario::new("ledgercrash", Backend::Sqlite, vec![small_corp(corp)]).await;
+    let first = s.start_controller(ControllerOpts::default());
+    s.credentials("acme", corp).await;
+    let spec = dingtalk_spec("acme", corp, json!({"departments": [2]}));
+    s.apply_ok("acme", spec).await;
+    s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    assert!(!s.directory("acme").await.members.is_empty());
+    // The controller dies right after writing the ledger's Unbound entry:
+    // the directory is still filled, the account still in DingTalk mode, no
+    // record in the cluster, and the Tenant still says DingTalk.
+    s.kill_controller(first);
+    s.store
+        .append_ledger(
+            &s.key("acme"),
+            LedgerEntry::Unbound {
+                at: jiff::Timestamp::now(),
+                corp_id: corp.into(),
+                agent_id: Some(AGENT_ID),
+                reason: UnbindReason::TrialExpired,
+                confirmation: None,
+            },
+        )
+        .await
+        .unwrap();
+    s.start_controller(ControllerOpts::default());
+    let t = wait_public(&s, "acme").await;
+    assert_eq!(
+        t.status.unwrap().unbind_reason,
+        Some(UnbindReason::TrialExpired)
+    );
+    assert!(
+        s.directory("acme").await.members.is_empty(),
+        "directory cleared"
+    );
+    let account = s.store.account(&s.key("acme")).await.unwrap();
+    assert_eq!(account.map(|a| a.mode), Some(Mode::Public));
+    let name = record_name(&s.key("acme"));
+    s.eventually("the UnbindRecord written again", || async {
+        s.unbind_records()
+            .get_opt(&name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("not yet".to_string())
+    })
+    .await;
 }

@@ -1117,3 +1117,101 @@ fn dingbind_validate_agrees_with_the_api_server_on_the_whole_corpus() {
         mislabelled.join("\n")
     );
 }
+
+/// An UnbindRecord named after tenant `name` of namespace `ns`.
+fn unbind_record_yaml(ns: &str, name: &str, corp: &str) -> String {
+    format!(
+        "apiVersion: dingbind.dev/v1alpha1\nkind: UnbindRecord\nmetadata:\n  name: {ns}.{name}\nspec:\n  tenantNamespace: {ns}\n  tenantName: {name}\n  corpId: {corp}\n  agentId: 1001\n  unboundAt: \"2026-01-02T03:04:05Z\"\n  reason: Requested\n"
+    )
+}
+
+#[test]
+fn unbind_records_are_write_once_for_everyone_but_the_break_glass_group() {
+    let env = KubeEnv::shared();
+    ok("kubectl apply -k manifests/", apply_manifests(env).clone());
+    let ns = env.new_namespace("records");
+    let name = format!("{ns}.acme");
+    ok(
+        "the admin creates a record",
+        apply_stdin(env, &unbind_record_yaml(&ns, "acme", "dingacme"), &[]),
+    );
+    let table = ok(
+        "kubectl get unbindrecords",
+        env.kubectl(["get", "unbindrecords", &name]),
+    );
+    for column in ["NAMESPACE", "TENANT", "CORP", "REASON", "UNBOUND AT"] {
+        assert!(table.contains(column), "{column} in\n{table}");
+    }
+    assert!(
+        table.contains("dingacme") && table.contains("Requested"),
+        "{table}"
+    );
+
+    // Changing the spec: refused by the CRD's own rule, for everyone.
+    let err = refused(
+        "the admin changes the record",
+        apply_stdin(env, &unbind_record_yaml(&ns, "acme", "dingother"), &[]),
+    );
+    assert!(err.contains("write-once"), "{err}");
+    // Deleting: refused by the admission policy (which loads asynchronously).
+    let err = eventually("the admission policy refuses a delete", || {
+        let out = env.kubectl(["delete", "unbindrecord", &name, "--wait=false"]);
+        if out.status.success() {
+            // Loaded too late for this one: put it back and try again.
+            ok(
+                "recreate",
+                apply_stdin(env, &unbind_record_yaml(&ns, "acme", "dingacme"), &[]),
+            );
+            return Err("deleted".into());
+        }
+        Ok(text(&out.stderr))
+    });
+    assert!(err.contains("only the dingbind:break-glass group"), "{err}");
+    let err = refused(
+        "the admin labels the record",
+        env.kubectl(["label", "unbindrecord", &name, "x=y"]),
+    );
+    assert!(err.contains("break-glass"), "{err}");
+    let err = refused(
+        "the admin deletes the UnbindRecord CRD",
+        env.kubectl([
+            "delete",
+            "crd",
+            "unbindrecords.dingbind.dev",
+            "--dry-run=server",
+        ]),
+    );
+    assert!(err.contains("break-glass"), "{err}");
+
+    // The controller's ServiceAccount: create, get, list, watch, and nothing else.
+    let sa = env.service_account_kubeconfig("dingbind-system", "dingbind");
+    for verb in ["create", "get", "list", "watch"] {
+        let out = ok(
+            verb,
+            env.kubectl_as(&sa, ["auth", "can-i", verb, "unbindrecords.dingbind.dev"]),
+        );
+        assert_eq!(out.trim(), "yes", "{verb}");
+    }
+    for verb in ["update", "patch", "delete", "deletecollection"] {
+        let out = env.kubectl_as(&sa, ["auth", "can-i", verb, "unbindrecords.dingbind.dev"]);
+        assert_eq!(text(&out.stdout).trim(), "no", "{verb}");
+    }
+    let err = refused(
+        "the SA deletes a record",
+        env.kubectl_as(&sa, ["delete", "unbindrecord", &name]),
+    );
+    assert!(err.contains("forbidden"), "{err}");
+
+    // The break-glass group may.
+    ok(
+        "a break-glass member deletes the record",
+        env.kubectl([
+            "delete",
+            "unbindrecord",
+            &name,
+            "--as=oncall@example.com",
+            "--as-group=dingbind:break-glass",
+            "--as-group=system:masters",
+        ]),
+    );
+}
