@@ -2197,3 +2197,94 @@ async fn s16_a_crash_right_after_the_ledger_entry_is_finished_on_restart() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s17_a_stalled_leader_on_a_shared_postgresql_cannot_write_after_its_successor() {
+    if pg_admin_url().is_none() {
+        return;
+    }
+    let corp = "dingbind17";
+    let mut s = Scenario::new("stalled", Backend::Postgres, vec![small_corp(corp)]).await;
+    let opts = |id: &str| ControllerOpts {
+        identity: id.into(),
+        lease_duration: 4,
+        ..Default::default()
+    };
+    s.start_controller(opts("replica-a"));
+    s.start_controller(opts("replica-b"));
+    s.credentials("one", corp).await;
+    s.apply_ok(
+        "one",
+        dingtalk_spec("one", corp, json!({"departments": [2]})),
+    )
+    .await;
+    s.wait_tenant("one", "Ready", ready_and_synced).await;
+    let leases: Api<Lease> = Api::namespaced(s.client.clone(), "dingbind-system");
+    let lease_name = format!("e2e-{}", s.ns);
+    let lease = leases.get(&lease_name).await.expect("the Lease exists");
+    let spec = lease.spec.unwrap();
+    let old_term = i64::from(spec.lease_transitions.unwrap_or(0));
+    let leader = spec.holder_identity.unwrap_or_default();
+    let li = s
+        .controllers
+        .iter()
+        .position(|c| c.identity == leader)
+        .expect("the holder is one of ours");
+    assert_eq!(s.store.fence_token().await.unwrap(), old_term);
+
+    // The leader stalls (a long GC pause, a frozen VM): SIGSTOP.
+    let pid = s.controllers[li].child.id().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let new_term = s
+        .eventually("the standby starts a new term in the store", || async {
+            let fence = s.store.fence_token().await.map_err(|e| e.to_string())?;
+            (fence > old_term)
+                .then_some(fence)
+                .ok_or(format!("fence {fence}"))
+        })
+        .await;
+    // The new leader acts: someone leaves, a sync is requested.
+    s.sim_leave(corp, "zhang").await;
+    s.annotate("one", SYNC_REQUESTED_AT, "after-takeover").await;
+    s.wait_tenant("one", "the new leader synced", |t| {
+        ready_and_synced(t)?;
+        (handled_request(t) == Some("after-takeover"))
+            .then_some(())
+            .ok_or("not yet".into())
+    })
+    .await;
+    let members = member_ids(&s.directory("one").await);
+    assert!(!members.contains("zhang"), "{members:?}");
+
+    // The stalled leader wakes up: it finds the Lease lost and exits, and the
+    // store refuses any write of its term.
+    signal("-CONT");
+    let deadline = Instant::now() + DEADLINE;
+    while s.controllers[li].running() {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled leader still runs {DEADLINE:?} after waking up:\n{}",
+            s.diagnostics()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let log = s.controllers[li].log_text();
+    assert!(log.contains("lost the leader Lease"), "{log}");
+    let stale = s.store.fenced(old_term);
+    let refused = stale
+        .put_document(&s.key("one"), "status", &json!({}))
+        .await;
+    assert!(
+        matches!(refused, Err(dingbind::store::Error::Fenced { token, current }) if token == old_term && current == new_term),
+        "{refused:?}"
+    );
+    assert_eq!(s.store.fence_token().await.unwrap(), new_term);
+    assert_eq!(member_ids(&s.directory("one").await), members);
+}

@@ -13,7 +13,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use dingbind::api::{Mode, TenantKey, UnbindReason};
-use dingbind::core::directory::{Department, Directory, Member, apply, diff};
+use dingbind::core::directory::{Department, Directory, DirectoryDiff, Member, apply, diff};
 use dingbind::store::{Account, Error, LedgerEntry, Store, SyncOutcome, SyncRunRecord};
 use jiff::Timestamp;
 use serde_json::json;
@@ -181,6 +181,7 @@ both_backends!(
     concurrent_connects_migrate_once,
     killed_writer_leaves_the_directory_all_old_or_all_new,
     directory_command_prints_table_json_and_yaml,
+    a_stale_leaders_writes_are_refused,
 );
 
 fn key(ns: &str, name: &str) -> TenantKey {
@@ -1129,4 +1130,82 @@ async fn an_open_postgres_store_never_shows_its_password() {
     assert!(store.url().contains(":***@"), "{shown}");
     assert!(!shown.contains("hunter2pw"), "password leaked: {shown}");
     store.close().await;
+}
+
+async fn a_stale_leaders_writes_are_refused(db: &TestDb) {
+    let store = db.store().await;
+    let t = key("acme", "fenced");
+    assert_eq!(store.fence_token().await.unwrap(), 0);
+    let old = store.fenced(5);
+    old.advance_fence(5).await.unwrap();
+    old.put_document(&t, "status", &serde_json::json!({"by": 5}))
+        .await
+        .unwrap();
+    // Another replica starts term 6: term 5's writes are refused, every kind.
+    let new = store.fenced(6);
+    new.advance_fence(6).await.unwrap();
+    assert_eq!(store.fence_token().await.unwrap(), 6);
+    let refused = |r: dingbind::store::Result<()>| {
+        assert!(
+            matches!(
+                r,
+                Err(Error::Fenced {
+                    token: 5,
+                    current: 6
+                })
+            ),
+            "{r:?}"
+        )
+    };
+    refused(
+        old.put_document(&t, "status", &serde_json::json!({"by": 5}))
+            .await,
+    );
+    refused(old.clear_directory(&t).await);
+    refused(old.delete_tenant_data(&t).await);
+    refused(
+        old.append_ledger(
+            &t,
+            LedgerEntry::Bound {
+                at: ts("2026-01-01T00:00:00Z"),
+                corp_id: "ding1".into(),
+                agent_id: Some(1),
+                trial_ends_at: None,
+            },
+        )
+        .await,
+    );
+    let run = SyncRunRecord {
+        started: ts("2026-01-01T00:00:00Z"),
+        finished: ts("2026-01-01T00:00:01Z"),
+        outcome: SyncOutcome::Succeeded,
+        added: 0,
+        updated: 0,
+        removed: 0,
+        calls: 0,
+        held_deletions: 0,
+        message: None,
+    };
+    let applied = old.apply_sync(&t, &DirectoryDiff::default(), &run).await;
+    assert!(matches!(applied, Err(Error::Fenced { .. })), "{applied:?}");
+    // A term can never go back, and reads are never fenced.
+    assert!(matches!(
+        old.advance_fence(5).await,
+        Err(Error::Fenced {
+            token: 5,
+            current: 6
+        })
+    ));
+    assert_eq!(
+        old.document(&t, "status").await.unwrap(),
+        Some(serde_json::json!({"by": 5}))
+    );
+    new.put_document(&t, "status", &serde_json::json!({"by": 6}))
+        .await
+        .unwrap();
+    // An unfenced handle (the CLI, local mode) is not a leader and writes as before.
+    store
+        .put_document(&t, "note", &serde_json::json!({}))
+        .await
+        .unwrap();
 }

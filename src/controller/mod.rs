@@ -169,11 +169,13 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     health.set_ready(true);
     let identity = args.identity.clone().unwrap_or_else(hostname);
     let lease = LeaseConfig {
-        namespace: args.lease_namespace.clone(),
-        name: args.lease_name.clone(),
-        identity: identity.clone(),
-        duration: Duration::from_secs(args.lease_duration),
-        retry: Duration::from_secs((args.lease_duration / 3).max(1)),
+        fence_floor: store.fence_token().await?,
+        ..LeaseConfig::with_duration(
+            args.lease_namespace.clone(),
+            args.lease_name.clone(),
+            identity.clone(),
+            Duration::from_secs(args.lease_duration),
+        )
     };
     let mut leading = leader::run(client.clone(), lease, stop_rx.clone());
     tracing::info!(
@@ -181,12 +183,16 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         lease = args.lease_name,
         "waiting for the leader Lease"
     );
-    let leads = tokio::select! {
-        () = shutdown_signal() => false,
-        led = leading.wait_for(|l| *l) => led.is_ok(),
+    let term = tokio::select! {
+        () = shutdown_signal() => None,
+        led = leading.wait_for(Option::is_some) => led.ok().and_then(|t| *t),
     };
-    let result = if leads {
+    let result = if let Some(term) = term {
         metrics.leader.set(1);
+        // From here on, the store refuses the writes of every earlier term.
+        store.advance_fence(term).await?;
+        let store = store.fenced(term);
+        tracing::info!(term, "leading");
         let reporter = Reporter {
             controller: "dingbind".into(),
             instance: Some(identity),
@@ -227,24 +233,9 @@ async fn run_controller(
     ctx: Arc<Context>,
     namespace: Option<&str>,
     concurrency: u16,
-    mut leading: tokio::sync::watch::Receiver<bool>,
+    mut leading: tokio::sync::watch::Receiver<Option<i64>>,
 ) -> Result<(), Error> {
-    let (lost_tx, mut lost_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        if leading.wait_for(|l| !*l).await.is_ok() {
-            let _ = lost_tx.send(());
-        }
-    });
-    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop = {
-        let lost = lost.clone();
-        async move {
-            tokio::select! {
-                () = shutdown_signal() => {},
-                _ = &mut lost_rx => lost.store(true, std::sync::atomic::Ordering::SeqCst),
-            }
-        }
-    };
+    let term = *leading.borrow();
     // Watch Secrets where the Tenants are: all namespaces, or the one watched.
     let secrets: Api<Secret> = match namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
@@ -253,7 +244,7 @@ async fn run_controller(
     let controller = Controller::new(tenants, watcher::Config::default().any_semantic());
     let store = controller.store();
     tracing::info!("leading: reconciling Tenants");
-    controller
+    let reconciling = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .watches(
             secrets,
@@ -269,19 +260,22 @@ async fn run_controller(
                     .collect::<Vec<_>>()
             },
         )
-        .graceful_shutdown_on(stop)
+        .graceful_shutdown_on(shutdown_signal())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile failed");
             }
-        })
-        .await;
-    if lost.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err(Error::LostLeadership);
+        });
+    // Losing the Lease (or a new term) stops at once: in-flight reconciles are
+    // dropped mid-way, not finished (the store's fence refuses them anyway).
+    tokio::select! {
+        () = reconciling => {
+            tracing::info!("controller stopped");
+            Ok(())
+        }
+        _ = leading.wait_for(|t| *t != term) => Err(Error::LostLeadership),
     }
-    tracing::info!("controller stopped");
-    Ok(())
 }
 
 fn references_secret(t: &Tenant, name: &str) -> bool {

@@ -48,6 +48,12 @@ pub enum Error {
     )]
     Irreversible { tenant: TenantKey },
 
+    /// A stale leader's write: another replica has led since (a higher fencing token).
+    #[error(
+        "store: refused a write of leadership term {token}: term {current} has written since (this replica is no longer the leader)"
+    )]
+    Fenced { token: i64, current: i64 },
+
     /// The store holds nothing for this tenant.
     #[error("the store at `{store}` holds nothing for tenant {tenant}")]
     UnknownTenant { tenant: TenantKey, store: String },

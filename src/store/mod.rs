@@ -109,6 +109,32 @@ impl Store {
         }
     }
 
+    /// This store's handle for a leader of term `token` (the leader Lease's
+    /// transitions): each of its writes is refused with [`Error::Fenced`] once
+    /// a later term has raised the fence ([`Store::advance_fence`]). Reads are
+    /// never fenced.
+    pub fn fenced(&self, token: i64) -> Store {
+        let backend = match &self.backend {
+            Backend::Sqlite(s) => Backend::Sqlite(s.with_fence(token)),
+            Backend::Postgres(s) => Backend::Postgres(s.with_fence(token)),
+        };
+        Store {
+            backend,
+            url: self.url.clone(),
+        }
+    }
+
+    /// The highest leadership term that raised the fence (0: none).
+    pub async fn fence_token(&self) -> Result<i64> {
+        dispatch!(self, s => s.fence_token().await)
+    }
+
+    /// Starts leadership term `token`: from now on, writes of earlier terms
+    /// are refused. Refused itself when a later term already started.
+    pub async fn advance_fence(&self, token: i64) -> Result<()> {
+        dispatch!(self, s => s.advance_fence(token).await)
+    }
+
     /// Close the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         dispatch!(self, s => s.close().await)

@@ -54,6 +54,8 @@ const TENANT_ID_FOR_UPDATE: &str =
 #[derive(Clone, Debug)]
 pub(crate) struct PgStore {
     pool: PgPool,
+    /// The fencing token every write carries (`None`: unfenced).
+    fence: Option<i64>,
 }
 
 impl PgStore {
@@ -92,11 +94,64 @@ impl PgStore {
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, fence: None })
     }
 
     pub(crate) async fn close(&self) {
         self.pool.close().await;
+    }
+
+    pub(crate) fn with_fence(&self, token: i64) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            fence: Some(token),
+        }
+    }
+
+    /// A write transaction, refused when a later leadership term has written.
+    /// The fence row is read `FOR SHARE`: writers of one term run side by
+    /// side, and a new term's [`Self::advance_fence`] waits until they commit.
+    async fn write_tx(
+        &self,
+        ctx: impl Fn() -> String + Copy,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        if let Some(token) = self.fence {
+            let current: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{} FOR SHARE", sql::FENCE)))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .ctx(|| "reading the fencing token".to_string())?;
+            if current > token {
+                return Err(Error::Fenced { token, current });
+            }
+        }
+        Ok(tx)
+    }
+
+    pub(crate) async fn fence_token(&self) -> Result<i64> {
+        sqlx::query_scalar(sql::FENCE)
+            .fetch_one(&self.pool)
+            .await
+            .ctx(|| "reading the fencing token".to_string())
+    }
+
+    pub(crate) async fn advance_fence(&self, token: i64) -> Result<()> {
+        let ctx = || format!("raising the fencing token to {token}");
+        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        sqlx::query(sql::ADVANCE_FENCE)
+            .bind(token)
+            .execute(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        let current: i64 = sqlx::query_scalar(sql::FENCE)
+            .fetch_one(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        if current > token {
+            return Err(Error::Fenced { token, current });
+        }
+        tx.commit().await.ctx(ctx)
     }
 
     pub(crate) async fn tenants(&self) -> Result<Vec<TenantKey>> {
@@ -144,7 +199,7 @@ impl PgStore {
         run: &SyncRunRecord,
     ) -> Result<SyncRunId> {
         let ctx = || format!("applying a sync to {t}");
-        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        let mut tx = self.write_tx(ctx).await?;
         let tenant = ensure_tenant(&mut tx, t).await?;
         let mut written = 0u64;
         for chunk in diff.remove_members.chunks(ROWS_PER_STATEMENT) {
@@ -195,7 +250,7 @@ impl PgStore {
         run: &SyncRunRecord,
     ) -> Result<SyncRunId> {
         let ctx = || format!("recording a sync run of {t}");
-        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        let mut tx = self.write_tx(ctx).await?;
         let tenant = ensure_tenant(&mut tx, t).await?;
         let id = insert_run(&mut tx, tenant, run, 0).await?;
         tx.commit().await.ctx(ctx)?;
@@ -222,7 +277,7 @@ impl PgStore {
 
     pub(crate) async fn clear_directory(&self, t: &TenantKey) -> Result<()> {
         let ctx = || format!("clearing the directory of {t}");
-        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        let mut tx = self.write_tx(ctx).await?;
         if let Some(tenant) = tenant_id(&mut tx, t, true).await? {
             sqlx::query(sql::DELETE_MEMBERS)
                 .bind(tenant)
@@ -240,13 +295,14 @@ impl PgStore {
 
     pub(crate) async fn delete_tenant_data(&self, t: &TenantKey) -> Result<()> {
         let ctx = || format!("deleting the data of {t}");
+        let mut tx = self.write_tx(ctx).await?;
         sqlx::query(sql::DELETE_TENANT)
             .bind(&t.namespace)
             .bind(&t.name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .ctx(ctx)?;
-        Ok(())
+        tx.commit().await.ctx(ctx)
     }
 
     pub(crate) async fn account(&self, t: &TenantKey) -> Result<Option<Account>> {
@@ -262,7 +318,7 @@ impl PgStore {
 
     pub(crate) async fn put_account(&self, t: &TenantKey, account: &Account) -> Result<()> {
         let ctx = || format!("writing the account of {t}");
-        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        let mut tx = self.write_tx(ctx).await?;
         lock_ledger(&mut tx, t).await?;
         if account.mode == Mode::DingTalk && is_unbound(&mut tx, t).await? {
             return Err(Error::Irreversible { tenant: t.clone() });
@@ -287,7 +343,7 @@ impl PgStore {
 
     pub(crate) async fn append_ledger(&self, t: &TenantKey, entry: &LedgerEntry) -> Result<()> {
         let ctx = || format!("appending to the ledger of {t}");
-        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        let mut tx = self.write_tx(ctx).await?;
         lock_ledger(&mut tx, t).await?;
         if matches!(entry, LedgerEntry::Bound { .. }) && is_unbound(&mut tx, t).await? {
             return Err(Error::Irreversible { tenant: t.clone() });
@@ -336,7 +392,7 @@ impl PgStore {
 
     pub(crate) async fn put_document(&self, t: &TenantKey, kind: &str, body: &Value) -> Result<()> {
         let ctx = || format!("writing the {kind:?} document of {t}");
-        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        let mut tx = self.write_tx(ctx).await?;
         let tenant = ensure_tenant(&mut tx, t).await?;
         sqlx::query(
             "INSERT INTO documents (tenant_id, kind, body, updated_at) VALUES ($1, $2, $3::jsonb, now()) \

@@ -57,6 +57,12 @@ pub(crate) const DOCUMENT: &str = "SELECT CAST(d.body AS TEXT) FROM documents d 
 pub(crate) const DOCUMENTS: &str = "SELECT t.namespace, t.name, CAST(d.body AS TEXT) FROM documents d JOIN tenants t ON t.id = d.tenant_id \
      WHERE d.kind = $1 ORDER BY t.namespace, t.name";
 
+/// The fencing token in force.
+pub(crate) const FENCE: &str = "SELECT token FROM fence WHERE id = 1";
+
+/// Raise the fencing token to $1 (a new leadership term); never lowers it.
+pub(crate) const ADVANCE_FENCE: &str = "UPDATE fence SET token = $1 WHERE id = 1 AND token < $1";
+
 #[cfg(test)]
 mod tests {
     use sqlx::Connection;

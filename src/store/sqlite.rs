@@ -39,6 +39,8 @@ const POOL_SIZE: u32 = 4;
 #[derive(Clone, Debug)]
 pub(crate) struct SqliteStore {
     pool: SqlitePool,
+    /// The fencing token every write carries (`None`: unfenced).
+    fence: Option<i64>,
 }
 
 impl SqliteStore {
@@ -68,11 +70,57 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_SIZE)
             .connect_lazy_with(options);
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, fence: None })
     }
 
     pub(crate) async fn close(&self) {
         self.pool.close().await;
+    }
+
+    pub(crate) fn with_fence(&self, token: i64) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            fence: Some(token),
+        }
+    }
+
+    /// A write transaction, refused when a later leadership term has written.
+    async fn write_tx(
+        &self,
+        ctx: impl Fn() -> String + Copy,
+    ) -> Result<sqlx::Transaction<'static, Sqlite>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
+        if let Some(token) = self.fence {
+            let current = fence(&mut tx).await?;
+            if current > token {
+                return Err(Error::Fenced { token, current });
+            }
+        }
+        Ok(tx)
+    }
+
+    pub(crate) async fn fence_token(&self) -> Result<i64> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .ctx(|| "reading the fencing token".to_string())?;
+        fence(&mut conn).await
+    }
+
+    pub(crate) async fn advance_fence(&self, token: i64) -> Result<()> {
+        let ctx = || format!("raising the fencing token to {token}");
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
+        sqlx::query(sql::ADVANCE_FENCE)
+            .bind(token)
+            .execute(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        let current = fence(&mut tx).await?;
+        if current > token {
+            return Err(Error::Fenced { token, current });
+        }
+        tx.commit().await.ctx(ctx)
     }
 
     pub(crate) async fn tenants(&self) -> Result<Vec<TenantKey>> {
@@ -116,7 +164,7 @@ impl SqliteStore {
         run: &SyncRunRecord,
     ) -> Result<SyncRunId> {
         let ctx = || format!("applying a sync to {t}");
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
+        let mut tx = self.write_tx(ctx).await?;
         let tenant = ensure_tenant(&mut tx, t).await?;
         let mut written = 0u64;
         if !diff.remove_members.is_empty() {
@@ -164,7 +212,7 @@ impl SqliteStore {
         run: &SyncRunRecord,
     ) -> Result<SyncRunId> {
         let ctx = || format!("recording a sync run of {t}");
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
+        let mut tx = self.write_tx(ctx).await?;
         let tenant = ensure_tenant(&mut tx, t).await?;
         let id = insert_run(&mut tx, tenant, run, 0).await?;
         tx.commit().await.ctx(ctx)?;
@@ -188,7 +236,7 @@ impl SqliteStore {
 
     pub(crate) async fn clear_directory(&self, t: &TenantKey) -> Result<()> {
         let ctx = || format!("clearing the directory of {t}");
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
+        let mut tx = self.write_tx(ctx).await?;
         if let Some(tenant) = tenant_id(&mut tx, t).await? {
             sqlx::query(sql::DELETE_MEMBERS)
                 .bind(tenant)
@@ -206,13 +254,14 @@ impl SqliteStore {
 
     pub(crate) async fn delete_tenant_data(&self, t: &TenantKey) -> Result<()> {
         let ctx = || format!("deleting the data of {t}");
+        let mut tx = self.write_tx(ctx).await?;
         sqlx::query(sql::DELETE_TENANT)
             .bind(&t.namespace)
             .bind(&t.name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .ctx(ctx)?;
-        Ok(())
+        tx.commit().await.ctx(ctx)
     }
 
     pub(crate) async fn account(&self, t: &TenantKey) -> Result<Option<Account>> {
@@ -228,7 +277,7 @@ impl SqliteStore {
 
     pub(crate) async fn put_account(&self, t: &TenantKey, account: &Account) -> Result<()> {
         let ctx = || format!("writing the account of {t}");
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
+        let mut tx = self.write_tx(ctx).await?;
         if account.mode == Mode::DingTalk && is_unbound(&mut tx, t).await? {
             return Err(Error::Irreversible { tenant: t.clone() });
         }
@@ -253,7 +302,7 @@ impl SqliteStore {
 
     pub(crate) async fn append_ledger(&self, t: &TenantKey, entry: &LedgerEntry) -> Result<()> {
         let ctx = || format!("appending to the ledger of {t}");
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
+        let mut tx = self.write_tx(ctx).await?;
         if matches!(entry, LedgerEntry::Bound { .. }) && is_unbound(&mut tx, t).await? {
             return Err(Error::Irreversible { tenant: t.clone() });
         }
@@ -296,7 +345,7 @@ impl SqliteStore {
 
     pub(crate) async fn put_document(&self, t: &TenantKey, kind: &str, body: &Value) -> Result<()> {
         let ctx = || format!("writing the {kind:?} document of {t}");
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
+        let mut tx = self.write_tx(ctx).await?;
         let tenant = ensure_tenant(&mut tx, t).await?;
         sqlx::query(
             "INSERT INTO documents (tenant_id, kind, body, updated_at) VALUES (?1, ?2, ?3, ?4) \
@@ -348,6 +397,13 @@ async fn migrate(conn: &mut SqliteConnection) -> std::result::Result<(), String>
         .await
         .map_err(|e| e.to_string())?;
     tx.commit().await.map_err(|e| e.to_string())
+}
+
+async fn fence(conn: &mut SqliteConnection) -> Result<i64> {
+    sqlx::query_scalar(sql::FENCE)
+        .fetch_one(conn)
+        .await
+        .ctx(|| "reading the fencing token".to_string())
 }
 
 async fn tenant_id(conn: &mut SqliteConnection, t: &TenantKey) -> Result<Option<i64>> {

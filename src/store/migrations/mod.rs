@@ -25,7 +25,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("sqlite/0001_initial.sql")),
     (
         2,
-        "binding identity",
+        "binding identity and fence",
         include_str!("sqlite/0002_binding_identity.sql"),
     ),
 ];
@@ -35,7 +35,7 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("postgres/0001_initial.sql")),
     (
         2,
-        "binding identity",
+        "binding identity and fence",
         include_str!("postgres/0002_binding_identity.sql"),
     ),
 ];

@@ -6,3 +6,12 @@
 ALTER TABLE ledger ADD COLUMN agent_id INTEGER;
 ALTER TABLE ledger ADD COLUMN trial_ends_at INTEGER;
 ALTER TABLE ledger ADD COLUMN confirmation TEXT;
+
+-- The fencing token: the highest leadership term (the leader Lease's
+-- transitions) that wrote here. A writer holding a lower one is a stale
+-- leader: every write transaction checks it and is refused.
+CREATE TABLE fence (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    token INTEGER NOT NULL
+);
+INSERT INTO fence (id, token) VALUES (1, 0);
