@@ -1097,3 +1097,44 @@ async fn a_lost_store_is_repaired_from_the_cluster_record_or_the_status() {
         assert!(fresh.is_unbound(&env.key("acme")).await.unwrap());
     }
 }
+
+#[tokio::test]
+async fn another_tenant_may_bind_an_organization_an_unbound_tenant_left() {
+    for env in envs().await {
+        let mut t = env.bound_and_waiting("first").await;
+        env.admin(
+            reqwest::Method::PUT,
+            "corps/dingacme/apps/1001",
+            Some(json!({"enabled": false})),
+        )
+        .await;
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(o.status.mode, Some(Mode::Public));
+        env.admin(
+            reqwest::Method::PUT,
+            "corps/dingacme/apps/1001",
+            Some(json!({"enabled": true})),
+        )
+        .await;
+        let mut other = env.tenant("second", spec(json!({"departments": [2]})));
+        let o = env.run(&mut other, &secrets(true)).await;
+        assert_eq!(ready(&o).1, reason::RECONCILED);
+        let event = o
+            .events
+            .iter()
+            .find(|e| e.reason == reason::ORGANIZATION_BOUND_AGAIN)
+            .expect("an Event says the organization was left by another tenant");
+        assert!(
+            event.note.contains(&format!("{}/first", env.ns)),
+            "{}",
+            event.note
+        );
+        // Once: a later reconciliation does not repeat it.
+        let o = env.run(&mut other, &secrets(true)).await;
+        assert!(
+            !o.events
+                .iter()
+                .any(|e| e.reason == reason::ORGANIZATION_BOUND_AGAIN)
+        );
+    }
+}

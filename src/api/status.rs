@@ -168,6 +168,7 @@ pub mod reason {
     pub const LEDGER_REPAIRED: &str = "LedgerRepaired";
     pub const UNBIND_RECORD_REPAIRED: &str = "UnbindRecordRepaired";
     pub const REMOVALS_UNCONFIRMED: &str = "RemovalsUnconfirmed";
+    pub const ORGANIZATION_BOUND_AGAIN: &str = "OrganizationBoundAgain";
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -105,6 +105,22 @@ impl Reconciler {
                     dt.corp_id, dt.agent_id
                 ),
             );
+            // A new platform account may bind an organization another one left: say so.
+            let left = match binding {
+                None => self.store.unbound_from_corp(&dt.corp_id, key).await?,
+                Some(_) => Vec::new(),
+            };
+            if !left.is_empty() {
+                let names: Vec<String> = left.iter().map(ToString::to_string).collect();
+                run.event(
+                    reason::ORGANIZATION_BOUND_AGAIN,
+                    format!(
+                        "DingTalk organization {} was unbound from tenant {} before; this tenant is another platform account and binds it anew.",
+                        dt.corp_id,
+                        names.join(", ")
+                    ),
+                );
+            }
         }
         self.store
             .put_account(key, &account_of(tenant, secrets.creator_password_set))

@@ -207,6 +207,16 @@ impl Store {
         dispatch!(self, s => s.append_ledger(tenant, &entry).await)
     }
 
+    /// The other tenants that were unbound from DingTalk organization
+    /// `corp_id` (every tenant but `except`), sorted.
+    pub async fn unbound_from_corp(
+        &self,
+        corp_id: &str,
+        except: &TenantKey,
+    ) -> Result<Vec<TenantKey>> {
+        dispatch!(self, s => s.unbound_from_corp(corp_id, except).await)
+    }
+
     /// The tenant's ledger, oldest first.
     pub async fn ledger(&self, tenant: &TenantKey) -> Result<Vec<LedgerEntry>> {
         dispatch!(self, s => s.ledger(tenant).await)

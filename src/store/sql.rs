@@ -57,6 +57,10 @@ pub(crate) const DOCUMENT: &str = "SELECT CAST(d.body AS TEXT) FROM documents d 
 pub(crate) const DOCUMENTS: &str = "SELECT t.namespace, t.name, CAST(d.body AS TEXT) FROM documents d JOIN tenants t ON t.id = d.tenant_id \
      WHERE d.kind = $1 ORDER BY t.namespace, t.name";
 
+/// Other tenants ($2 namespace, $3 name excluded) unbound from organization $1, sorted.
+pub(crate) const UNBOUND_FROM_CORP: &str = "SELECT DISTINCT namespace, name FROM ledger \
+     WHERE corp_id = $1 AND event = 'Unbound' AND NOT (namespace = $2 AND name = $3) ORDER BY 1, 2";
+
 /// The fencing token in force.
 pub(crate) const FENCE: &str = "SELECT token FROM fence WHERE id = 1";
 

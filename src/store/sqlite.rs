@@ -323,6 +323,21 @@ impl SqliteStore {
         tx.commit().await.ctx(ctx)
     }
 
+    pub(crate) async fn unbound_from_corp(
+        &self,
+        corp_id: &str,
+        except: &TenantKey,
+    ) -> Result<Vec<TenantKey>> {
+        let found: Vec<TenantRow> = sqlx::query_as(sql::UNBOUND_FROM_CORP)
+            .bind(corp_id)
+            .bind(&except.namespace)
+            .bind(&except.name)
+            .fetch_all(&self.pool)
+            .await
+            .ctx(|| format!("reading the ledger for organization {corp_id}"))?;
+        Ok(found.into_iter().map(rows::tenant).collect())
+    }
+
     pub(crate) async fn ledger(&self, t: &TenantKey) -> Result<Vec<LedgerEntry>> {
         let ctx = || format!("reading the ledger of {t}");
         let found: Vec<LedgerRow> = sqlx::query_as("SELECT event, at, corp_id, reason, agent_id, trial_ends_at, confirmation FROM ledger WHERE namespace = ?1 AND name = ?2 ORDER BY seq")
