@@ -764,6 +764,42 @@ fn plan_refuses_a_return_to_dingtalk_with_a_non_zero_exit() {
     assert!(section(&text, "globex").contains("DingTalk mode"), "{text}");
 }
 
+#[test]
+fn a_typo_in_the_agent_id_while_an_unbind_waits_is_refused_by_dev_and_by_plan() {
+    let dev = Dev::start();
+    wait_until_settled(&dev);
+    dev.edit("acme.yaml", "mode: DingTalk", "mode: Public");
+    dev.wait_for_status("acme", "waits on AppStillEnabled", |s| {
+        ready(s) == ("False", "AppStillEnabled")
+    });
+    let before = dev.accepted("acme");
+    dev.edit("acme.yaml", "agentId: 1001", "agentId: 1010");
+    let file = dev.file("acme.yaml").display().to_string();
+    dev.wait_for_log("the typo refused, naming the file", |l| {
+        l.contains("refused")
+            && l.contains(&file)
+            && l.contains("cannot change while the tenant is bound")
+    });
+    assert_eq!(dev.accepted("acme"), before, "the bound app stays in force");
+    // plan says the same of the folder, and exits 1.
+    let out = plan(&dev, &dev.file("acme.yaml"));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    // Nothing was unbound on the typo; the real app, once disabled, is.
+    assert_eq!(dev.status("acme")["mode"], "DingTalk");
+    dev.admin(
+        "PUT",
+        "/_sim/corps/dingacme/apps/1001",
+        Some(serde_json::json!({"enabled": false})),
+    );
+    dev.wait_for_status("acme", "unbound", |s| s["mode"] == "Public");
+}
+
 // ---------------------------------------------------------------------------
 // The README's commands
 // ---------------------------------------------------------------------------
