@@ -21,25 +21,16 @@ impl Reconciler {
     ) -> Result<Result<(), dingtalk::Error>, Error> {
         let started = std::time::Instant::now();
         let calls_before = app.stats().total_calls();
-        let fetched = match read::read_scope(app, scope, run.now, progress).await {
-            Ok(f) => f,
-            Err(e) => {
-                let record = sync_record(
-                    run.now,
-                    SyncOutcome::Failed,
-                    Default::default(),
-                    app.stats().total_calls() - calls_before,
-                    0,
-                    Some(e.to_string()),
-                );
-                self.store.record_sync_run(key, &record).await?;
-                return Ok(Err(e));
+        // DingTalk's answer (the walk, then the absences it leaves): a failure
+        // is recorded as a failed run and changes nothing.
+        let planned = match read::read_scope(app, scope, run.now, progress).await {
+            Ok(fetched) => {
+                self.plan_sync(key, tenant, app, scope, fetched, approved)
+                    .await?
             }
+            Err(e) => Err(e),
         };
-        let plan = match self
-            .plan_sync(key, tenant, app, scope, fetched, approved)
-            .await?
-        {
+        let plan = match planned {
             Ok(plan) => plan,
             Err(e) => {
                 let record = sync_record(
