@@ -52,11 +52,9 @@ struct Env {
 async fn envs() -> Vec<Env> {
     let dir = tempfile::tempdir().expect("temp dir").keep();
     let mut urls = vec![format!("sqlite://{}", dir.join("store.db").display())];
-    match std::env::var("DINGBIND_TEST_POSTGRES_URL") {
-        Ok(url) => urls.push(url),
-        Err(_) => {
-            eprintln!("note: DINGBIND_TEST_POSTGRES_URL is not set; PostgreSQL was not tested here")
-        }
+    // Fails when PostgreSQL was asked for (DINGBIND_TEST_REQUIRE_POSTGRES=1) and is missing.
+    if let Some(url) = support::postgres::admin_url("the reconciler tests") {
+        urls.push(url);
     }
     let mut out = Vec::new();
     for url in urls {
