@@ -133,7 +133,15 @@ async fn sim_stats(sim: &SimHandle) -> Value {
 }
 
 fn sim_calls(stats: &Value, api: Api, field: &str) -> u64 {
-    stats["endpoints"][api.name()][field].as_u64().unwrap_or(0)
+    // A missing key fails: the simulator lists every endpoint, called or not.
+    stats["endpoints"][api.name()][field]
+        .as_u64()
+        .unwrap_or_else(|| {
+            panic!(
+                "no {}/{field} in the simulator's stats: {stats}",
+                api.name()
+            )
+        })
 }
 
 /// Walks the whole org; returns department ids (roots included) and userids.
@@ -638,7 +646,23 @@ async fn reset_restores_the_initial_world_and_clears_counters() {
     app.get_user("r1").await.unwrap();
     admin(&sim, reqwest::Method::POST, "/_sim/reset", None).await;
     let stats = sim_stats(&sim).await;
-    assert_eq!(stats["endpoints"], json!({}));
+    // Every endpoint is listed again, each at zero.
+    let endpoints = stats["endpoints"].as_object().expect("endpoints");
+    assert_eq!(endpoints.len(), Api::ALL.len() + 1, "{stats}");
+    for api in Api::ALL {
+        assert_eq!(sim_calls(&stats, api, "calls"), 0, "{stats}");
+    }
+    assert!(
+        endpoints
+            .values()
+            .all(|c| c == &json!({"calls": 0, "throttled": 0, "faults": 0})),
+        "{stats}"
+    );
+    assert_eq!(stats["apps"], json!({}));
+    assert_eq!(
+        (&stats["tokensIssued"], &stats["tokenGrants"]),
+        (&json!(0), &json!(0))
+    );
     // The reset revoked the client's token; it refreshes and sees r1 again.
     assert!(app.get_user("r1").await.unwrap().is_some());
     let by_app: HashMap<String, Value> =

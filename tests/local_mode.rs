@@ -226,12 +226,18 @@ impl Dev {
             .output()
             .unwrap();
         assert!(out.status.success(), "directory failed: {}", stderr(&out));
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).expect("directory -o json is JSON");
+        // A missing array fails: it must never read as an empty directory.
         v["members"]
             .as_array()
-            .into_iter()
-            .flatten()
-            .map(|m| m["userid"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no members array in `dingbind directory -o json`: {v}"))
+            .iter()
+            .map(|m| {
+                m["userid"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("a member without a userid: {m}"))
+                    .to_string()
+            })
             .collect()
     }
 

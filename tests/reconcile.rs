@@ -129,10 +129,11 @@ impl Env {
 
     async fn app_calls(&self) -> u64 {
         let stats = self.admin(reqwest::Method::GET, "stats", None).await;
+        // A missing key fails: it must never read as "no calls".
         stats
             .pointer("/apps/acme-key/calls")
             .and_then(Value::as_u64)
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("no /apps/acme-key/calls in the simulator's stats: {stats}"))
     }
 
     async fn members(&self, name: &str) -> BTreeSet<String> {
@@ -618,14 +619,52 @@ async fn deletion_policy_delete_drops_the_directory_and_keeps_the_ledger() {
 #[tokio::test]
 async fn suspended_tenants_are_left_alone() {
     for env in envs().await {
-        let mut s = spec(json!({"departments": [2]}));
-        s["suspend"] = json!(true);
-        let mut t = env.tenant("acme", s);
+        // Bound and synced first, so that there is something to leave alone.
+        let mut t = env.tenant("acme", spec(json!({"departments": [2]})));
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(ready(&o), ("True".into(), reason::RECONCILED.into()));
+        let key = env.key("acme");
+        let dir = env.store.directory(&key).await.expect("directory");
+        assert_eq!(
+            env.members("acme").await,
+            set_of(&["s1", "s2", "s3"]),
+            "synced before the suspension"
+        );
+        let ledger = env.store.ledger(&key).await.expect("ledger");
+        assert!(!ledger.is_empty(), "the bind is in the ledger");
+        let runs = env.store.sync_runs(&key, 100).await.expect("runs").len();
+
+        // Suspended; then DingTalk changes and a sync is requested.
+        t.spec.suspend = true;
+        t.metadata.generation = Some(2);
+        env.admin(reqwest::Method::POST, "corps/dingacme/users/s2/leave", None)
+            .await;
+        env.admin(
+            reqwest::Method::PUT,
+            "corps/dingacme/users/n1",
+            Some(json!({"name": "New", "deptIds": [2]})),
+        )
+        .await;
+        request_sync(&mut t, "while-suspended");
         let calls = env.app_calls().await;
         let o = env.run(&mut t, &secrets(true)).await;
-        assert_eq!(ready(&o).1, reason::SUSPENDED);
-        assert_eq!(env.app_calls().await, calls);
-        assert!(env.members("acme").await.is_empty());
+        assert_eq!(ready(&o), ("False".into(), reason::SUSPENDED.into()));
+        assert_eq!(env.app_calls().await, calls, "no DingTalk call");
+        assert_eq!(
+            env.store.directory(&key).await.expect("directory"),
+            dir,
+            "the directory is untouched"
+        );
+        assert_eq!(
+            env.store.ledger(&key).await.expect("ledger"),
+            ledger,
+            "the ledger is untouched"
+        );
+        assert_eq!(
+            env.store.sync_runs(&key, 100).await.expect("runs").len(),
+            runs,
+            "no sync run"
+        );
     }
 }
 

@@ -300,6 +300,6 @@ async fn reset(State(s): State<Arc<Shared>>) -> StatusCode {
     inner.world.expire_tokens();
     inner.faults = inner.initial_faults.clone();
     inner.limiter.clear();
-    inner.stats = Default::default();
+    inner.stats = super::api::fresh_stats();
     StatusCode::NO_CONTENT
 }

@@ -33,6 +33,11 @@ use crate::dingtalk::types::{
 /// Name of the legacy token endpoint in counters.
 const GETTOKEN: &str = "gettoken";
 
+/// Fresh counters: every endpoint the simulator serves, at zero.
+pub(crate) fn fresh_stats() -> super::stats::SimStats {
+    super::stats::SimStats::with_endpoints(Api::ALL.iter().map(|a| a.name()).chain([GETTOKEN]))
+}
+
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route(Api::AccessToken.path(), post(access_token))
@@ -422,6 +427,7 @@ fn issue(inner: &mut Inner, app_key: &str, app_secret: &str) -> Option<(String, 
     if issued {
         stats.tokens_issued += 1;
     }
+    stats.token_grants += 1;
     Some((token, i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)))
 }
 

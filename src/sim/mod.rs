@@ -109,7 +109,7 @@ impl Simulator {
                 initial_faults: faults.clone(),
                 faults,
                 limiter: ratelimit::WindowLimiter::default(),
-                stats: stats::SimStats::default(),
+                stats: api::fresh_stats(),
                 rng: fastrand::Rng::with_seed(0x5eed),
             }),
             started: std::time::Instant::now(),

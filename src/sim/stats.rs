@@ -26,9 +26,24 @@ pub struct SimStats {
     pub apps: BTreeMap<String, Counter>,
     /// Distinct tokens issued.
     pub tokens_issued: u64,
+    /// Token requests answered with a token (a new one, or the same one
+    /// extended): refused, throttled and failed requests are not counted.
+    pub token_grants: u64,
 }
 
 impl SimStats {
+    /// Zero counters for every endpoint in `endpoints`, so that a reader can
+    /// tell "not called" (0) from "no such endpoint" (a missing key).
+    pub fn with_endpoints<'a>(endpoints: impl IntoIterator<Item = &'a str>) -> SimStats {
+        SimStats {
+            endpoints: endpoints
+                .into_iter()
+                .map(|e| (e.to_owned(), Counter::default()))
+                .collect(),
+            ..SimStats::default()
+        }
+    }
+
     pub fn endpoint(&mut self, name: &str) -> &mut Counter {
         self.endpoints.entry(name.to_owned()).or_default()
     }
