@@ -348,7 +348,18 @@ async fn mass_removals_are_held_until_the_exact_count_is_approved() {
             .annotations
             .get_or_insert_default()
             .insert("dingbind.dev/approve-deletions".into(), "2".into());
-        env.run(&mut t, &secrets(true)).await;
+        let o = env.run(&mut t, &secrets(true)).await;
+        // Refused visibly: Ready says the approval was not used, and a Warning says why.
+        let r = conditions::get(&o.status.conditions, condition::READY).expect("Ready");
+        assert_eq!(r.reason, reason::DELETION_THRESHOLD_EXCEEDED);
+        assert!(r.message.contains("\"2\" was not used"), "{}", r.message);
+        assert!(
+            o.events
+                .iter()
+                .any(|e| e.warning && e.reason == reason::APPROVAL_MISMATCH),
+            "{:?}",
+            o.events
+        );
         assert!(env.members("acme").await.contains("e1"));
         t.metadata
             .annotations
