@@ -14,6 +14,10 @@ pub struct Counter {
     pub throttled: u64,
     /// Requests failed by an injected fault.
     pub faults: u64,
+    /// Token endpoints only: requests answered with a token (a new one, or the
+    /// same one extended); refused, throttled and failed requests are not
+    /// counted.
+    pub granted: u64,
 }
 
 /// Everything counted since the start or the last reset.
@@ -26,9 +30,6 @@ pub struct SimStats {
     pub apps: BTreeMap<String, Counter>,
     /// Distinct tokens issued.
     pub tokens_issued: u64,
-    /// Token requests answered with a token (a new one, or the same one
-    /// extended): refused, throttled and failed requests are not counted.
-    pub token_grants: u64,
 }
 
 impl SimStats {
