@@ -33,9 +33,15 @@ use crate::dingtalk::types::{
 /// Name of the legacy token endpoint in counters.
 const GETTOKEN: &str = "gettoken";
 
-/// Fresh counters: every endpoint the simulator serves, at zero.
-pub(crate) fn fresh_stats() -> super::stats::SimStats {
-    super::stats::SimStats::with_endpoints(Api::ALL.iter().map(|a| a.name()).chain([GETTOKEN]))
+/// Fresh counters: every endpoint the simulator serves and every app of
+/// `world`, at zero.
+pub(crate) fn fresh_stats(world: &super::World) -> super::stats::SimStats {
+    let mut stats =
+        super::stats::SimStats::with_endpoints(Api::ALL.iter().map(|a| a.name()).chain([GETTOKEN]));
+    for app in world.corps.values().flat_map(|c| c.apps.values()) {
+        stats.app(&app.app_key);
+    }
+    stats
 }
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
