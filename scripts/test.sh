@@ -11,10 +11,23 @@ trap 'cleanup' EXIT
 # One throwaway server per checkout, so that two checkouts never stop each other's.
 mkdir -p target
 export DINGBIND_PG_STATE="${DINGBIND_PG_STATE:-$PWD/target/postgres-test.state}"
-if [[ -x scripts/postgres-test.sh && -z "${DINGBIND_TEST_POSTGRES_URL:-}" ]]; then
-  eval "$(scripts/postgres-test.sh start)"
+# The suite asks for PostgreSQL: its tests FAIL (never skip) when the server is
+# missing or unreachable (tests/support/postgres.rs).
+export DINGBIND_TEST_REQUIRE_POSTGRES=1
+if [[ -z "${DINGBIND_TEST_POSTGRES_URL:-}" ]]; then
+  # Not `eval "$(... start)"`: a failing start would eval "" and carry on.
   cleanup() { scripts/postgres-test.sh stop || true; }
+  if ! pg_env=$(scripts/postgres-test.sh start); then
+    echo "test.sh: error: scripts/postgres-test.sh start failed; the PostgreSQL tests cannot run" >&2
+    exit 1
+  fi
+  if [[ $pg_env != "export DINGBIND_TEST_POSTGRES_URL="?* ]]; then
+    echo "test.sh: error: scripts/postgres-test.sh start printed no URL: '$pg_env'" >&2
+    exit 1
+  fi
+  eval "$pg_env"
 fi
+[[ -n "${DINGBIND_TEST_POSTGRES_URL:-}" ]] || { echo "test.sh: error: DINGBIND_TEST_POSTGRES_URL is empty" >&2; exit 1; }
 
 # The real kube-apiserver and etcd for tests/kube_api.rs (built once into a
 # cache on a fresh machine; the script logs both versions on stderr).

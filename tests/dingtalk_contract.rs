@@ -133,7 +133,15 @@ async fn sim_stats(sim: &SimHandle) -> Value {
 }
 
 fn sim_calls(stats: &Value, api: Api, field: &str) -> u64 {
-    stats["endpoints"][api.name()][field].as_u64().unwrap_or(0)
+    // A missing key fails: the simulator lists every endpoint, called or not.
+    stats["endpoints"][api.name()][field]
+        .as_u64()
+        .unwrap_or_else(|| {
+            panic!(
+                "no {}/{field} in the simulator's stats: {stats}",
+                api.name()
+            )
+        })
 }
 
 /// Walks the whole org; returns department ids (roots included) and userids.
@@ -638,7 +646,24 @@ async fn reset_restores_the_initial_world_and_clears_counters() {
     app.get_user("r1").await.unwrap();
     admin(&sim, reqwest::Method::POST, "/_sim/reset", None).await;
     let stats = sim_stats(&sim).await;
-    assert_eq!(stats["endpoints"], json!({}));
+    // Every endpoint is listed again, each at zero.
+    let endpoints = stats["endpoints"].as_object().expect("endpoints");
+    assert_eq!(endpoints.len(), Api::ALL.len() + 1, "{stats}");
+    for api in Api::ALL {
+        assert_eq!(sim_calls(&stats, api, "calls"), 0, "{stats}");
+    }
+    assert!(
+        endpoints
+            .values()
+            .all(|c| c == &json!({"calls": 0, "throttled": 0, "faults": 0, "granted": 0})),
+        "{stats}"
+    );
+    // Every app of the world, at zero.
+    assert_eq!(
+        stats["apps"],
+        json!({"acme-key": {"calls": 0, "throttled": 0, "faults": 0, "granted": 0}})
+    );
+    assert_eq!(stats["tokensIssued"], json!(0));
     // The reset revoked the client's token; it refreshes and sees r1 again.
     assert!(app.get_user("r1").await.unwrap().is_some());
     let by_app: HashMap<String, Value> =
@@ -681,4 +706,34 @@ async fn the_unified_token_tells_whether_the_app_belongs_to_an_organization() {
         3,
         "no retry on a refusal"
     );
+}
+
+#[tokio::test]
+async fn granted_counts_only_token_requests_answered_with_a_token() {
+    let sim = start(unlimited()).await;
+    // A dingbind client installs the TLS crypto provider reqwest needs.
+    let _ = app(config(&sim, 0));
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1.0/oauth2/accessToken", sim.url());
+    let ask = |secret: &'static str| {
+        http.post(&url)
+            .json(&json!({"appKey": "acme-key", "appSecret": secret}))
+            .send()
+    };
+    assert!(!ask("wrong").await.unwrap().status().is_success());
+    let stats = sim_stats(&sim).await;
+    assert_eq!(
+        (
+            sim_calls(&stats, Api::AccessToken, "calls"),
+            sim_calls(&stats, Api::AccessToken, "granted")
+        ),
+        (1, 0),
+        "a refused request is a call, not a grant"
+    );
+    assert!(ask("acme-secret").await.unwrap().status().is_success());
+    assert!(ask("acme-secret").await.unwrap().status().is_success());
+    let stats = sim_stats(&sim).await;
+    assert_eq!(sim_calls(&stats, Api::AccessToken, "granted"), 2);
+    // Asked again before it expired: the same token, extended.
+    assert_eq!(stats["tokensIssued"], json!(1));
 }

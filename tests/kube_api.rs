@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
@@ -348,26 +349,28 @@ fn the_manifests_apply_as_a_whole() {
 
 /// The four ways a person changes a spec, each setting `spec.mode: DingTalk`
 /// on the Tenant `name`. Returns (path, kubectl output).
-fn back_to_dingtalk_by_every_path(
-    env: &KubeEnv,
-    ns: &str,
-    name: &str,
-) -> Vec<(&'static str, Output)> {
+/// The write paths that can set `spec.mode` back to `DingTalk`.
+const PATHS_BACK_TO_DINGTALK: [&str; 4] = [
+    "kubectl apply",
+    "kubectl replace",
+    "kubectl patch --type=json",
+    "kubectl apply --server-side",
+];
+
+/// Sets `spec.mode` of Tenant `name` back to `DingTalk` by one write `path`
+/// (one of [`PATHS_BACK_TO_DINGTALK`]), and nothing else.
+fn back_to_dingtalk_by(env: &KubeEnv, ns: &str, name: &str, path: &str) -> Output {
     let dingtalk = tenant_yaml(name, ns, "DingTalk");
-    let mut results = Vec::new();
-    // 1. kubectl apply (client-side, three-way merge patch)
-    results.push(("kubectl apply", apply_stdin(env, &dingtalk, &[])));
-    // 2. kubectl edit-style: get, change, replace (PUT with resourceVersion)
-    let mut live = get_json(env, &["tenant", name, "-n", ns]);
-    live["spec"]["mode"] = json!("DingTalk");
-    results.push((
-        "kubectl replace",
-        env.kubectl_stdin(&live.to_string(), ["replace", "-f", "-"]),
-    ));
-    // 3. JSON patch
-    results.push((
-        "kubectl patch --type=json",
-        env.kubectl([
+    match path {
+        // client-side apply: a three-way merge patch
+        "kubectl apply" => apply_stdin(env, &dingtalk, &[]),
+        // kubectl edit-style: get, change, replace (PUT with resourceVersion)
+        "kubectl replace" => {
+            let mut live = get_json(env, &["tenant", name, "-n", ns]);
+            live["spec"]["mode"] = json!("DingTalk");
+            env.kubectl_stdin(&live.to_string(), ["replace", "-f", "-"])
+        }
+        "kubectl patch --type=json" => env.kubectl([
             "patch",
             "tenant",
             name,
@@ -377,11 +380,8 @@ fn back_to_dingtalk_by_every_path(
             "-p",
             r#"[{"op":"replace","path":"/spec/mode","value":"DingTalk"}]"#,
         ]),
-    ));
-    // 4. server-side apply (forcing conflicts, so only validation can refuse)
-    results.push((
-        "kubectl apply --server-side",
-        apply_stdin(
+        // server-side apply (forcing conflicts, so only validation can refuse)
+        "kubectl apply --server-side" => apply_stdin(
             env,
             &dingtalk,
             &[
@@ -390,8 +390,20 @@ fn back_to_dingtalk_by_every_path(
                 "--field-manager=gitops",
             ],
         ),
-    ));
-    results
+        other => panic!("no such write path: {other}"),
+    }
+}
+
+/// Every path of [`PATHS_BACK_TO_DINGTALK`], one after the other, on the same Tenant.
+fn back_to_dingtalk_by_every_path(
+    env: &KubeEnv,
+    ns: &str,
+    name: &str,
+) -> Vec<(&'static str, Output)> {
+    PATHS_BACK_TO_DINGTALK
+        .iter()
+        .map(|&path| (path, back_to_dingtalk_by(env, ns, name, path)))
+        .collect()
 }
 
 fn set_public(env: &KubeEnv, ns: &str, name: &str) {
@@ -467,26 +479,26 @@ async fn a_pending_unbind_can_be_withdrawn_by_every_path() {
     let env = env_with_crd();
     let client = env.client().await;
     let ns = env.new_namespace("withdraw");
-    ok(
-        "create",
-        apply_stdin(env, &tenant_yaml("acme", &ns, "DingTalk"), &[]),
-    );
-    write_status(&client, &ns, "acme", json!({"mode": "DingTalk"})).await;
-    // Each path: request the unbind (status.mode stays DingTalk: a precondition
-    // is missing), then withdraw the request.
-    let paths = [
-        "kubectl apply",
-        "kubectl replace",
-        "kubectl patch --type=json",
-        "kubectl apply --server-side",
-    ];
-    for (i, wanted) in paths.iter().enumerate() {
-        set_public(env, &ns, "acme");
-        assert_eq!(spec_mode(env, &ns, "acme"), "Public");
-        let (path, out) = back_to_dingtalk_by_every_path(env, &ns, "acme").remove(i);
-        assert_eq!(path, *wanted);
-        ok(path, out);
-        assert_eq!(spec_mode(env, &ns, "acme"), "DingTalk", "after {path}");
+    // One Tenant per path, each from the same starting state: created in
+    // DingTalk mode, bound (status.mode DingTalk), the unbind requested
+    // (spec.mode Public) and pending (a precondition is missing). Then exactly
+    // one path withdraws it.
+    for (i, path) in PATHS_BACK_TO_DINGTALK.iter().enumerate() {
+        let name = format!("acme-{i}");
+        ok(
+            "create",
+            apply_stdin(env, &tenant_yaml(&name, &ns, "DingTalk"), &[]),
+        );
+        write_status(&client, &ns, &name, json!({"mode": "DingTalk"})).await;
+        set_public(env, &ns, &name);
+        let live = get_json(env, &["tenant", &name, "-n", &ns]);
+        assert_eq!(
+            (&live["spec"]["mode"], &live["status"]["mode"]),
+            (&json!("Public"), &json!("DingTalk")),
+            "{name}: a pending unbind before {path}"
+        );
+        ok(path, back_to_dingtalk_by(env, &ns, &name, path));
+        assert_eq!(spec_mode(env, &ns, &name), "DingTalk", "after {path}");
     }
 }
 
@@ -873,8 +885,13 @@ struct Outcome {
     /// `Err` when the command did not give a verdict at all (crash, bad setup).
     dingbind: Result<Verdict, String>,
     dingbind_says: String,
+    /// The field paths of dingbind's errors.
+    dingbind_fields: BTreeSet<String>,
+    /// `Err` when the API server did not answer "accepted" or "invalid".
     apiserver: Result<Verdict, String>,
     apiserver_says: String,
+    /// The field paths of the API server's causes.
+    apiserver_fields: BTreeSet<String>,
 }
 
 fn corpus() -> Vec<Case> {
@@ -928,7 +945,7 @@ fn first_line(s: &str) -> String {
     short
 }
 
-fn dingbind_verdict(case: &Case) -> (Result<Verdict, String>, String) {
+fn dingbind_verdict(case: &Case) -> (Result<Verdict, String>, String, BTreeSet<String>) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dingbind"));
     cmd.arg("validate").arg("-f").arg(&case.tenant);
     if let Some(previous) = &case.previous {
@@ -937,8 +954,30 @@ fn dingbind_verdict(case: &Case) -> (Result<Verdict, String>, String) {
     let out = cmd.output().expect("run dingbind validate");
     let stderr = text(&out.stderr);
     let errors: Vec<&str> = stderr.lines().filter(|l| l.contains(": error: ")).collect();
+    // The same check through the library, for the field path of each error.
+    let findings = dingbind::validate::validate_paths(&case.tenant, case.previous.as_deref())
+        .unwrap_or_else(|e| panic!("{}: validate_paths: {e}", case.name));
+    let fields: BTreeSet<String> = findings
+        .iter()
+        .filter(|f| f.severity == dingbind::validate::Severity::Error)
+        .map(|f| f.field.clone())
+        .collect();
+    let error_count = findings
+        .iter()
+        .filter(|f| f.severity == dingbind::validate::Severity::Error)
+        .count();
+    if error_count != errors.len() {
+        return (
+            Err(format!(
+                "the command printed {} errors, the library found {error_count}: {stderr}",
+                errors.len()
+            )),
+            first_line(&stderr),
+            fields,
+        );
+    }
     match (out.status.success(), errors.is_empty()) {
-        (true, true) => (Ok(Verdict::Accept), String::new()),
+        (true, true) => (Ok(Verdict::Accept), String::new(), fields),
         (false, false) => (
             Ok(Verdict::Refuse),
             errors
@@ -946,12 +985,102 @@ fn dingbind_verdict(case: &Case) -> (Result<Verdict, String>, String) {
                 .map(|l| l.split_once(": error: ").map_or(*l, |(_, m)| m))
                 .collect::<Vec<_>>()
                 .join(" | "),
+            fields,
         ),
         _ => (
             Err(format!("no verdict ({}): {stderr}", out.status)),
             first_line(&stderr),
+            fields,
         ),
     }
+}
+
+/// What the API server answered to one write: accepted (2xx), or refused as
+/// invalid with the field paths it names. Invalid is HTTP 422 (`Invalid`,
+/// each cause naming a field), or for an unknown field the strict decoding
+/// refusal (HTTP 400 `BadRequest`, `strict decoding error: unknown field
+/// "PATH"`, which is what `kubectl` gets too). Any other answer (a conflict, a
+/// missing namespace, a server error) is no verdict at all.
+fn apiserver_answer(
+    result: Result<String, kube::Error>,
+) -> (Result<Verdict, String>, String, BTreeSet<String>) {
+    let status = match result {
+        Ok(_) => return (Ok(Verdict::Accept), String::new(), BTreeSet::new()),
+        Err(kube::Error::Api(status)) => status,
+        Err(e) => {
+            return (
+                Err(format!("no answer: {e}")),
+                String::new(),
+                BTreeSet::new(),
+            );
+        }
+    };
+    let says = first_line(&status.message);
+    if status.code == 422 && status.reason == "Invalid" {
+        let fields = status
+            .details
+            .iter()
+            .flat_map(|d| &d.causes)
+            // Not a finding: the note that CEL rules were skipped because the
+            // schema already refused the object.
+            .filter(|c| !c.message.contains("some validation rules were not checked"))
+            .map(|c| c.field.clone())
+            .collect();
+        return (Ok(Verdict::Refuse), says, fields);
+    }
+    if status.code == 400 && status.message.contains("strict decoding error") {
+        let fields = status
+            .message
+            .split("unknown field \"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_string)
+            .collect::<BTreeSet<_>>();
+        if !fields.is_empty() {
+            return (Ok(Verdict::Refuse), says, fields);
+        }
+    }
+    (
+        Err(format!(
+            "not an invalid answer: HTTP {} {}: {}",
+            status.code, status.reason, status.message
+        )),
+        says,
+        BTreeSet::new(),
+    )
+}
+
+/// A create (`dry_run`) or replace of a Tenant through the API, with the
+/// field validation kubectl asks for (`fieldValidation=Strict`).
+async fn write_tenant(
+    client: &kube::Client,
+    ns: &str,
+    body: &Value,
+    replace: Option<&str>,
+) -> Result<String, kube::Error> {
+    let collection = format!("/apis/dingbind.dev/v1alpha1/namespaces/{ns}/tenants");
+    let bytes = serde_json::to_vec(body).expect("a JSON body");
+    let request = kube::core::Request::new(collection);
+    let mut req = match replace {
+        None => request.create(
+            &kube::api::PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            bytes,
+        ),
+        Some(name) => request.replace(name, &kube::api::PostParams::default(), bytes),
+    }
+    .expect("a request");
+    let sep = if req.uri().query().is_some() {
+        '&'
+    } else {
+        '?'
+    };
+    *req.uri_mut() = format!("{}{sep}fieldValidation=Strict", req.uri())
+        .parse()
+        .expect("a URI");
+    client.request_text(req).await
 }
 
 fn yaml_file_as_json(path: &Path) -> Value {
@@ -961,21 +1090,15 @@ fn yaml_file_as_json(path: &Path) -> Value {
 
 fn apiserver_verdict(
     env: &KubeEnv,
+    rt: &tokio::runtime::Runtime,
+    client: &kube::Client,
     case: &Case,
     create_ns: &str,
-) -> (Result<Verdict, String>, String) {
-    let verdict = |out: Output| {
-        if out.status.success() {
-            (Ok(Verdict::Accept), String::new())
-        } else {
-            let err = text(&out.stderr);
-            (Ok(Verdict::Refuse), first_line(&err))
-        }
-    };
+) -> (Result<Verdict, String>, String, BTreeSet<String>) {
     let Some(previous) = &case.previous else {
         // A create, validated and admitted but not stored.
-        let file = case.tenant.to_str().expect("utf-8 path");
-        return verdict(env.kubectl(["create", "--dry-run=server", "-n", create_ns, "-f", file]));
+        let body = yaml_file_as_json(&case.tenant);
+        return apiserver_answer(rt.block_on(write_tenant(client, create_ns, &body, None)));
     };
     // An update, for real, in a namespace of its own: create the previous
     // version, write its status through the status subresource (as the
@@ -992,6 +1115,7 @@ fn apiserver_verdict(
         return (
             Err(format!("creating previous.yaml: {}", text(&out.stderr))),
             String::new(),
+            BTreeSet::new(),
         );
     }
     if let Some(status) = status {
@@ -1014,13 +1138,15 @@ fn apiserver_verdict(
                     text(&out.stderr)
                 )),
                 String::new(),
+                BTreeSet::new(),
             );
         }
     }
     let live = get_json(env, &["tenant", &name, "-n", &ns]);
     let mut new = yaml_file_as_json(&case.tenant);
     new["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"].clone();
-    verdict(env.kubectl_stdin(&new.to_string(), ["replace", "-n", &ns, "-f", "-"]))
+    new["metadata"]["namespace"] = json!(ns);
+    apiserver_answer(rt.block_on(write_tenant(client, &ns, &new, Some(&name))))
 }
 
 #[test]
@@ -1033,6 +1159,8 @@ fn dingbind_validate_agrees_with_the_api_server_on_the_whole_corpus() {
         cases.len()
     );
     let create_ns = env.new_namespace("corpus");
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let client = rt.block_on(env.client());
 
     // A few workers: each case is a handful of short kubectl/dingbind runs.
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -1045,13 +1173,16 @@ fn dingbind_validate_agrees_with_the_api_server_on_the_whole_corpus() {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let Some(case) = cases.get(i) else { break };
-                    let (dingbind, dingbind_says) = dingbind_verdict(case);
-                    let (apiserver, apiserver_says) = apiserver_verdict(env, case, &create_ns);
+                    let (dingbind, dingbind_says, dingbind_fields) = dingbind_verdict(case);
+                    let (apiserver, apiserver_says, apiserver_fields) =
+                        apiserver_verdict(env, &rt, &client, case, &create_ns);
                     **slots[i].lock().expect("slot") = Some(Outcome {
                         dingbind,
                         dingbind_says,
+                        dingbind_fields,
                         apiserver,
                         apiserver_says,
+                        apiserver_fields,
                     });
                 }
             });
@@ -1072,7 +1203,9 @@ fn dingbind_validate_agrees_with_the_api_server_on_the_whole_corpus() {
     let mut mislabelled = Vec::new();
     for (case, outcome) in cases.iter().zip(&outcomes) {
         let o = outcome.as_ref().expect("every case ran");
-        let agree = matches!((&o.dingbind, &o.apiserver), (Ok(a), Ok(b)) if a == b);
+        // The same verdict, and for a refusal the same field paths.
+        let agree = matches!((&o.dingbind, &o.apiserver), (Ok(a), Ok(b)) if a == b)
+            && o.dingbind_fields == o.apiserver_fields;
         table.push_str(&format!(
             "{:<width$}  {:<8}  {:<8}  {:<9}  {:<5}\n",
             case.name,
@@ -1083,8 +1216,14 @@ fn dingbind_validate_agrees_with_the_api_server_on_the_whole_corpus() {
         ));
         if !agree {
             disagreements.push(format!(
-                "{}:\n  dingbind:  {:?} {}\n  apiserver: {:?} {}",
-                case.name, o.dingbind, o.dingbind_says, o.apiserver, o.apiserver_says
+                "{}:\n  dingbind:  {:?} fields {:?}: {}\n  apiserver: {:?} fields {:?}: {}",
+                case.name,
+                o.dingbind,
+                o.dingbind_fields,
+                o.dingbind_says,
+                o.apiserver,
+                o.apiserver_fields,
+                o.apiserver_says
             ));
         }
         if o.apiserver != Ok(case.expected) {
@@ -1101,8 +1240,8 @@ fn dingbind_validate_agrees_with_the_api_server_on_the_whole_corpus() {
     for (case, outcome) in cases.iter().zip(&outcomes) {
         let o = outcome.as_ref().expect("every case ran");
         println!(
-            "{}\n  dingbind:  {}\n  apiserver: {}",
-            case.name, o.dingbind_says, o.apiserver_says
+            "{}\n  dingbind:  {:?} {}\n  apiserver: {:?} {}",
+            case.name, o.dingbind_fields, o.dingbind_says, o.apiserver_fields, o.apiserver_says
         );
     }
     assert!(

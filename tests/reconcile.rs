@@ -52,11 +52,9 @@ struct Env {
 async fn envs() -> Vec<Env> {
     let dir = tempfile::tempdir().expect("temp dir").keep();
     let mut urls = vec![format!("sqlite://{}", dir.join("store.db").display())];
-    match std::env::var("DINGBIND_TEST_POSTGRES_URL") {
-        Ok(url) => urls.push(url),
-        Err(_) => {
-            eprintln!("note: DINGBIND_TEST_POSTGRES_URL is not set; PostgreSQL was not tested here")
-        }
+    // Fails when PostgreSQL was asked for (DINGBIND_TEST_REQUIRE_POSTGRES=1) and is missing.
+    if let Some(url) = support::postgres::admin_url("the reconciler tests") {
+        urls.push(url);
     }
     let mut out = Vec::new();
     for url in urls {
@@ -131,10 +129,11 @@ impl Env {
 
     async fn app_calls(&self) -> u64 {
         let stats = self.admin(reqwest::Method::GET, "stats", None).await;
+        // A missing key fails: it must never read as "no calls".
         stats
             .pointer("/apps/acme-key/calls")
             .and_then(Value::as_u64)
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("no /apps/acme-key/calls in the simulator's stats: {stats}"))
     }
 
     async fn members(&self, name: &str) -> BTreeSet<String> {
@@ -349,7 +348,18 @@ async fn mass_removals_are_held_until_the_exact_count_is_approved() {
             .annotations
             .get_or_insert_default()
             .insert("dingbind.dev/approve-deletions".into(), "2".into());
-        env.run(&mut t, &secrets(true)).await;
+        let o = env.run(&mut t, &secrets(true)).await;
+        // Refused visibly: Ready says the approval was not used, and a Warning says why.
+        let r = conditions::get(&o.status.conditions, condition::READY).expect("Ready");
+        assert_eq!(r.reason, reason::DELETION_THRESHOLD_EXCEEDED);
+        assert!(r.message.contains("\"2\" was not used"), "{}", r.message);
+        assert!(
+            o.events
+                .iter()
+                .any(|e| e.warning && e.reason == reason::APPROVAL_MISMATCH),
+            "{:?}",
+            o.events
+        );
         assert!(env.members("acme").await.contains("e1"));
         t.metadata
             .annotations
@@ -626,14 +636,52 @@ async fn deletion_policy_delete_drops_the_directory_and_keeps_the_ledger() {
 #[tokio::test]
 async fn suspended_tenants_are_left_alone() {
     for env in envs().await {
-        let mut s = spec(json!({"departments": [2]}));
-        s["suspend"] = json!(true);
-        let mut t = env.tenant("acme", s);
+        // Bound and synced first, so that there is something to leave alone.
+        let mut t = env.tenant("acme", spec(json!({"departments": [2]})));
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert_eq!(ready(&o), ("True".into(), reason::RECONCILED.into()));
+        let key = env.key("acme");
+        let dir = env.store.directory(&key).await.expect("directory");
+        assert_eq!(
+            env.members("acme").await,
+            set_of(&["s1", "s2", "s3"]),
+            "synced before the suspension"
+        );
+        let ledger = env.store.ledger(&key).await.expect("ledger");
+        assert!(!ledger.is_empty(), "the bind is in the ledger");
+        let runs = env.store.sync_runs(&key, 100).await.expect("runs").len();
+
+        // Suspended; then DingTalk changes and a sync is requested.
+        t.spec.suspend = true;
+        t.metadata.generation = Some(2);
+        env.admin(reqwest::Method::POST, "corps/dingacme/users/s2/leave", None)
+            .await;
+        env.admin(
+            reqwest::Method::PUT,
+            "corps/dingacme/users/n1",
+            Some(json!({"name": "New", "deptIds": [2]})),
+        )
+        .await;
+        request_sync(&mut t, "while-suspended");
         let calls = env.app_calls().await;
         let o = env.run(&mut t, &secrets(true)).await;
-        assert_eq!(ready(&o).1, reason::SUSPENDED);
-        assert_eq!(env.app_calls().await, calls);
-        assert!(env.members("acme").await.is_empty());
+        assert_eq!(ready(&o), ("False".into(), reason::SUSPENDED.into()));
+        assert_eq!(env.app_calls().await, calls, "no DingTalk call");
+        assert_eq!(
+            env.store.directory(&key).await.expect("directory"),
+            dir,
+            "the directory is untouched"
+        );
+        assert_eq!(
+            env.store.ledger(&key).await.expect("ledger"),
+            ledger,
+            "the ledger is untouched"
+        );
+        assert_eq!(
+            env.store.sync_runs(&key, 100).await.expect("runs").len(),
+            runs,
+            "no sync run"
+        );
     }
 }
 

@@ -157,6 +157,8 @@ pub mod reason {
     pub const SYNCED: &str = "Synced";
     pub const SYNCING: &str = "Syncing";
     pub const DELETION_THRESHOLD_EXCEEDED: &str = "DeletionThresholdExceeded";
+    /// An Event: `dingbind.dev/approve-deletions` names another count than the held removals.
+    pub const APPROVAL_MISMATCH: &str = "ApprovalMismatch";
     pub const CREATOR_ACCOUNT_INCOMPLETE: &str = "CreatorAccountIncomplete";
     pub const APP_STILL_ENABLED: &str = "AppStillEnabled";
     pub const REBIND_FORBIDDEN: &str = "RebindForbidden";

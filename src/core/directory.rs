@@ -197,36 +197,259 @@ mod tests {
         assert_eq!(d.remove_members, vec!["u2".to_string()]);
     }
 
-    fn arb_directory() -> impl Strategy<Value = Directory> {
-        let depts = prop::collection::btree_map(1i64..20, "[a-c]{1,2}", 0..8);
-        let members = prop::collection::btree_map(
-            "u[0-9]{1,2}",
-            ("[a-c]{1,2}", prop::collection::vec(1i64..20, 0..3)),
-            0..20,
-        );
-        (depts, members).prop_map(|(d, m)| {
-            Directory::new(
-                d.into_iter().map(|(id, name)| dept(id, None, &name)),
-                m.into_iter()
-                    .map(|(u, (name, depts))| member(&u, &name, &depts)),
+    fn arb_text() -> impl Strategy<Value = Option<String>> {
+        prop::option::of("[a-c]{1,2}")
+    }
+
+    fn arb_department() -> impl Strategy<Value = Department> {
+        (1i64..20, prop::option::of(1i64..20), "[a-c]{1,2}", 0i64..3).prop_map(
+            |(id, parent_id, name, order)| Department {
+                id,
+                parent_id,
+                name,
+                order,
+            },
+        )
+    }
+
+    fn arb_member() -> impl Strategy<Value = Member> {
+        (
+            ("u[0-9]{1,2}", "[a-b]", "[a-c]{1,2}"),
+            (arb_text(), arb_text(), arb_text(), arb_text()),
+            (any::<bool>(), any::<bool>(), any::<bool>()),
+            prop::collection::btree_set(1i64..20, 0..3),
+        )
+            .prop_map(
+                |(
+                    (userid, unionid, name),
+                    (mobile, email, title, job_number),
+                    (active, admin, boss),
+                    depts,
+                )| Member {
+                    unionid: format!("un-{userid}-{unionid}"),
+                    userid,
+                    name,
+                    mobile,
+                    email,
+                    title,
+                    job_number,
+                    active,
+                    admin,
+                    boss,
+                    dept_ids: depts.into_iter().collect(),
+                },
             )
-        })
+    }
+
+    /// A directory varying every field: parents, order, contact fields, flags
+    /// and departments.
+    fn arb_directory() -> impl Strategy<Value = Directory> {
+        (
+            prop::collection::vec(arb_department(), 0..8),
+            prop::collection::vec(arb_member(), 0..20),
+        )
+            .prop_map(|(d, m)| Directory::new(d, m))
+    }
+
+    /// Picks, for each key of either map, the current entry, the other one,
+    /// or none: unchanged, changed, added and removed entries all occur.
+    fn mix<K: Ord + Clone, V: Clone>(
+        current: &BTreeMap<K, V>,
+        other: &BTreeMap<K, V>,
+        picks: &mut impl Iterator<Item = u8>,
+    ) -> BTreeMap<K, V> {
+        let keys: std::collections::BTreeSet<&K> = current.keys().chain(other.keys()).collect();
+        keys.into_iter()
+            .filter_map(|k| {
+                let v = match picks.next().unwrap_or(0) {
+                    0 => current.get(k).or(other.get(k)),
+                    1 => other.get(k),
+                    2 => current.get(k),
+                    _ => None,
+                };
+                v.map(|v| (k.clone(), v.clone()))
+            })
+            .collect()
+    }
+
+    /// A current directory and a desired one close to it.
+    fn arb_pair() -> impl Strategy<Value = (Directory, Directory)> {
+        (
+            arb_directory(),
+            arb_directory(),
+            prop::collection::vec(0u8..4, 1..64),
+        )
+            .prop_map(|(current, other, picks)| {
+                let mut picks = picks.into_iter().cycle();
+                let desired = Directory {
+                    departments: mix(&current.departments, &other.departments, &mut picks),
+                    members: mix(&current.members, &other.members, &mut picks),
+                };
+                (current, desired)
+            })
+    }
+
+    /// What `diff` must say about one map: every added key is new and as
+    /// desired, every updated one existed and changed, every removed one is
+    /// gone, and an unchanged entry appears nowhere.
+    fn check_part<K: Ord + Clone + std::fmt::Debug, V: PartialEq + std::fmt::Debug>(
+        current: &BTreeMap<K, V>,
+        desired: &BTreeMap<K, V>,
+        added: &[(K, &V)],
+        updated: &[(K, &V)],
+        removed: &[K],
+    ) -> Result<(), TestCaseError> {
+        for (k, v) in added {
+            prop_assert!(!current.contains_key(k), "added {:?} existed", k);
+            prop_assert_eq!(desired.get(k), Some(*v));
+        }
+        for (k, v) in updated {
+            prop_assert!(
+                current.get(k).is_some_and(|old| old != *v),
+                "updated {:?} unchanged",
+                k
+            );
+            prop_assert_eq!(desired.get(k), Some(*v));
+        }
+        for k in removed {
+            prop_assert!(
+                current.contains_key(k) && !desired.contains_key(k),
+                "removed {:?}",
+                k
+            );
+        }
+        let unchanged = desired
+            .iter()
+            .filter(|(k, v)| current.get(*k) == Some(*v))
+            .count();
+        // Each key once: what is desired is added, updated or unchanged; what
+        // was there is updated, removed or unchanged.
+        prop_assert_eq!(added.len() + updated.len() + unchanged, desired.len());
+        prop_assert_eq!(removed.len() + updated.len() + unchanged, current.len());
+        Ok(())
+    }
+
+    fn dept_pairs(ds: &[Department]) -> Vec<(i64, &Department)> {
+        ds.iter().map(|x| (x.id, x)).collect()
+    }
+
+    fn member_pairs(ms: &[Member]) -> Vec<(String, &Member)> {
+        ms.iter().map(|x| (x.userid.clone(), x)).collect()
+    }
+
+    /// The generator reaches every kind of change, so the properties below
+    /// cannot pass on directories that only differ in names.
+    #[test]
+    fn arb_pair_reaches_every_kind_of_change() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..500 {
+            let (current, desired) = arb_pair().new_tree(&mut runner).expect("a value").current();
+            let d = diff(&current, &desired);
+            for (what, hit) in [
+                ("add dept", !d.add_departments.is_empty()),
+                ("remove dept", !d.remove_departments.is_empty()),
+                ("add member", !d.add_members.is_empty()),
+                ("remove member", !d.remove_members.is_empty()),
+                (
+                    "unchanged member",
+                    desired
+                        .members
+                        .iter()
+                        .any(|(k, v)| current.members.get(k) == Some(v)),
+                ),
+            ] {
+                if hit {
+                    seen.insert(what.to_string());
+                }
+            }
+            for new in &d.update_departments {
+                let old = &current.departments[&new.id];
+                for (what, hit) in [
+                    ("dept parent", old.parent_id != new.parent_id),
+                    ("dept order", old.order != new.order),
+                    ("dept name", old.name != new.name),
+                ] {
+                    if hit {
+                        seen.insert(what.to_string());
+                    }
+                }
+            }
+            for new in &d.update_members {
+                let old = &current.members[&new.userid];
+                for (what, hit) in [
+                    ("member unionid", old.unionid != new.unionid),
+                    ("member mobile", old.mobile != new.mobile),
+                    ("member email", old.email != new.email),
+                    ("member title", old.title != new.title),
+                    ("member job number", old.job_number != new.job_number),
+                    ("member active", old.active != new.active),
+                    ("member admin", old.admin != new.admin),
+                    ("member boss", old.boss != new.boss),
+                    ("member departments", old.dept_ids != new.dept_ids),
+                ] {
+                    if hit {
+                        seen.insert(what.to_string());
+                    }
+                }
+            }
+        }
+        let all = [
+            "add dept",
+            "remove dept",
+            "add member",
+            "remove member",
+            "unchanged member",
+            "dept parent",
+            "dept order",
+            "dept name",
+            "member unionid",
+            "member mobile",
+            "member email",
+            "member title",
+            "member job number",
+            "member active",
+            "member admin",
+            "member boss",
+            "member departments",
+        ];
+        let missing: Vec<&str> = all.iter().copied().filter(|w| !seen.contains(*w)).collect();
+        assert!(missing.is_empty(), "never generated: {missing:?}");
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
         #[test]
-        fn applying_the_diff_reaches_the_desired_directory(current in arb_directory(), desired in arb_directory()) {
+        fn applying_the_diff_reaches_the_desired_directory((current, desired) in arb_pair()) {
             let d = diff(&current, &desired);
             prop_assert_eq!(apply(&current, &d), desired);
         }
 
         #[test]
-        fn diff_touches_only_what_changed(current in arb_directory(), desired in arb_directory()) {
+        fn applying_the_diff_of_unrelated_directories_reaches_the_desired_one(current in arb_directory(), desired in arb_directory()) {
             let d = diff(&current, &desired);
-            for m in &d.update_members {
-                prop_assert_ne!(current.members.get(&m.userid), Some(m));
-            }
-            prop_assert!(d.add_members.iter().all(|m| !current.members.contains_key(&m.userid)));
+            prop_assert_eq!(apply(&current, &d), desired);
+        }
+
+        #[test]
+        fn diff_touches_only_what_changed((current, desired) in arb_pair()) {
+            let d = diff(&current, &desired);
+            check_part(
+                &current.departments,
+                &desired.departments,
+                &dept_pairs(&d.add_departments),
+                &dept_pairs(&d.update_departments),
+                &d.remove_departments,
+            )?;
+            check_part(
+                &current.members,
+                &desired.members,
+                &member_pairs(&d.add_members),
+                &member_pairs(&d.update_members),
+                &d.remove_members,
+            )?;
         }
     }
 }

@@ -153,6 +153,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
         #[test]
         fn applying_the_delta_gives_the_desired_scope(
             want_d in prop::collection::btree_set(1i64..50, 0..10), want_u in prop::collection::btree_set("[a-e]", 0..5),

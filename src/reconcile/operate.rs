@@ -238,7 +238,16 @@ impl Reconciler {
                 ),
             );
         } else {
-            let msg = deletion_message(pending);
+            let mut msg = deletion_message(pending);
+            // An approval of another count lets nothing through: say so, so
+            // that the person who set it sees why nothing happened.
+            if let Some(count) = approved.filter(|&n| n != pending) {
+                let note = format!(
+                    "The approval {APPROVE_DELETIONS}: \"{count}\" was not used: {pending} removals are held back, not {count}."
+                );
+                msg = format!("{msg} {note}");
+                run.warn(reason::APPROVAL_MISMATCH, note);
+            }
             run.ready(false, reason::DELETION_THRESHOLD_EXCEEDED, &msg);
         }
         Ok(())

@@ -256,7 +256,10 @@ async fn put_app(
             enabled: true,
             visible_scope: ScopeSpec::default(),
         };
+        let key = app.app_key.clone();
         inner.world.add_app(&corp_id, app)?;
+        // Listed at zero from now on, like the apps the world started with.
+        inner.stats.app(&key);
     }
     let corp = inner.world.corp_mut(&corp_id)?;
     corp.update_app(agent_id, body.enabled, body.visible_scope)?;
@@ -300,6 +303,6 @@ async fn reset(State(s): State<Arc<Shared>>) -> StatusCode {
     inner.world.expire_tokens();
     inner.faults = inner.initial_faults.clone();
     inner.limiter.clear();
-    inner.stats = Default::default();
+    inner.stats = super::api::fresh_stats(&inner.initial_world);
     StatusCode::NO_CONTENT
 }

@@ -33,6 +33,17 @@ use crate::dingtalk::types::{
 /// Name of the legacy token endpoint in counters.
 const GETTOKEN: &str = "gettoken";
 
+/// Fresh counters: every endpoint the simulator serves and every app of
+/// `world`, at zero.
+pub(crate) fn fresh_stats(world: &super::World) -> super::stats::SimStats {
+    let mut stats =
+        super::stats::SimStats::with_endpoints(Api::ALL.iter().map(|a| a.name()).chain([GETTOKEN]));
+    for app in world.corps.values().flat_map(|c| c.apps.values()) {
+        stats.app(&app.app_key);
+    }
+    stats
+}
+
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route(Api::AccessToken.path(), post(access_token))
@@ -323,7 +334,7 @@ async fn access_token(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     if let Some(r) = s.limit(&mut inner, name, Family::V1, &req.app_key) {
         return r;
     }
-    match issue(&mut inner, &req.app_key, req.app_secret.expose()) {
+    match issue(&mut inner, name, &req.app_key, req.app_secret.expose()) {
         Some((token, ttl)) => Json(AccessTokenResponse {
             access_token: token.into(),
             expire_in: ttl,
@@ -392,7 +403,7 @@ async fn corp_token(
             "应用未授权该企业",
             rid,
         ),
-        Some(_) => match issue(&mut inner, &req.client_id, req.client_secret.expose()) {
+        Some(_) => match issue(&mut inner, name, &req.client_id, req.client_secret.expose()) {
             Some((token, ttl)) => Json(CorpTokenResponse {
                 access_token: token.into(),
                 expires_in: ttl,
@@ -409,7 +420,12 @@ async fn corp_token(
 }
 
 /// Issues (or extends) a token; returns it with its life in seconds.
-fn issue(inner: &mut Inner, app_key: &str, app_secret: &str) -> Option<(String, i64)> {
+fn issue(
+    inner: &mut Inner,
+    endpoint: &str,
+    app_key: &str,
+    app_secret: &str,
+) -> Option<(String, i64)> {
     let ttl = inner.faults.token_ttl();
     let Inner {
         world, rng, stats, ..
@@ -422,6 +438,7 @@ fn issue(inner: &mut Inner, app_key: &str, app_secret: &str) -> Option<(String, 
     if issued {
         stats.tokens_issued += 1;
     }
+    stats.endpoint(endpoint).granted += 1;
     Some((token, i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)))
 }
 
@@ -441,7 +458,7 @@ async fn gettoken(
     if let Some(r) = s.limit(&mut inner, GETTOKEN, Family::Topapi, key) {
         return r;
     }
-    match issue(&mut inner, key, secret) {
+    match issue(&mut inner, GETTOKEN, key, secret) {
         Some((token, ttl)) => {
             Json(serde_json::json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": ttl})).into_response()
         }

@@ -102,6 +102,7 @@ impl Simulator {
         let local = listener
             .local_addr()
             .map_err(|source| Error::Bind { addr, source })?;
+        let stats = api::fresh_stats(&world);
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 initial_world: world.clone(),
@@ -109,7 +110,7 @@ impl Simulator {
                 initial_faults: faults.clone(),
                 faults,
                 limiter: ratelimit::WindowLimiter::default(),
-                stats: stats::SimStats::default(),
+                stats,
                 rng: fastrand::Rng::with_seed(0x5eed),
             }),
             started: std::time::Instant::now(),

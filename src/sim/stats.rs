@@ -14,6 +14,10 @@ pub struct Counter {
     pub throttled: u64,
     /// Requests failed by an injected fault.
     pub faults: u64,
+    /// Token endpoints only: requests answered with a token (a new one, or the
+    /// same one extended); refused, throttled and failed requests are not
+    /// counted.
+    pub granted: u64,
 }
 
 /// Everything counted since the start or the last reset.
@@ -29,6 +33,18 @@ pub struct SimStats {
 }
 
 impl SimStats {
+    /// Zero counters for every endpoint in `endpoints`, so that a reader can
+    /// tell "not called" (0) from "no such endpoint" (a missing key).
+    pub fn with_endpoints<'a>(endpoints: impl IntoIterator<Item = &'a str>) -> SimStats {
+        SimStats {
+            endpoints: endpoints
+                .into_iter()
+                .map(|e| (e.to_owned(), Counter::default()))
+                .collect(),
+            ..SimStats::default()
+        }
+    }
+
     pub fn endpoint(&mut self, name: &str) -> &mut Counter {
         self.endpoints.entry(name.to_owned()).or_default()
     }

@@ -1,7 +1,12 @@
 //! Throwaway PostgreSQL databases for the tests that run on both stores.
 //! `DINGBIND_TEST_POSTGRES_URL` (set by `scripts/test.sh`) names an admin
 //! connection; each test gets a database of its own, so no state leaks in.
-//! When the variable is set and the server is unreachable, tests fail.
+//!
+//! `DINGBIND_TEST_REQUIRE_POSTGRES=1` (exported by `scripts/test.sh`, hence CI)
+//! asks for PostgreSQL: a PostgreSQL test then FAILS when the URL is missing or
+//! the server is unreachable. Without it, a plain `cargo test` without the URL
+//! skips them and says so in one line on stderr. With the URL set, an
+//! unreachable server always fails.
 
 use std::sync::{
     Once,
@@ -11,26 +16,51 @@ use std::sync::{
 use sqlx::Connection;
 
 pub const PG_ENV: &str = "DINGBIND_TEST_POSTGRES_URL";
+pub const REQUIRE_ENV: &str = "DINGBIND_TEST_REQUIRE_POSTGRES";
 
 static NOTE: Once = Once::new();
 static DATABASES: AtomicUsize = AtomicUsize::new(0);
 
+/// Whether the suite was asked to run on PostgreSQL (`DINGBIND_TEST_REQUIRE_POSTGRES=1`).
+pub fn required() -> bool {
+    std::env::var(REQUIRE_ENV).is_ok_and(|v| v.trim() == "1")
+}
+
 /// The admin URL, or `None` (after a note on stderr, once per test binary,
 /// saying that `what` was not run on PostgreSQL) when the variable is unset.
+/// Panics when the variable is unset but PostgreSQL was asked for.
 pub fn admin_url(what: &str) -> Option<String> {
     match std::env::var(PG_ENV) {
         Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if required() => panic!(
+            "{REQUIRE_ENV}=1 asks for PostgreSQL, but {PG_ENV} is not set: {what} cannot run on PostgreSQL \
+             (scripts/test.sh starts a server; see docs/testing.md)"
+        ),
         _ => {
             NOTE.call_once(|| {
                 // Straight to stderr, so that the test harness does not capture it.
                 use std::io::Write;
                 let _ = writeln!(
                     std::io::stderr(),
-                    "\nNOTE: {PG_ENV} is not set: {what} were NOT run on PostgreSQL (SQLite only). See docs/store.md.\n"
+                    "\nNOTE: {PG_ENV} is not set: {what} were SKIPPED on PostgreSQL (SQLite only; set {REQUIRE_ENV}=1 to make this fail). See docs/testing.md.\n"
                 );
             });
             None
         }
+    }
+}
+
+/// Connects to the admin URL once; panics (naming the URL without its
+/// password) when the server does not answer.
+pub async fn ensure_reachable(admin: &str) {
+    match sqlx::PgConnection::connect(admin).await {
+        Ok(c) => {
+            let _ = c.close().await;
+        }
+        Err(e) => panic!(
+            "{PG_ENV} is set but PostgreSQL is unreachable ({}): {e}",
+            dingbind::store::redact(admin)
+        ),
     }
 }
 
