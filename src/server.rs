@@ -3,21 +3,29 @@
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
+
+use tokio::time::Instant;
 
 use axum::{
     Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
 };
 use prometheus_client::registry::Registry;
 
+/// How long the Tenant watch may fail before `/readyz` turns false.
+pub const WATCH_FAILURE_GRACE: Duration = Duration::from_secs(60);
+
 /// Shared state of the HTTP endpoints.
 #[derive(Clone)]
 pub struct Health {
     ready: Arc<AtomicBool>,
     registry: Arc<Registry>,
+    watch: WatchHealth,
+    watch_grace: Duration,
 }
 
 impl Health {
@@ -25,12 +33,61 @@ impl Health {
         Self {
             ready: Arc::new(AtomicBool::new(false)),
             registry: Arc::new(registry),
+            watch: WatchHealth::default(),
+            watch_grace: WATCH_FAILURE_GRACE,
         }
+    }
+
+    /// The same, turning unready after the Tenant watch failed for `grace`.
+    pub fn with_watch_grace(mut self, grace: Duration) -> Self {
+        self.watch_grace = grace;
+        self
     }
 
     /// Marks the operator ready (its caches are synced) or not.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Where the Tenant watch reports whether it works.
+    pub fn watch(&self) -> &WatchHealth {
+        &self.watch
+    }
+
+    /// Ready, and the Tenant watch has not been failing for longer than the grace.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+            && self
+                .watch
+                .failing_for()
+                .is_none_or(|d| d <= self.watch_grace)
+    }
+}
+
+/// Whether the Tenant watch works: since when it has been failing, if it is.
+#[derive(Clone, Debug, Default)]
+pub struct WatchHealth(Arc<Mutex<Option<Instant>>>);
+
+impl WatchHealth {
+    /// The watch delivered an event: it works.
+    pub fn ok(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The watch failed; the first failure in a row starts the clock.
+    pub fn failed(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(Instant::now);
+    }
+
+    /// How long the watch has been failing, if it is.
+    pub fn failing_for(&self) -> Option<Duration> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|since| since.elapsed())
     }
 }
 
@@ -43,8 +100,13 @@ pub fn router(health: Health) -> Router {
 }
 
 async fn readyz(State(h): State<Health>) -> impl IntoResponse {
-    if h.ready.load(Ordering::Relaxed) {
+    if h.is_ready() {
         (StatusCode::OK, "ok")
+    } else if h.ready.load(Ordering::Relaxed) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the Tenant watch is failing",
+        )
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
     }
@@ -126,5 +188,28 @@ mod tests {
         let (code, body) = get_status(router(health), "/metrics").await;
         assert_eq!(code, StatusCode::OK);
         assert!(body.contains("dingbind_reconciles_total 1"), "{body}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readyz_turns_false_once_the_tenant_watch_failed_for_longer_than_the_grace() {
+        let health = Health::new(Registry::default());
+        health.set_ready(true);
+        health.watch().failed();
+        tokio::time::advance(WATCH_FAILURE_GRACE).await;
+        health.watch().failed();
+        assert!(
+            health.is_ready(),
+            "failing for exactly the grace: still ready"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!health.is_ready(), "failing for longer than the grace");
+        let (code, body) = get_status(router(health.clone()), "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("Tenant watch is failing"), "{body}");
+        health.watch().ok();
+        assert!(
+            health.is_ready(),
+            "an event from the watch makes it ready again"
+        );
     }
 }

@@ -157,6 +157,8 @@ pub mod reason {
     pub const REBIND_FORBIDDEN: &str = "RebindForbidden";
     pub const TRIAL_EXPIRED: &str = "TrialExpired";
     pub const STORE_UNAVAILABLE: &str = "StoreUnavailable";
+    /// The stored Tenant does not load as the Tenant type (Event only).
+    pub const INVALID_SPEC: &str = "InvalidSpec";
 }
 
 /// Schema of `spec.sync.maxDeletions`: a count or a percentage.
@@ -164,6 +166,9 @@ pub(super) fn max_deletions_schema(_: &mut schemars::SchemaGenerator) -> schemar
     schemars::json_schema!({
         "description": "Accidental-delete guard: the most members one sync may remove without approval, as a count (50) or a share of the directory (\"10%\").",
         "x-kubernetes-int-or-string": true,
+        // A count lands in a 32-bit integer (`IntOrString::Int`).
+        "minimum": 0,
+        "maximum": i32::MAX,
         "x-kubernetes-validations": [{
             "rule": "string(self).matches('^([0-9]+|([0-9]|[1-9][0-9]|100)%)$')",
             "message": "maxDeletions must be a count (e.g. 50) or a percentage from 0% to 100%"

@@ -14,12 +14,13 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
+    core::{DeserializeGuard, error_boundary::InvalidObject},
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         events::{Event as KubeEvent, EventType, Recorder, Reporter},
         finalizer::{Event as Finalizer, finalizer},
-        reflector::ObjectRef,
+        reflector::{self, ObjectRef},
         watcher,
     },
 };
@@ -28,11 +29,11 @@ use prometheus_client::registry::Registry;
 pub use leader::LeaseConfig;
 
 use crate::{
-    api::{FINALIZER, SyncProgress, Tenant},
+    api::{FINALIZER, SyncProgress, Tenant, TenantKey},
     dingtalk,
     metrics::{ErrorLabels, Metrics},
     reconcile::{Reconciler, Secrets},
-    server::{self, Health},
+    server::{self, Health, WatchHealth},
     store::Store,
     telemetry::LogFormat,
 };
@@ -81,6 +82,9 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease (default: the host name, i.e. the pod name).
     #[arg(long, env = "DINGBIND_IDENTITY")]
     pub identity: Option<String>,
+    /// Seconds the Tenant watch may fail before /readyz turns false.
+    #[arg(long, env = "DINGBIND_WATCH_FAILURE_GRACE", default_value_t = server::WATCH_FAILURE_GRACE.as_secs())]
+    pub watch_failure_grace: u64,
     /// Log format.
     #[arg(long, env = "DINGBIND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -109,6 +113,10 @@ pub enum Error {
     LostLeadership,
 }
 
+/// A Tenant as watched: the object, or what is known of one that does not
+/// load as the `Tenant` type (its metadata and the error).
+type Watched = DeserializeGuard<Tenant>;
+
 /// What every reconciliation shares.
 pub struct Context {
     pub backoff: Backoff,
@@ -116,6 +124,8 @@ pub struct Context {
     pub reconciler: Reconciler,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// Tenants skipped because they do not load, for the metric.
+    pub unreadable: std::sync::Mutex<std::collections::BTreeSet<TenantKey>>,
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
@@ -144,7 +154,8 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let health = Health::new(registry);
+    let health =
+        Health::new(registry).with_watch_grace(Duration::from_secs(args.watch_failure_grace));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = {
         let (health, addr, mut rx) = (health.clone(), args.metrics_addr, stop_rx.clone());
@@ -189,9 +200,15 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
             client: client.clone(),
             reconciler: Reconciler::new(store, dingtalk),
             metrics: metrics.clone(),
+            unreadable: Default::default(),
         });
+        let watched: Api<Watched> = match &args.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
         run_controller(
-            tenants,
+            watched,
+            health.watch().clone(),
             ctx,
             args.namespace.as_deref(),
             args.concurrency,
@@ -211,7 +228,8 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
 }
 
 async fn run_controller(
-    tenants: Api<Tenant>,
+    tenants: Api<Watched>,
+    watch_health: WatchHealth,
     ctx: Arc<Context>,
     namespace: Option<&str>,
     concurrency: u16,
@@ -238,8 +256,25 @@ async fn run_controller(
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    let controller = Controller::new(tenants, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    // Tenants are watched through `DeserializeGuard`: one that does not load
+    // is skipped by itself instead of failing every list. Each event or error
+    // of the watch tells /readyz whether it works.
+    let (store, writer) = reflector::store::<Watched>();
+    let trigger = watcher(tenants, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .map(move |event| {
+            match &event {
+                Ok(_) => watch_health.ok(),
+                Err(e) => {
+                    watch_health.failed();
+                    tracing::warn!(error = %e, "the Tenant watch failed; retrying");
+                }
+            }
+            event
+        })
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(trigger, store.clone());
     tracing::info!("leading: reconciling Tenants");
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
@@ -252,8 +287,11 @@ async fn run_controller(
                 store
                     .state()
                     .into_iter()
-                    .filter(|t| t.namespace() == ns && references_secret(t, &name))
-                    .map(|t| ObjectRef::from_obj(&*t))
+                    .filter(|w| {
+                        w.0.as_ref()
+                            .is_ok_and(|t| t.namespace() == ns && references_secret(t, &name))
+                    })
+                    .map(|w| ObjectRef::from_obj(&*w))
                     .collect::<Vec<_>>()
             },
         )
@@ -308,7 +346,21 @@ impl ReconcileError {
     }
 }
 
-async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+fn key_of(object: &Watched) -> TenantKey {
+    TenantKey {
+        namespace: object.namespace().unwrap_or_default(),
+        name: object.name_any(),
+    }
+}
+
+async fn reconcile(object: Arc<Watched>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let tenant = match &object.0 {
+        Ok(t) => {
+            forget_unreadable(&ctx, &t.key());
+            Arc::new(t.clone())
+        }
+        Err(invalid) => return Ok(skip_unreadable(&object, invalid, &ctx).await),
+    };
     let started = std::time::Instant::now();
     ctx.metrics.reconciles.inc();
     let ns = tenant.namespace().unwrap_or_default();
@@ -382,6 +434,65 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
         .map_or_else(Action::await_change, Action::requeue))
 }
 
+/// Most bytes of an Event note (the API server refuses notes over 1 kB).
+const NOTE_MAX: usize = 1000;
+
+/// A Tenant that does not load as the `Tenant` type (stored before the schema
+/// was as strict as the type, or written around it): one log line, one
+/// Warning Event, counted in `dingbind_tenants_unreadable`; nothing else is
+/// done with it until it changes. The other Tenants go on.
+async fn skip_unreadable(object: &Watched, invalid: &InvalidObject, ctx: &Context) -> Action {
+    let key = key_of(object);
+    let count = {
+        let mut set = ctx.unreadable.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(key.clone());
+        set.len()
+    };
+    ctx.metrics
+        .tenants_unreadable
+        .set(i64::try_from(count).unwrap_or(i64::MAX));
+    tracing::warn!(tenant = %key, error = %invalid.error, "skipping a Tenant that does not load; fix its spec");
+    let note = truncate(
+        &format!(
+            "This Tenant does not load and is not reconciled: {}",
+            invalid.error
+        ),
+        NOTE_MAX,
+    );
+    let event = KubeEvent {
+        type_: EventType::Warning,
+        reason: crate::api::reason::INVALID_SPEC.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::warn!(tenant = %key, error = %err, "cannot publish an Event");
+    }
+    Action::await_change()
+}
+
+fn forget_unreadable(ctx: &Context, key: &TenantKey) {
+    let mut set = ctx.unreadable.lock().unwrap_or_else(|p| p.into_inner());
+    if set.remove(key) {
+        ctx.metrics
+            .tenants_unreadable
+            .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+    }
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
 /// Sync metrics, when this reconciliation ran a sync.
 fn record_sync_metrics(m: &Metrics, tenant: &Tenant, status: &crate::api::TenantStatus) {
     let labels = crate::metrics::TenantLabels {
@@ -453,15 +564,16 @@ fn secret_data(s: &Secret) -> BTreeMap<String, String> {
     data.chain(string_data).collect()
 }
 
-fn error_policy(tenant: Arc<Tenant>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+fn error_policy(object: Arc<Watched>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ErrorLabels {
             reason: error.reason().into(),
         })
         .inc();
-    let delay = ctx.backoff.next(&tenant.key());
-    tracing::warn!(tenant = %tenant.key(), error = %error, retry_in = ?delay, "reconcile failed");
+    let key = key_of(&object);
+    let delay = ctx.backoff.next(&key);
+    tracing::warn!(tenant = %key, error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 

@@ -117,11 +117,13 @@ pub fn read_tenants(path: &Path) -> Result<Vec<Document>, Error> {
 pub fn parse_documents(file: &Path, text: &str) -> Result<Vec<Document>, Error> {
     let mut docs = Vec::new();
     for (index, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value: Value = serde::Deserialize::deserialize(de).map_err(|source| Error::Parse {
-            path: file.to_path_buf(),
-            index: index + 1,
-            source,
-        })?;
+        let mut value: Value =
+            serde::Deserialize::deserialize(de).map_err(|source| Error::Parse {
+                path: file.to_path_buf(),
+                index: index + 1,
+                source,
+            })?;
+        schema::integral_floats_to_integers(&mut value);
         if !value.is_null() {
             docs.push(Document {
                 file: file.to_path_buf(),
@@ -258,6 +260,17 @@ impl TenantValidator {
                     Severity::Error,
                 ));
             }
+        }
+        // Last, the object must load as the controller reads it: nothing
+        // validate accepts can then fail to load from the API server.
+        if findings.is_empty()
+            && let Err(e) = serde_json::from_value::<api::Tenant>(object)
+        {
+            findings.push(finding(
+                String::new(),
+                format!("does not load as a Tenant: {e}"),
+                Severity::Error,
+            ));
         }
         findings.extend(
             self.warnings(doc, previous)
@@ -535,6 +548,63 @@ spec:
             errors(&f)
                 .iter()
                 .any(|f| f.field == "spec.dingtalk.agentId" && f.message.contains("required")),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn a_count_beyond_32_bits_is_refused_by_the_schema() {
+        let v = TenantValidator::new();
+        let bad = format!("{BOUND}  sync: {{maxDeletions: 3000000000}}\n");
+        let f = v.validate(&doc(&bad), None);
+        assert!(
+            errors(&f)
+                .iter()
+                .any(|f| f.field == "spec.sync.maxDeletions" && f.message.contains("less than")),
+            "{f:?}"
+        );
+        let max = format!("{BOUND}  sync: {{maxDeletions: 2147483647}}\n");
+        assert!(errors(&v.validate(&doc(&max), None)).is_empty());
+    }
+
+    #[test]
+    fn an_integral_float_is_read_as_the_integer_the_api_server_stores() {
+        let v = TenantValidator::new();
+        let d = doc(&BOUND.replace("agentId: 1001", "agentId: 1001.0"));
+        assert_eq!(
+            d.value.pointer("/spec/dingtalk/agentId"),
+            Some(&Value::from(1001))
+        );
+        assert!(errors(&v.validate(&d, None)).is_empty());
+        let fraction = doc(&BOUND.replace("agentId: 1001", "agentId: 1001.5"));
+        assert!(
+            errors(&v.validate(&fraction, None))
+                .iter()
+                .any(|f| f.field == "spec.dingtalk.agentId"),
+        );
+    }
+
+    #[test]
+    fn every_object_the_schema_accepts_loads_as_a_tenant() {
+        // A schema looser than the types (here: maxDeletions without its
+        // maximum) is caught by the final deserialization.
+        let v = TenantValidator::new();
+        let mut schema_only = v.schema.clone();
+        if let Some(p) =
+            schema_only.pointer_mut("/properties/spec/properties/sync/properties/maxDeletions")
+        {
+            p.as_object_mut().unwrap().remove("maximum");
+        }
+        let loose = TenantValidator {
+            schema: schema_only,
+            cel: Validator::new(),
+        };
+        let bad = doc(&format!("{BOUND}  sync: {{maxDeletions: 3000000000}}\n"));
+        let f = loose.validate(&bad, None);
+        assert!(
+            errors(&f)
+                .iter()
+                .any(|f| f.message.starts_with("does not load as a Tenant")),
             "{f:?}"
         );
     }

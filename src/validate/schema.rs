@@ -37,6 +37,8 @@ pub fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>
                 "must be an integer or a string, got {}",
                 kind(value)
             ));
+        } else if let Some(n) = value.as_f64().filter(|_| value.is_number()) {
+            check_range(schema, n, &mut add);
         }
         return;
     }
@@ -214,6 +216,25 @@ pub fn apply_defaults(schema: &Value, value: &mut Value) {
     }
 }
 
+/// Numbers written as integral floats (`1001.0`) as the integers they are,
+/// as the API server stores them (its JSON encoder writes `1001`).
+pub fn integral_floats_to_integers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f >= i64::MIN as f64
+                && f < i64::MAX as f64
+            {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
+}
+
 /// Only the fields `schema` does not declare, as strict field validation
 /// reports them (used for parts the API server otherwise ignores, like the
 /// `status` of a create).
@@ -356,6 +377,13 @@ mod tests {
         assert!(violations(s.clone(), json!(5)).is_empty());
         assert!(violations(s.clone(), json!("10%")).is_empty());
         assert_eq!(violations(s, json!(true)).len(), 1);
+        let bounded = json!({"x-kubernetes-int-or-string": true, "minimum": 0, "maximum": 10});
+        assert!(violations(bounded.clone(), json!(10)).is_empty());
+        assert!(
+            violations(bounded.clone(), json!("99")).is_empty(),
+            "strings are not ranged"
+        );
+        assert_eq!(violations(bounded, json!(11)).len(), 1);
         let t = json!({"type":"string","format":"date-time"});
         assert!(violations(t.clone(), json!("2026-01-01T00:00:00Z")).is_empty());
         assert_eq!(violations(t, json!("tomorrow")).len(), 1);
