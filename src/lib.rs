@@ -14,6 +14,7 @@ pub mod dev;
 pub mod dingtalk;
 pub mod metrics;
 pub mod reconcile;
+pub mod redact;
 pub mod server;
 pub mod sim;
 pub mod store;

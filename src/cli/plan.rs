@@ -24,7 +24,7 @@ pub struct PlanArgs {
     #[arg(short = 'f', long = "filename")]
     pub path: PathBuf,
     /// Directory store with the tenants' current state.
-    #[arg(long, env = "DINGBIND_STORE", default_value = crate::store::DEFAULT_URL)]
+    #[arg(long, env = "DINGBIND_STORE", hide_env_values = true, default_value = crate::store::DEFAULT_URL)]
     pub store: String,
     /// DingTalk base URL (both families) to read scopes and directories from; without it DingTalk is not read.
     #[arg(long)]

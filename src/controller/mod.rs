@@ -42,13 +42,13 @@ use crate::{
 #[derive(clap::Args, Debug, Clone)]
 pub struct ControllerArgs {
     /// Directory store: `sqlite://PATH` or `postgres://...`.
-    #[arg(long, env = "DINGBIND_STORE", default_value = crate::store::DEFAULT_URL)]
+    #[arg(long, env = "DINGBIND_STORE", hide_env_values = true, default_value = crate::store::DEFAULT_URL)]
     pub store: String,
     /// Base URL of DingTalk's topapi family (oapi).
-    #[arg(long, env = "DINGBIND_DINGTALK_OAPI_URL", default_value = dingtalk::OAPI_BASE_URL)]
+    #[arg(long, env = "DINGBIND_DINGTALK_OAPI_URL", hide_env_values = true, default_value = dingtalk::OAPI_BASE_URL)]
     pub dingtalk_oapi_url: String,
     /// Base URL of DingTalk's v1.0 family (api).
-    #[arg(long, env = "DINGBIND_DINGTALK_API_URL", default_value = dingtalk::API_BASE_URL)]
+    #[arg(long, env = "DINGBIND_DINGTALK_API_URL", hide_env_values = true, default_value = dingtalk::API_BASE_URL)]
     pub dingtalk_api_url: String,
     /// DingTalk calls per second, per app and API.
     #[arg(long, env = "DINGBIND_QPS", default_value_t = 20)]
