@@ -136,8 +136,9 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
+    // Metadata only: a Tenant that does not load must not stop the start.
     tenants
-        .list(&kube::api::ListParams::default().limit(1))
+        .list_metadata(&kube::api::ListParams::default().limit(1))
         .await
         .map_err(Error::CrdMissing)?;
     let store = Store::connect(&args.store).await?;
