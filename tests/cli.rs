@@ -185,3 +185,62 @@ fn processes_opening_a_new_sqlite_store_at_once_all_succeed() {
         }
     }
 }
+
+/// `dingbind validate -f DIR` on a scratch folder.
+fn validate_dir(dir: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dingbind"))
+        .args(["validate", "-f"])
+        .arg(dir)
+        .output()
+        .expect("run dingbind validate")
+}
+
+#[test]
+fn validate_does_not_follow_a_symlinked_folder_that_loops_back() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("tenants");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tenants/acme.yaml"),
+        dir.join("acme.yaml"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&dir, dir.join("loop")).unwrap();
+    std::os::unix::fs::symlink(root.path(), dir.join("up")).unwrap();
+    let out = validate_dir(&dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn validate_refuses_a_deeply_nested_file_and_a_huge_one_naming_them() {
+    let root = tempfile::tempdir().unwrap();
+    let deep = root.path().join("deep.yaml");
+    std::fs::write(
+        &deep,
+        format!(
+            "apiVersion: dingbind.dev/v1alpha1\nkind: Tenant\nspec: {}",
+            "[".repeat(200_000)
+        ),
+    )
+    .unwrap();
+    let out = validate_dir(&deep);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("deep.yaml") && err.contains("nested deeper than 64"),
+        "{err}"
+    );
+
+    let huge = root.path().join("huge.yaml");
+    let mut text =
+        String::from("apiVersion: dingbind.dev/v1alpha1\nkind: Tenant\nmetadata: {name: a}\n");
+    text.push_str(&format!("# {}\n", "x".repeat(2 << 20)));
+    std::fs::write(&huge, text).unwrap();
+    let out = validate_dir(&huge);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("huge.yaml") && err.contains("at most 1 MiB"),
+        "{err}"
+    );
+}

@@ -77,6 +77,8 @@ const ACME_USER_PAGES: u64 = 3 + 5;
 
 /// A simulator with ACME, unlimited rate unless `faults` says otherwise.
 async fn start(faults: Faults) -> SimHandle {
+    // reqwest clients made by the tests themselves need the provider too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let world = World::from_file(OrgFile {
         corps: vec![acme()],
     })
@@ -681,4 +683,67 @@ async fn the_unified_token_tells_whether_the_app_belongs_to_an_organization() {
         3,
         "no retry on a refusal"
     );
+}
+
+#[tokio::test]
+async fn a_body_larger_than_the_cap_is_refused_with_a_clear_error() {
+    let sim = start(unlimited()).await;
+    // Room for the token answer, not for a page of 100 users.
+    let app = app(Config {
+        max_body_bytes: 600,
+        ..config(&sim, 0)
+    });
+    let err = app.list_users_page(5, 0, 100).await.unwrap_err();
+    assert_eq!(err.kind(), dingbind::dingtalk::ErrorKind::Decode, "{err}");
+    assert!(
+        err.to_string().contains("larger than the 600 bytes read"),
+        "{err}"
+    );
+    assert_eq!(dingbind::dingtalk::MAX_BODY_BYTES, 16 << 20);
+}
+
+#[tokio::test]
+async fn the_admin_api_answers_out_of_range_values_with_400_and_keeps_serving() {
+    let sim = start(unlimited()).await;
+    let http = reqwest::Client::new();
+    let put = |body: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/_sim/faults", sim.url());
+        async move {
+            let resp = http
+                .put(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            (status, text)
+        }
+    };
+    for body in [
+        r#"{"tokenTtlSeconds": 18446744073709551615}"#,
+        r#"{"tokenTtlSeconds": 18446744073709551616}"#,
+        r#"{"tokenTtlSeconds": -1}"#,
+        r#"{"latencyMs": 18446744073709551615}"#,
+        r#"{"slowMs": 99999999999}"#,
+        r#"{"failStatus": 1000}"#,
+        r#"{"errorRate": 2.5}"#,
+        r#"{"failNext": "many"}"#,
+        r#"not json"#,
+    ] {
+        let (status, text) = put(body).await;
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(text.contains("\"error\""), "{body}: {text}");
+    }
+    // Nothing was applied, and tokens are still issued.
+    let faults = admin(&sim, reqwest::Method::GET, "/_sim/faults", None).await;
+    assert_eq!(faults["tokenTtlSeconds"], 7200);
+    let app = app(config(&sim, 0));
+    assert!(app.list_sub_departments(1).await.is_ok());
+    let (status, _) = put(r#"{"tokenTtlSeconds": 315360000}"#).await;
+    assert_eq!(status, 200, "the longest life accepted");
+    let app = self::app(config(&sim, 0));
+    assert!(app.list_sub_departments(1).await.is_ok());
 }

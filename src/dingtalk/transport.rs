@@ -175,12 +175,35 @@ impl AppClient {
         if let Some(body) = &req.body {
             rb = rb.json(body);
         }
-        let resp = rb.send().await.map_err(|e| Error::transport(req.api, e))?;
+        let mut resp = rb.send().await.map_err(|e| Error::transport(req.api, e))?;
         let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
+        let max = client.config.max_body_bytes;
+        let too_large = |declared: Option<u64>| Error::Decode {
+            endpoint: req.api,
+            http_status: status,
+            message: match declared {
+                Some(n) => format!(
+                    "the response body ({n} bytes) is larger than the {max} bytes read; refused"
+                ),
+                None => format!("the response body is larger than the {max} bytes read; refused"),
+            },
+        };
+        if let Some(n) = resp.content_length().filter(|n| *n > max as u64) {
+            return Err(too_large(Some(n)));
+        }
+        // Read in chunks up to the cap: a body without a length (or lying
+        // about it) cannot make the client buffer more.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| Error::transport(req.api, e))?;
+            .map_err(|e| Error::transport(req.api, e))?
+        {
+            if bytes.len() + chunk.len() > max {
+                return Err(too_large(None));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         decode(req.api, status, &bytes)
     }
 }

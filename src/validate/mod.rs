@@ -3,6 +3,7 @@
 //! previous version of an object is given. It evaluates the very schema that
 //! `dingbind crd` generates, so it agrees with the API server.
 
+pub mod limits;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +65,10 @@ pub enum Error {
     },
     #[error("{0}: no YAML or JSON files found")]
     Empty(PathBuf),
+    #[error("{path}: {size} bytes: a manifest file may hold at most 1 MiB")]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error("{path}: nested deeper than {max} levels; refused before parsing", max = limits::MAX_DEPTH)]
+    TooDeep { path: PathBuf },
 }
 
 /// A Tenant manifest read from a file.
@@ -100,10 +105,7 @@ pub fn read_tenants(path: &Path) -> Result<Vec<Document>, Error> {
     }
     let mut docs = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| Error::Read {
-            path: file.clone(),
-            source,
-        })?;
+        let text = limits::read_manifest(&file)?;
         docs.extend(
             parse_documents(&file, &text)?
                 .into_iter()
@@ -115,6 +117,7 @@ pub fn read_tenants(path: &Path) -> Result<Vec<Document>, Error> {
 
 /// Splits a multi-document YAML (or JSON) text into its documents.
 pub fn parse_documents(file: &Path, text: &str) -> Result<Vec<Document>, Error> {
+    limits::check(file, text)?;
     let mut docs = Vec::new();
     for (index, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let mut value: Value =
@@ -155,11 +158,17 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    // A symlinked folder is not followed (it may loop back); a symlinked file is read.
+    let mut children: Vec<(PathBuf, bool)> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| (e.path(), e.file_type().is_ok_and(|t| t.is_dir())))
+        .collect();
     children.sort();
-    for child in children {
-        if child.is_dir() {
+    for (child, is_dir) in children {
+        if is_dir {
             collect_files(&child, out)?;
+        } else if child.is_dir() {
+            tracing::debug!(path = %child.display(), "not following a symlinked folder");
         } else if matches!(
             child.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml" | "json")
