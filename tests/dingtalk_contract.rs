@@ -747,3 +747,108 @@ async fn the_admin_api_answers_out_of_range_values_with_400_and_keeps_serving() 
     let app = self::app(config(&sim, 0));
     assert!(app.list_sub_departments(1).await.is_ok());
 }
+
+/// `POST {path}` on the simulator with a JSON body; the status, headers and body.
+async fn raw_post(url: String, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn first_token(sim: &SimHandle) -> String {
+    let (_, _, body) = raw_post(
+        format!("{}/v1.0/oauth2/accessToken", sim.url()),
+        serde_json::json!({"appKey": "acme-key", "appSecret": "acme-secret"}),
+    )
+    .await;
+    body["accessToken"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn v1_answers_carry_x_acs_request_id_like_dingtalk() {
+    let sim = start(unlimited()).await;
+    let url = format!("{}/v1.0/oauth2/accessToken", sim.url());
+    let (status, headers, _) = raw_post(
+        url.clone(),
+        serde_json::json!({"appKey": "acme-key", "appSecret": "acme-secret"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ok_id = headers.get("x-acs-request-id").expect("on a success");
+    assert!(!ok_id.is_empty());
+    let (status, headers, body) = raw_post(
+        url,
+        serde_json::json!({"appKey": "acme-key", "appSecret": "wrong"}),
+    )
+    .await;
+    assert!(status >= 400);
+    assert_eq!(
+        headers
+            .get("x-acs-request-id")
+            .and_then(|v| v.to_str().ok()),
+        body["requestid"].as_str(),
+        "an error's header and body name the same request"
+    );
+    assert_ne!(headers.get("x-acs-request-id"), Some(ok_id));
+}
+
+#[tokio::test]
+async fn user_listid_answers_a_departments_direct_member_ids_in_one_call() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    let mut ids = app.list_user_ids(5).await.unwrap();
+    ids.sort();
+    assert_eq!(ids, ["multi", "r1", "r2", "r3", "r4", "r5"]);
+    assert_eq!(
+        app.list_user_ids(3).await.unwrap().len(),
+        250,
+        "no pagination"
+    );
+    let err = app.list_user_ids(999).await.unwrap_err();
+    assert_eq!(err.code(), Some("60003"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unknown_topapi_path_answers_errcode_22_with_a_request_id() {
+    let sim = start(unlimited()).await;
+    let token = first_token(&sim).await;
+    let (_, _, body) = raw_post(
+        format!("{}/topapi/v2/user/notexist?access_token={token}", sim.url()),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(body["errcode"], 22);
+    assert!(
+        body["request_id"].as_str().is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn tokens_differ_between_simulators_unless_seeded() {
+    let a = start(unlimited()).await;
+    let b = start(unlimited()).await;
+    assert_ne!(first_token(&a).await, first_token(&b).await);
+    let seeded = |seed| async move {
+        let world = World::from_file(OrgFile {
+            corps: vec![acme()],
+        })
+        .unwrap();
+        Simulator::start_seeded(
+            world,
+            unlimited(),
+            "127.0.0.1:0".parse().unwrap(),
+            Some(seed),
+        )
+        .await
+        .unwrap()
+    };
+    let (c, d) = (seeded(7).await, seeded(7).await);
+    assert_eq!(first_token(&c).await, first_token(&d).await);
+}
