@@ -13,6 +13,7 @@ pub mod core;
 pub mod dev;
 pub mod dingtalk;
 pub mod metrics;
+pub mod metrics_auth;
 pub mod reconcile;
 pub mod redact;
 pub mod server;

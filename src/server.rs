@@ -12,7 +12,11 @@ use std::{
 use tokio::time::Instant;
 
 use axum::{
-    Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
+    Router,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
 };
 use prometheus_client::registry::Registry;
 
@@ -26,6 +30,7 @@ pub struct Health {
     registry: Arc<Registry>,
     watch: WatchHealth,
     watch_grace: Duration,
+    metrics_auth: Option<Arc<crate::metrics_auth::MetricsAuth>>,
 }
 
 impl Health {
@@ -35,7 +40,14 @@ impl Health {
             registry: Arc::new(registry),
             watch: WatchHealth::default(),
             watch_grace: WATCH_FAILURE_GRACE,
+            metrics_auth: None,
         }
+    }
+
+    /// The same, `/metrics` answering only tokens `auth` accepts.
+    pub fn with_metrics_auth(mut self, auth: crate::metrics_auth::MetricsAuth) -> Self {
+        self.metrics_auth = Some(Arc::new(auth));
+        self
     }
 
     /// The same, turning unready after the Tenant watch failed for `grace`.
@@ -64,30 +76,48 @@ impl Health {
     }
 }
 
-/// Whether the Tenant watch works: since when it has been failing, if it is.
+/// Whether the Tenant watches work: since when each has been failing, if it is.
+/// [`WatchHealth::named`] gives one watch (a namespace) its own handle.
 #[derive(Clone, Debug, Default)]
-pub struct WatchHealth(Arc<Mutex<Option<Instant>>>);
+pub struct WatchHealth {
+    failing: Arc<Mutex<std::collections::BTreeMap<String, Instant>>>,
+    name: String,
+}
 
 impl WatchHealth {
+    /// The handle of the watch `name`, sharing the state.
+    pub fn named(&self, name: &str) -> WatchHealth {
+        WatchHealth {
+            failing: self.failing.clone(),
+            name: name.to_string(),
+        }
+    }
+
     /// The watch delivered an event: it works.
     pub fn ok(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.name);
     }
 
     /// The watch failed; the first failure in a row starts the clock.
     pub fn failed(&self) {
-        self.0
+        self.failing
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert_with(Instant::now);
+            .entry(self.name.clone())
+            .or_insert_with(Instant::now);
     }
 
-    /// How long the watch has been failing, if it is.
+    /// How long the longest-failing watch has been failing, if one is.
     pub fn failing_for(&self) -> Option<Duration> {
-        self.0
+        self.failing
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .values()
             .map(|since| since.elapsed())
+            .max()
     }
 }
 
@@ -112,7 +142,27 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(h): State<Health>) -> impl IntoResponse {
+async fn metrics(State(h): State<Health>, headers: HeaderMap) -> Response {
+    use crate::metrics_auth::Decision;
+    if let Some(auth) = &h.metrics_auth {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match auth.check(authorization).await {
+            Ok(Decision::Allowed) => {}
+            Ok(Decision::Unauthenticated) => {
+                return (StatusCode::UNAUTHORIZED, "a valid bearer token is required")
+                    .into_response();
+            }
+            Ok(Decision::Forbidden) => {
+                return (StatusCode::FORBIDDEN, "the token may not get /metrics").into_response();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check a /metrics token with the API server");
+                return (StatusCode::SERVICE_UNAVAILABLE, "cannot check the token").into_response();
+            }
+        }
+    }
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &h.registry) {
         Ok(()) => (
@@ -129,6 +179,7 @@ async fn metrics(State(h): State<Health>) -> impl IntoResponse {
             e.to_string(),
         ),
     }
+    .into_response()
 }
 
 /// Serves the endpoints on `addr` until `shutdown` resolves.
@@ -211,5 +262,21 @@ mod tests {
             health.is_ready(),
             "an event from the watch makes it ready again"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_namespace_watch_counts_on_its_own() {
+        let health = Health::new(Registry::default());
+        health.set_ready(true);
+        let (a, b) = (health.watch().named("a"), health.watch().named("b"));
+        a.failed();
+        tokio::time::advance(WATCH_FAILURE_GRACE + Duration::from_secs(1)).await;
+        b.ok();
+        assert!(
+            !health.is_ready(),
+            "another watch working does not hide a failing one"
+        );
+        a.ok();
+        assert!(health.is_ready());
     }
 }

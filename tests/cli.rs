@@ -88,6 +88,9 @@ fn manifests_render_with_kustomize() {
         "Role",
         "Deployment",
         "Service",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "NetworkPolicy",
     ] {
         assert!(
             rendered.contains(&format!("kind: {kind}\n")),
@@ -104,10 +107,11 @@ fn rbac_has_no_wildcards_and_secrets_are_read_only() {
     for doc in serde_yaml::Deserializer::from_str(&rbac) {
         let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
         for rule in v["rules"].as_sequence().into_iter().flatten() {
+            // A rule over non-resource URLs (/metrics) names no resources.
             let resources: Vec<&str> = rule["resources"]
                 .as_sequence()
-                .unwrap()
-                .iter()
+                .into_iter()
+                .flatten()
                 .filter_map(|r| r.as_str())
                 .collect();
             let verbs: Vec<&str> = rule["verbs"]
@@ -243,4 +247,29 @@ fn validate_refuses_a_deeply_nested_file_and_a_huge_one_naming_them() {
         err.contains("huge.yaml") && err.contains("at most 1 MiB"),
         "{err}"
     );
+}
+
+#[test]
+fn the_namespaced_install_renders_without_cluster_wide_tenant_or_secret_access() {
+    let out = Command::new("kubectl")
+        .args(["kustomize", "examples/namespaced-install"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("kubectl is needed to render the namespaced install");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    for doc in serde_yaml::Deserializer::from_str(&rendered) {
+        let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
+        if v["kind"] == "ClusterRole" {
+            let text = serde_yaml::to_string(&v["rules"]).unwrap();
+            for resource in ["secrets", "tenants", "events"] {
+                assert!(
+                    !text.contains(resource),
+                    "a ClusterRole grants {resource}:\n{text}"
+                );
+            }
+        }
+    }
+    assert!(rendered.contains("--namespace=tenants"), "{rendered}");
+    assert!(rendered.contains("kind: Role\n"));
 }

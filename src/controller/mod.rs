@@ -56,9 +56,15 @@ pub struct ControllerArgs {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "DINGBIND_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
-    /// Watch Tenants in this namespace only (default: all namespaces).
-    #[arg(long, env = "DINGBIND_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch Tenants (and their Secrets) in these namespaces only, given as
+    /// `a,b` or repeated (default: all namespaces). With the namespaced
+    /// install (manifests/overlays/namespaced) the controller may read nothing else.
+    #[arg(long, env = "DINGBIND_NAMESPACE", value_delimiter = ',')]
+    pub namespace: Vec<String>,
+    /// Serve /metrics only to a bearer token the API server authenticates
+    /// (TokenReview) and authorizes for `get` on `/metrics` (SubjectAccessReview).
+    #[arg(long, env = "DINGBIND_METRICS_AUTH")]
+    pub metrics_auth: bool,
     /// Tenants reconciled at once.
     #[arg(long, env = "DINGBIND_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,
@@ -132,15 +138,31 @@ pub struct Context {
 pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     let config = kube::Config::infer().await?;
     let client = Client::try_from(config)?;
-    let tenants: Api<Tenant> = match &args.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    // `None`: every namespace.
+    let namespaces: Vec<Option<String>> = if args.namespace.is_empty() {
+        vec![None]
+    } else {
+        let mut list: Vec<String> = args
+            .namespace
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        list.sort();
+        list.dedup();
+        list.into_iter().map(Some).collect()
     };
-    // Metadata only: a Tenant that does not load must not stop the start.
-    tenants
-        .list_metadata(&kube::api::ListParams::default().limit(1))
-        .await
-        .map_err(Error::CrdMissing)?;
+    for ns in &namespaces {
+        let tenants: Api<Tenant> = match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        // Metadata only: a Tenant that does not load must not stop the start.
+        tenants
+            .list_metadata(&kube::api::ListParams::default().limit(1))
+            .await
+            .map_err(Error::CrdMissing)?;
+    }
     let store = Store::connect(&args.store).await?;
     tracing::info!(store = store.url(), "directory store ready");
     let dingtalk = dingtalk::Client::new(dingtalk::Config {
@@ -155,8 +177,11 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let health =
+    let mut health =
         Health::new(registry).with_watch_grace(Duration::from_secs(args.watch_failure_grace));
+    if args.metrics_auth {
+        health = health.with_metrics_auth(crate::metrics_auth::MetricsAuth::new(client.clone()));
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = {
         let (health, addr, mut rx) = (health.clone(), args.metrics_addr, stop_rx.clone());
@@ -203,19 +228,27 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
             metrics: metrics.clone(),
             unreadable: Default::default(),
         });
-        let watched: Api<Watched> = match &args.namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        run_controller(
-            watched,
-            health.watch().clone(),
-            ctx,
-            args.namespace.as_deref(),
-            args.concurrency,
-            leading,
-        )
-        .await
+        // One controller per watched namespace (each with its own Tenant and
+        // Secret watches), sharing the reconciler.
+        let runs = namespaces.iter().map(|ns| {
+            let watched: Api<Watched> = match ns {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            run_controller(
+                watched,
+                health.watch().named(ns.as_deref().unwrap_or("")),
+                ctx.clone(),
+                ns.as_deref(),
+                args.concurrency,
+                leading.clone(),
+            )
+        });
+        futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .find(Result::is_err)
+            .unwrap_or(Ok(()))
     } else {
         Ok(())
     };
