@@ -224,6 +224,7 @@ fn default_password_key() -> String {
 pub struct TrialSpec {
     /// When the trial ends (RFC 3339). The tenant is unbound automatically at that
     /// instant, without preconditions.
+    #[schemars(schema_with = "status::date_time_schema")]
     pub expires_at: Time,
 }
 

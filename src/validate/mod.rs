@@ -206,6 +206,14 @@ impl TenantValidator {
         }
     }
 
+    /// The object as the API server stores it: nulls pruned, defaults applied
+    /// (what `dev` keeps as the accepted version, so that it loads).
+    pub fn as_stored(&self, value: &Value) -> Value {
+        let mut v = value.clone();
+        schema::apply_defaults(&self.schema, &mut v);
+        v
+    }
+
     /// Validates one Tenant, as a create (`previous: None`) or as an update of `previous`.
     pub fn validate(&self, doc: &Document, previous: Option<&Document>) -> Vec<Finding> {
         let object = doc.object_name();
@@ -259,8 +267,14 @@ impl TenantValidator {
                 .map(|v| finding(v.field, v.message, Severity::Error)),
         );
         // CEL rules see a well-typed object only; the API server does the same.
+        // A null left in a nullable field is absent to CEL's `has()`, as on
+        // the API server.
+        let cel_object = without_nulls(&object);
+        let cel_old = old.as_ref().map(without_nulls);
         if findings.is_empty()
-            && let Err(errors) = self.cel.validate(&self.schema, &object, old.as_ref())
+            && let Err(errors) = self
+                .cel
+                .validate(&self.schema, &cel_object, cel_old.as_ref())
         {
             for e in errors.iter() {
                 findings.push(finding(
@@ -313,6 +327,20 @@ impl TenantValidator {
             ));
         }
         out
+    }
+}
+
+/// `v` without the object entries whose value is null (list items are kept).
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
+        other => other.clone(),
     }
 }
 
@@ -614,6 +642,19 @@ spec:
             errors(&f)
                 .iter()
                 .any(|f| f.message.starts_with("does not load as a Tenant")),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn a_null_dingtalk_block_is_absent_to_the_rules() {
+        let v = TenantValidator::new();
+        let bad = "apiVersion: dingbind.dev/v1alpha1\nkind: Tenant\nmetadata: {name: x}\nspec: {mode: DingTalk, dingtalk: null}\n";
+        let f = v.validate(&doc(bad), None);
+        assert!(
+            errors(&f)
+                .iter()
+                .any(|f| f.message.contains("spec.dingtalk is required")),
             "{f:?}"
         );
     }
