@@ -2,8 +2,9 @@
 //! binary): `kubectl apply -k examples/namespaced-install`, then with the
 //! manifests' ServiceAccount token: nothing outside the watched namespace is
 //! readable, the admission policy refuses any spec change by that identity,
-//! the controller still reconciles a Tenant, and `--metrics-auth` lets only
-//! an authorized token read /metrics.
+//! the controller still reconciles a Tenant, `--metrics-auth` lets only an
+//! authorized token read /metrics, no secret shows in Events, metrics or the
+//! log, and /readyz turns false once the Tenant watch keeps failing.
 //!
 //! Run: `cargo test --test e2e_namespaced`.
 
@@ -211,6 +212,7 @@ async fn the_namespaced_install_reads_nothing_outside_and_never_writes_a_spec() 
             &sim.url(),
         ])
         .args(["--metrics-addr", "127.0.0.1:0", "--metrics-auth"])
+        .args(["--watch-failure-grace", "3"])
         .args([
             "--namespace",
             "tenants",
@@ -319,4 +321,66 @@ async fn the_namespaced_install_reads_nothing_outside_and_never_writes_a_spec() 
         }
     };
     assert_eq!(status, 200);
+
+    // No secret in the Events or the metrics (the Secrets of examples/tenants/acme.yaml).
+    let events = ok(
+        "events",
+        env.kubectl(["get", "events.events.k8s.io", "-n", "tenants", "-o", "json"]),
+    );
+    let metrics = http
+        .get(&url)
+        .bearer_auth(&allowed)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("dingbind_reconciles_total"), "{metrics}");
+    for secret in ["acme-secret", "correct-horse-battery"] {
+        assert!(!events.contains(secret), "{secret} in the Events");
+        assert!(!metrics.contains(secret), "{secret} in the metrics");
+        assert!(
+            !fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(secret),
+            "{secret} in the log"
+        );
+    }
+
+    // /readyz: ready while the Tenant watch works; not ready once it has
+    // failed for longer than --watch-failure-grace (the CRD is gone, so
+    // every relist fails).
+    let readyz = |http: reqwest::Client, addr: String| async move {
+        http.get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(readyz(http.clone(), addr.clone()).await, 200);
+    ok(
+        "deleting the Tenant",
+        env.kubectl(["delete", "tenant", "acme", "-n", "tenants", "--timeout=60s"]),
+    );
+    ok(
+        "deleting the CRD",
+        env.kubectl(["delete", "crd", "tenants.dingbind.dev", "--timeout=60s"]),
+    );
+    let end = Instant::now() + DEADLINE;
+    let mut last = 0;
+    while Instant::now() < end {
+        last = readyz(http.clone(), addr.clone()).await;
+        if last == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(last, 503, "/readyz while the Tenant watch fails");
+    assert!(
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("the Tenant watch failed"),
+        "the failing watch is logged"
+    );
 }

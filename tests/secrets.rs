@@ -2,8 +2,8 @@
 //! in Secrets and in what a hostile DingTalk (or a proxy in front of it)
 //! echoes back, then every command's `--help` and a set of failing calls are
 //! run and their stdout, stderr, log and `status -o json` searched for them.
-//! (Events and metrics of the controller are covered on the real API server
-//! in tests/e2e_controller.rs.)
+//! (The controller's Events, metrics and log are searched on the real API
+//! server in tests/e2e_namespaced.rs.)
 
 use std::{
     fs,
