@@ -673,6 +673,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn namespace_takes_a_list_given_with_commas_or_repeated() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "dingbind",
+            "controller",
+            "--namespace",
+            "a,b",
+            "--namespace",
+            "c",
+        ])
+        .unwrap();
+        let crate::cli::Command::Controller(args) = cli.command else {
+            panic!("not the controller")
+        };
+        assert_eq!(args.namespace, ["a", "b", "c"]);
+        assert!(!args.metrics_auth);
+    }
+
+    #[test]
     fn backoff_doubles_per_tenant_up_to_a_cap_and_resets() {
         let b = Backoff::default();
         let a = crate::api::TenantKey {
