@@ -35,6 +35,7 @@ pub struct Metrics {
     pub dingtalk_calls: Family<EndpointLabels, Counter>,
     pub dingtalk_throttles: Family<EndpointLabels, Counter>,
     pub leader: Gauge,
+    pub tenants_unreadable: Gauge,
 }
 
 impl Metrics {
@@ -53,6 +54,7 @@ impl Metrics {
             dingtalk_calls: Family::default(),
             dingtalk_throttles: Family::default(),
             leader: Gauge::default(),
+            tenants_unreadable: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("dingbind");
         r.register("reconciles", "Reconciliations run", m.reconciles.clone());
@@ -105,6 +107,11 @@ impl Metrics {
             "leader",
             "1 while this replica holds the leader Lease",
             m.leader.clone(),
+        );
+        r.register(
+            "tenants_unreadable",
+            "Tenants skipped because they do not load as the Tenant type",
+            m.tenants_unreadable.clone(),
         );
         m
     }

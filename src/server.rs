@@ -3,21 +3,34 @@
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
+use tokio::time::Instant;
+
 use axum::{
-    Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
+    Router,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
 };
 use prometheus_client::registry::Registry;
+
+/// How long the Tenant watch may fail before `/readyz` turns false.
+pub const WATCH_FAILURE_GRACE: Duration = Duration::from_secs(60);
 
 /// Shared state of the HTTP endpoints.
 #[derive(Clone)]
 pub struct Health {
     ready: Arc<AtomicBool>,
     registry: Arc<Registry>,
+    watch: WatchHealth,
+    watch_grace: Duration,
+    metrics_auth: Option<Arc<crate::metrics_auth::MetricsAuth>>,
 }
 
 impl Health {
@@ -25,12 +38,86 @@ impl Health {
         Self {
             ready: Arc::new(AtomicBool::new(false)),
             registry: Arc::new(registry),
+            watch: WatchHealth::default(),
+            watch_grace: WATCH_FAILURE_GRACE,
+            metrics_auth: None,
         }
+    }
+
+    /// The same, `/metrics` answering only tokens `auth` accepts.
+    pub fn with_metrics_auth(mut self, auth: crate::metrics_auth::MetricsAuth) -> Self {
+        self.metrics_auth = Some(Arc::new(auth));
+        self
+    }
+
+    /// The same, turning unready after the Tenant watch failed for `grace`.
+    pub fn with_watch_grace(mut self, grace: Duration) -> Self {
+        self.watch_grace = grace;
+        self
     }
 
     /// Marks the operator ready (its caches are synced) or not.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Where the Tenant watch reports whether it works.
+    pub fn watch(&self) -> &WatchHealth {
+        &self.watch
+    }
+
+    /// Ready, and the Tenant watch has not been failing for longer than the grace.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+            && self
+                .watch
+                .failing_for()
+                .is_none_or(|d| d <= self.watch_grace)
+    }
+}
+
+/// Whether the Tenant watches work: since when each has been failing, if it is.
+/// [`WatchHealth::named`] gives one watch (a namespace) its own handle.
+#[derive(Clone, Debug, Default)]
+pub struct WatchHealth {
+    failing: Arc<Mutex<std::collections::BTreeMap<String, Instant>>>,
+    name: String,
+}
+
+impl WatchHealth {
+    /// The handle of the watch `name`, sharing the state.
+    pub fn named(&self, name: &str) -> WatchHealth {
+        WatchHealth {
+            failing: self.failing.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    /// The watch delivered an event: it works.
+    pub fn ok(&self) {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.name);
+    }
+
+    /// The watch failed; the first failure in a row starts the clock.
+    pub fn failed(&self) {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(self.name.clone())
+            .or_insert_with(Instant::now);
+    }
+
+    /// How long the longest-failing watch has been failing, if one is.
+    pub fn failing_for(&self) -> Option<Duration> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|since| since.elapsed())
+            .max()
     }
 }
 
@@ -43,14 +130,39 @@ pub fn router(health: Health) -> Router {
 }
 
 async fn readyz(State(h): State<Health>) -> impl IntoResponse {
-    if h.ready.load(Ordering::Relaxed) {
+    if h.is_ready() {
         (StatusCode::OK, "ok")
+    } else if h.ready.load(Ordering::Relaxed) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the Tenant watch is failing",
+        )
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
     }
 }
 
-async fn metrics(State(h): State<Health>) -> impl IntoResponse {
+async fn metrics(State(h): State<Health>, headers: HeaderMap) -> Response {
+    use crate::metrics_auth::Decision;
+    if let Some(auth) = &h.metrics_auth {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match auth.check(authorization).await {
+            Ok(Decision::Allowed) => {}
+            Ok(Decision::Unauthenticated) => {
+                return (StatusCode::UNAUTHORIZED, "a valid bearer token is required")
+                    .into_response();
+            }
+            Ok(Decision::Forbidden) => {
+                return (StatusCode::FORBIDDEN, "the token may not get /metrics").into_response();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check a /metrics token with the API server");
+                return (StatusCode::SERVICE_UNAVAILABLE, "cannot check the token").into_response();
+            }
+        }
+    }
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &h.registry) {
         Ok(()) => (
@@ -67,6 +179,7 @@ async fn metrics(State(h): State<Health>) -> impl IntoResponse {
             e.to_string(),
         ),
     }
+    .into_response()
 }
 
 /// Serves the endpoints on `addr` until `shutdown` resolves.
@@ -126,5 +239,44 @@ mod tests {
         let (code, body) = get_status(router(health), "/metrics").await;
         assert_eq!(code, StatusCode::OK);
         assert!(body.contains("dingbind_reconciles_total 1"), "{body}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readyz_turns_false_once_the_tenant_watch_failed_for_longer_than_the_grace() {
+        let health = Health::new(Registry::default());
+        health.set_ready(true);
+        health.watch().failed();
+        tokio::time::advance(WATCH_FAILURE_GRACE).await;
+        health.watch().failed();
+        assert!(
+            health.is_ready(),
+            "failing for exactly the grace: still ready"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!health.is_ready(), "failing for longer than the grace");
+        let (code, body) = get_status(router(health.clone()), "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("Tenant watch is failing"), "{body}");
+        health.watch().ok();
+        assert!(
+            health.is_ready(),
+            "an event from the watch makes it ready again"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_namespace_watch_counts_on_its_own() {
+        let health = Health::new(Registry::default());
+        health.set_ready(true);
+        let (a, b) = (health.watch().named("a"), health.watch().named("b"));
+        a.failed();
+        tokio::time::advance(WATCH_FAILURE_GRACE + Duration::from_secs(1)).await;
+        b.ok();
+        assert!(
+            !health.is_ready(),
+            "another watch working does not hide a failing one"
+        );
+        a.ok();
+        assert!(health.is_ready());
     }
 }

@@ -103,6 +103,9 @@ fn manifests_render_with_kustomize() {
         "Role",
         "Deployment",
         "Service",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "NetworkPolicy",
     ] {
         assert!(
             rendered.contains(&format!("kind: {kind}\n")),
@@ -119,10 +122,11 @@ fn rbac_has_no_wildcards_and_secrets_are_read_only() {
     for doc in serde_yaml::Deserializer::from_str(&rbac) {
         let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
         for rule in v["rules"].as_sequence().into_iter().flatten() {
+            // A rule over non-resource URLs (/metrics) names no resources.
             let resources: Vec<&str> = rule["resources"]
                 .as_sequence()
-                .unwrap()
-                .iter()
+                .into_iter()
+                .flatten()
                 .filter_map(|r| r.as_str())
                 .collect();
             let verbs: Vec<&str> = rule["verbs"]
@@ -199,4 +203,88 @@ fn processes_opening_a_new_sqlite_store_at_once_all_succeed() {
             assert!(out.status.success(), "round {round}: {}", stderr(&out));
         }
     }
+}
+
+/// `dingbind validate -f DIR` on a scratch folder.
+fn validate_dir(dir: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dingbind"))
+        .args(["validate", "-f"])
+        .arg(dir)
+        .output()
+        .expect("run dingbind validate")
+}
+
+#[test]
+fn validate_does_not_follow_a_symlinked_folder_that_loops_back() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("tenants");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tenants/acme.yaml"),
+        dir.join("acme.yaml"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&dir, dir.join("loop")).unwrap();
+    std::os::unix::fs::symlink(root.path(), dir.join("up")).unwrap();
+    let out = validate_dir(&dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn validate_refuses_a_deeply_nested_file_and_a_huge_one_naming_them() {
+    let root = tempfile::tempdir().unwrap();
+    let deep = root.path().join("deep.yaml");
+    std::fs::write(
+        &deep,
+        format!(
+            "apiVersion: dingbind.dev/v1alpha1\nkind: Tenant\nspec: {}",
+            "[".repeat(200_000)
+        ),
+    )
+    .unwrap();
+    let out = validate_dir(&deep);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("deep.yaml") && err.contains("nested deeper than 64"),
+        "{err}"
+    );
+
+    let huge = root.path().join("huge.yaml");
+    let mut text =
+        String::from("apiVersion: dingbind.dev/v1alpha1\nkind: Tenant\nmetadata: {name: a}\n");
+    text.push_str(&format!("# {}\n", "x".repeat(2 << 20)));
+    std::fs::write(&huge, text).unwrap();
+    let out = validate_dir(&huge);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("huge.yaml") && err.contains("at most 1 MiB"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_namespaced_install_renders_without_cluster_wide_tenant_or_secret_access() {
+    let out = Command::new("kubectl")
+        .args(["kustomize", "examples/namespaced-install"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("kubectl is needed to render the namespaced install");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    for doc in serde_yaml::Deserializer::from_str(&rendered) {
+        let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
+        if v["kind"] == "ClusterRole" {
+            let text = serde_yaml::to_string(&v["rules"]).unwrap();
+            for resource in ["secrets", "tenants", "events"] {
+                assert!(
+                    !text.contains(resource),
+                    "a ClusterRole grants {resource}:\n{text}"
+                );
+            }
+        }
+    }
+    assert!(rendered.contains("--namespace=tenants"), "{rendered}");
+    assert!(rendered.contains("kind: Role\n"));
 }

@@ -77,6 +77,8 @@ const ACME_USER_PAGES: u64 = 3 + 5;
 
 /// A simulator with ACME, unlimited rate unless `faults` says otherwise.
 async fn start(faults: Faults) -> SimHandle {
+    // reqwest clients made by the tests themselves need the provider too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let world = World::from_file(OrgFile {
         corps: vec![acme()],
     })
@@ -736,4 +738,172 @@ async fn granted_counts_only_token_requests_answered_with_a_token() {
     assert_eq!(sim_calls(&stats, Api::AccessToken, "granted"), 2);
     // Asked again before it expired: the same token, extended.
     assert_eq!(stats["tokensIssued"], json!(1));
+}
+
+#[tokio::test]
+async fn a_body_larger_than_the_cap_is_refused_with_a_clear_error() {
+    let sim = start(unlimited()).await;
+    // Room for the token answer, not for a page of 100 users.
+    let app = app(Config {
+        max_body_bytes: 600,
+        ..config(&sim, 0)
+    });
+    let err = app.list_users_page(5, 0, 100).await.unwrap_err();
+    assert_eq!(err.kind(), dingbind::dingtalk::ErrorKind::Decode, "{err}");
+    assert!(
+        err.to_string().contains("larger than the 600 bytes read"),
+        "{err}"
+    );
+    assert_eq!(dingbind::dingtalk::MAX_BODY_BYTES, 16 << 20);
+}
+
+#[tokio::test]
+async fn the_admin_api_answers_out_of_range_values_with_400_and_keeps_serving() {
+    let sim = start(unlimited()).await;
+    let http = reqwest::Client::new();
+    let put = |body: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/_sim/faults", sim.url());
+        async move {
+            let resp = http
+                .put(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            (status, text)
+        }
+    };
+    for body in [
+        r#"{"tokenTtlSeconds": 18446744073709551615}"#,
+        r#"{"tokenTtlSeconds": 18446744073709551616}"#,
+        r#"{"tokenTtlSeconds": -1}"#,
+        r#"{"latencyMs": 18446744073709551615}"#,
+        r#"{"slowMs": 99999999999}"#,
+        r#"{"failStatus": 1000}"#,
+        r#"{"errorRate": 2.5}"#,
+        r#"{"failNext": "many"}"#,
+        r#"not json"#,
+    ] {
+        let (status, text) = put(body).await;
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(text.contains("\"error\""), "{body}: {text}");
+    }
+    // Nothing was applied, and tokens are still issued.
+    let faults = admin(&sim, reqwest::Method::GET, "/_sim/faults", None).await;
+    assert_eq!(faults["tokenTtlSeconds"], 7200);
+    let app = app(config(&sim, 0));
+    assert!(app.list_sub_departments(1).await.is_ok());
+    let (status, _) = put(r#"{"tokenTtlSeconds": 315360000}"#).await;
+    assert_eq!(status, 200, "the longest life accepted");
+    let app = self::app(config(&sim, 0));
+    assert!(app.list_sub_departments(1).await.is_ok());
+}
+
+/// `POST {path}` on the simulator with a JSON body; the status, headers and body.
+async fn raw_post(url: String, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn first_token(sim: &SimHandle) -> String {
+    let (_, _, body) = raw_post(
+        format!("{}/v1.0/oauth2/accessToken", sim.url()),
+        serde_json::json!({"appKey": "acme-key", "appSecret": "acme-secret"}),
+    )
+    .await;
+    body["accessToken"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn v1_answers_carry_x_acs_request_id_like_dingtalk() {
+    let sim = start(unlimited()).await;
+    let url = format!("{}/v1.0/oauth2/accessToken", sim.url());
+    let (status, headers, _) = raw_post(
+        url.clone(),
+        serde_json::json!({"appKey": "acme-key", "appSecret": "acme-secret"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ok_id = headers.get("x-acs-request-id").expect("on a success");
+    assert!(!ok_id.is_empty());
+    let (status, headers, body) = raw_post(
+        url,
+        serde_json::json!({"appKey": "acme-key", "appSecret": "wrong"}),
+    )
+    .await;
+    assert!(status >= 400);
+    assert_eq!(
+        headers
+            .get("x-acs-request-id")
+            .and_then(|v| v.to_str().ok()),
+        body["requestid"].as_str(),
+        "an error's header and body name the same request"
+    );
+    assert_ne!(headers.get("x-acs-request-id"), Some(ok_id));
+}
+
+#[tokio::test]
+async fn user_listid_answers_a_departments_direct_member_ids_in_one_call() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    let mut ids = app.list_user_ids(5).await.unwrap();
+    ids.sort();
+    assert_eq!(ids, ["multi", "r1", "r2", "r3", "r4", "r5"]);
+    assert_eq!(
+        app.list_user_ids(3).await.unwrap().len(),
+        250,
+        "no pagination"
+    );
+    let err = app.list_user_ids(999).await.unwrap_err();
+    assert_eq!(err.code(), Some("60003"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unknown_topapi_path_answers_errcode_22_with_a_request_id() {
+    let sim = start(unlimited()).await;
+    let token = first_token(&sim).await;
+    let (_, _, body) = raw_post(
+        format!("{}/topapi/v2/user/notexist?access_token={token}", sim.url()),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(body["errcode"], 22);
+    assert!(
+        body["request_id"].as_str().is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn tokens_differ_between_simulators_unless_seeded() {
+    let a = start(unlimited()).await;
+    let b = start(unlimited()).await;
+    assert_ne!(first_token(&a).await, first_token(&b).await);
+    let seeded = |seed| async move {
+        let world = World::from_file(OrgFile {
+            corps: vec![acme()],
+        })
+        .unwrap();
+        Simulator::start_seeded(
+            world,
+            unlimited(),
+            "127.0.0.1:0".parse().unwrap(),
+            Some(seed),
+        )
+        .await
+        .unwrap()
+    };
+    let (c, d) = (seeded(7).await, seeded(7).await);
+    assert_eq!(first_token(&c).await, first_token(&d).await);
 }

@@ -2161,7 +2161,7 @@ async fn s12_observed_generation_follows_edits_events_are_listed_and_spec_is_nev
 }
 
 // ===========================================================================
-// 13-16. The irreversible steps: ordinary edits and failures that must never
+// 13-17. The irreversible steps: ordinary edits and failures that must never
 // carry out an unbind, nor bring an unbound tenant back.
 
 /// Waits until `name` is in public mode.
@@ -2479,4 +2479,165 @@ async fn s17_a_stalled_leader_on_a_shared_postgresql_cannot_write_after_its_succ
     );
     assert_eq!(s.store.fence_token().await.unwrap(), new_term);
     assert_eq!(member_ids(&s.directory("one").await), members);
+}
+
+// ===========================================================================
+// 18. One Tenant that does not load never stops the others
+
+/// The `addr=` of the controller's `serving /healthz…` log line.
+fn metrics_addr(log: &str) -> Option<String> {
+    log.lines()
+        .find(|l| l.contains("serving /healthz"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|a| a.trim_matches('"').to_string())
+}
+
+async fn get_metrics(http: &reqwest::Client, addr: &str) -> Result<String, String> {
+    let resp = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    resp.text().await.map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s18_a_tenant_that_does_not_load_is_skipped_and_the_others_are_reconciled() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let corp = "dingbind18";
+    let mut s = Scenario::new("unreadable", Backend::Sqlite, vec![small_corp(corp)]).await;
+    s.credentials("good", corp).await;
+    s.apply_ok(
+        "good",
+        dingtalk_spec("good", corp, json!({"departments": [2]})),
+    )
+    .await;
+
+    // A Tenant stored while the schema was looser than the type (an older
+    // CRD): maxDeletions beyond 32 bits. The stored object stays after the
+    // strict CRD is back, as objects do on a CRD upgrade.
+    let crds: Api<CustomResourceDefinition> = Api::all(s.client.clone());
+    let strict = crds.get("tenants.dingbind.dev").await.expect("the CRD");
+    let mut loose = strict.clone();
+    let mut schema = serde_json::to_value(&loose.spec.versions[0].schema).unwrap();
+    schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["sync"]["properties"]
+        ["maxDeletions"]
+        .as_object_mut()
+        .expect("maxDeletions in the schema")
+        .remove("maximum");
+    loose.spec.versions[0].schema = serde_json::from_value(schema).unwrap();
+    crds.replace("tenants.dingbind.dev", &Default::default(), &loose)
+        .await
+        .expect("loosening the CRD");
+    let mut bad = dingtalk_spec("bad", corp, json!({"departments": [2]}));
+    bad["sync"]["maxDeletions"] = json!(3_000_000_000u64);
+    // kubectl, not the typed client: the answer does not load as a Tenant.
+    let kubectl_apply = |name: &str| {
+        let body = json!({
+            "apiVersion": "dingbind.dev/v1alpha1",
+            "kind": "Tenant",
+            "metadata": {"name": name, "namespace": s.ns},
+            "spec": bad,
+        });
+        let out = s.cluster.env.kubectl_stdin(
+            &body.to_string(),
+            [
+                "apply",
+                "--server-side",
+                "--field-manager",
+                TEST_MANAGER,
+                "-f",
+                "-",
+            ],
+        );
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(text(&out.stderr))
+        }
+    };
+    s.eventually("the looser CRD accepts the bad Tenant", || async {
+        kubectl_apply("bad")
+    })
+    .await;
+    let mut restore = crds.get("tenants.dingbind.dev").await.expect("the CRD");
+    restore.spec = strict.spec.clone();
+    crds.replace("tenants.dingbind.dev", &Default::default(), &restore)
+        .await
+        .expect("restoring the CRD");
+    // The strict CRD is in force again: the same value is refused now.
+    s.eventually("the strict CRD refuses the value again", || async {
+        match kubectl_apply("bad2") {
+            Err(e) if e.contains("less than or equal to 2147483647") => Ok(()),
+            Err(e) => Err(e),
+            Ok(()) => {
+                let _ = s
+                    .cluster
+                    .env
+                    .kubectl(["delete", "tenant", "bad2", "-n", &s.ns]);
+                Err("accepted".into())
+            }
+        }
+    })
+    .await;
+
+    let c = s.start_controller(ControllerOpts::default());
+    s.wait_tenant("good", "ready and synced", ready_and_synced)
+        .await;
+    let event = s.wait_event("bad", "Warning", reason::INVALID_SPEC).await;
+    let note = event.note.unwrap_or_default();
+    assert!(note.contains("3000000000"), "{note}");
+    let log = s.controller(c).log_text();
+    let skipped: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("skipping a Tenant"))
+        .collect();
+    assert_eq!(skipped.len(), 1, "one log line: {skipped:?}");
+    assert!(
+        skipped[0].contains(&format!("{}/bad", s.ns)),
+        "{}",
+        skipped[0]
+    );
+    assert!(
+        !log.contains(r#""name":"good""#),
+        "the log does not dump other Tenants"
+    );
+    let addr = metrics_addr(&log).expect("the metrics address in the log");
+    let http = s.http.clone();
+    s.eventually("dingbind_tenants_unreadable 1", || async {
+        let body = get_metrics(&http, &addr).await?;
+        body.lines()
+            .any(|l| l == "dingbind_tenants_unreadable 1")
+            .then_some(())
+            .ok_or(body)
+    })
+    .await;
+    let out = s
+        .cluster
+        .env
+        .kubectl(["get", "tenant", "bad", "-n", &s.ns, "-o", "json"]);
+    let t: Value = serde_json::from_slice(&out.stdout).expect("the bad Tenant as JSON");
+    assert!(
+        t.get("status").is_none(),
+        "an unreadable Tenant gets no status: {t}"
+    );
+
+    // Fixed, it is reconciled like any other and the gauge goes back to 0.
+    s.credentials("bad", corp).await;
+    s.apply_ok(
+        "bad",
+        dingtalk_spec("bad", corp, json!({"departments": [2]})),
+    )
+    .await;
+    s.wait_tenant("bad", "ready once fixed", ready_and_synced)
+        .await;
+    s.eventually("dingbind_tenants_unreadable 0", || async {
+        let body = get_metrics(&http, &addr).await?;
+        body.lines()
+            .any(|l| l == "dingbind_tenants_unreadable 0")
+            .then_some(())
+            .ok_or(body)
+    })
+    .await;
 }

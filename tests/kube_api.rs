@@ -1024,7 +1024,14 @@ fn apiserver_answer(
             // Not a finding: the note that CEL rules were skipped because the
             // schema already refused the object.
             .filter(|c| !c.message.contains("some validation rules were not checked"))
-            .map(|c| c.field.clone())
+            // A cause without a field that names one in its message (the CEL
+            // type check of a value: "... must be of type integer ... in PATH").
+            .map(|c| match c.message.rsplit_once(" in ") {
+                Some((_, path)) if c.field == "<nil>" && path.starts_with("spec.") => {
+                    path.to_string()
+                }
+                _ => c.field.clone(),
+            })
             .collect();
         return (Ok(Verdict::Refuse), says, fields);
     }

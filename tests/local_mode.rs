@@ -693,6 +693,63 @@ fn plan(dev: &Dev, path: &Path) -> Output {
         .unwrap()
 }
 
+fn plan_in(cwd: &Path, args: &[&str]) -> Output {
+    dingbind()
+        .current_dir(cwd)
+        .arg("plan")
+        .arg("-f")
+        .arg(Path::new(MANIFEST_DIR).join("examples/tenants"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn plan_without_a_dingtalk_url_reads_no_dingtalk_and_creates_no_store() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = plan_in(cwd.path(), &[]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains("DingTalk is not read"), "{text}");
+    assert!(text.contains("does not exist yet"), "{text}");
+    assert!(!text.contains("reading DingTalk"), "{text}");
+    let left: Vec<_> = fs::read_dir(cwd.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "plan created {left:?} (the default store)");
+}
+
+#[test]
+fn plan_told_to_read_an_unreachable_dingtalk_exits_non_zero() {
+    let cwd = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let out = plan_in(cwd.path(), &["--dingtalk-url", &url]);
+    let text = stdout(&out);
+    assert!(
+        !out.status.success(),
+        "exits 0 though DingTalk was unreachable:\n{text}"
+    );
+    assert!(text.contains("ERROR: reading DingTalk"), "{text}");
+}
+
+#[test]
+fn plan_leaves_an_existing_store_unchanged() {
+    let cwd = tempfile::tempdir().unwrap();
+    let path = cwd.path().join("store.db");
+    let url = format!("sqlite://{}", path.display());
+    runtime().block_on(async {
+        let store = Store::connect(&url).await.unwrap();
+        store.close().await;
+    });
+    let before = fs::read(&path).unwrap();
+    let out = plan_in(cwd.path(), &["--store", &url]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(!stdout(&out).contains("does not exist yet"));
+    assert_eq!(fs::read(&path).unwrap(), before, "plan wrote to the store");
+}
+
 /// The plan's lines for one tenant (from its header to the next one).
 fn section(plan: &str, tenant: &str) -> String {
     let header = format!("Tenant tenants/{tenant} ");

@@ -73,7 +73,7 @@ pub const REBIND_FORBIDDEN_MESSAGE: &str =
     validation = Rule::new("self.mode != 'DingTalk' || has(self.dingtalk)")
         .message("spec.dingtalk is required when mode is DingTalk")
         .field_path(".dingtalk"),
-    validation = Rule::new("!has(self.trial) || (has(oldSelf.trial) && self.trial.expiresAt >= oldSelf.trial.expiresAt)")
+    validation = Rule::new("!has(self.trial) || (has(oldSelf.trial) && timestamp(self.trial.expiresAt) >= timestamp(oldSelf.trial.expiresAt))")
         .message("a trial can be removed or moved later, never added to a tenant that had none nor moved earlier")
         .field_path(".trial"),
 )]
@@ -247,6 +247,7 @@ fn default_password_key() -> String {
 pub struct TrialSpec {
     /// When the trial ends (RFC 3339). The tenant is unbound automatically at that
     /// instant, without preconditions.
+    #[schemars(schema_with = "status::date_time_schema")]
     pub expires_at: Time,
 }
 

@@ -171,6 +171,8 @@ pub mod reason {
     pub const UNBIND_RECORD_REPAIRED: &str = "UnbindRecordRepaired";
     pub const REMOVALS_UNCONFIRMED: &str = "RemovalsUnconfirmed";
     pub const ORGANIZATION_BOUND_AGAIN: &str = "OrganizationBoundAgain";
+    /// The stored Tenant does not load as the Tenant type (Event only).
+    pub const INVALID_SPEC: &str = "InvalidSpec";
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -182,9 +184,29 @@ pub(super) fn max_deletions_schema(_: &mut schemars::SchemaGenerator) -> schemar
     schemars::json_schema!({
         "description": "Accidental-delete guard: the most members one sync may remove without approval, as a count (50) or a share of the directory (\"10%\").",
         "x-kubernetes-int-or-string": true,
+        // A count lands in a 32-bit integer (`IntOrString::Int`).
+        "minimum": 0,
+        "maximum": i32::MAX,
         "x-kubernetes-validations": [{
             "rule": "string(self).matches('^([0-9]+|([0-9]|[1-9][0-9]|100)%)$')",
             "message": "maxDeletions must be a count (e.g. 50) or a percentage from 0% to 100%"
+        }]
+    })
+}
+
+/// Schema of a date-time in the spec. Not `format: date-time`: the API
+/// server's type check skips a list given for a string with a format, and a
+/// list does not load as a time. A pattern (RFC 3339) and a CEL rule (a real
+/// instant: no 31 February) instead.
+pub(super) fn date_time_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "When the trial ends (RFC 3339). The tenant is unbound automatically at that instant, without preconditions.",
+        "type": "string",
+        "maxLength": 64,
+        "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$",
+        "x-kubernetes-validations": [{
+            "rule": "timestamp(self) == timestamp(self)",
+            "message": "must be an RFC 3339 date-time such as 2026-01-31T18:00:00Z"
         }]
     })
 }

@@ -24,11 +24,16 @@ pub struct PlanArgs {
     #[arg(short = 'f', long = "filename")]
     pub path: PathBuf,
     /// Directory store with the tenants' current state.
-    #[arg(long, env = "DINGBIND_STORE", default_value = crate::store::DEFAULT_URL)]
+    #[arg(long, env = "DINGBIND_STORE", hide_env_values = true, default_value = crate::store::DEFAULT_URL)]
     pub store: String,
-    /// DingTalk base URL (both families) to read scopes and directories from; without it DingTalk is not read.
-    #[arg(long)]
+    /// DingTalk base URL (both families) to read scopes and directories from.
+    /// Without it (or `--live`) DingTalk is not read.
+    #[arg(long, conflicts_with = "live")]
     pub dingtalk_url: Option<String>,
+    /// Read scopes and directories from the real DingTalk, with the
+    /// credentials in the manifests' Secrets.
+    #[arg(long)]
+    pub live: bool,
 }
 
 /// Prints the plan; returns whether every manifest would be accepted.
@@ -36,7 +41,16 @@ pub async fn run(
     args: &PlanArgs,
     out: &mut impl Write,
 ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
-    let store = Store::connect(&args.store).await?;
+    // Read-only: a plan never creates, migrates or writes the store.
+    let opened = Store::open_read_only(&args.store).await?;
+    if !opened.existed {
+        writeln!(
+            out,
+            "note: the store {} does not exist yet: planning as for new tenants",
+            opened.store.url()
+        )?;
+    }
+    let store = opened.store;
     if !args.path.exists() {
         return Err(format!("{}: no such file or folder", args.path.display()).into());
     }
@@ -45,6 +59,14 @@ pub async fn run(
     let mut all_ok = manifests.errors.is_empty();
     for e in &manifests.errors {
         writeln!(out, "ERROR: {e}")?;
+    }
+    // DingTalk is read only when the command says where.
+    let read_dingtalk = args.dingtalk_url.is_some() || args.live;
+    if !read_dingtalk {
+        writeln!(
+            out,
+            "note: DingTalk is not read (give --dingtalk-url URL, or --live for the real service): scope and directory changes are not shown"
+        )?;
     }
     let client = dingtalk::Client::new(match &args.dingtalk_url {
         Some(url) => dingtalk::Config::with_base_url(url),
@@ -101,7 +123,9 @@ pub async fn run(
                 })
                 .map(|s| s.0.clone())
         });
-        let plan = reconciler.plan(&tenant, &secrets, Timestamp::now()).await?;
+        let plan = reconciler
+            .plan(&tenant, &secrets, Timestamp::now(), read_dingtalk)
+            .await?;
         match plan.step {
             Step::Suspended => writeln!(out, "  suspended: nothing happens")?,
             Step::Public => writeln!(out, "  public mode")?,
@@ -181,7 +205,9 @@ pub async fn run(
             }
         }
         if let Some(p) = &plan.problem {
-            writeln!(out, "  note: {p}")?;
+            // Told to read DingTalk and could not: the plan is incomplete.
+            all_ok = false;
+            writeln!(out, "  ERROR: {p}")?;
         }
     }
     Ok(all_ok)

@@ -15,7 +15,7 @@ use crate::{
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
     /// Directory store holding local mode's statuses.
-    #[arg(long, env = "DINGBIND_STORE", default_value = crate::store::DEFAULT_URL)]
+    #[arg(long, env = "DINGBIND_STORE", hide_env_values = true, default_value = crate::store::DEFAULT_URL)]
     pub store: String,
     /// Read Tenants from the Kubernetes API server instead of the store.
     #[arg(long)]

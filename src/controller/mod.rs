@@ -15,12 +15,13 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
+    core::{DeserializeGuard, error_boundary::InvalidObject},
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         events::{Event as KubeEvent, EventType, Recorder, Reporter},
         finalizer::{Event as Finalizer, finalizer},
-        reflector::ObjectRef,
+        reflector::{self, ObjectRef},
         watcher,
     },
 };
@@ -29,11 +30,11 @@ use prometheus_client::registry::Registry;
 pub use leader::LeaseConfig;
 
 use crate::{
-    api::{FINALIZER, SyncProgress, Tenant},
+    api::{FINALIZER, SyncProgress, Tenant, TenantKey},
     dingtalk,
     metrics::{ErrorLabels, Metrics},
     reconcile::{Reconciler, Secrets},
-    server::{self, Health},
+    server::{self, Health, WatchHealth},
     store::Store,
     telemetry::LogFormat,
 };
@@ -42,13 +43,13 @@ use crate::{
 #[derive(clap::Args, Debug, Clone)]
 pub struct ControllerArgs {
     /// Directory store: `sqlite://PATH` or `postgres://...`.
-    #[arg(long, env = "DINGBIND_STORE", default_value = crate::store::DEFAULT_URL)]
+    #[arg(long, env = "DINGBIND_STORE", hide_env_values = true, default_value = crate::store::DEFAULT_URL)]
     pub store: String,
     /// Base URL of DingTalk's topapi family (oapi).
-    #[arg(long, env = "DINGBIND_DINGTALK_OAPI_URL", default_value = dingtalk::OAPI_BASE_URL)]
+    #[arg(long, env = "DINGBIND_DINGTALK_OAPI_URL", hide_env_values = true, default_value = dingtalk::OAPI_BASE_URL)]
     pub dingtalk_oapi_url: String,
     /// Base URL of DingTalk's v1.0 family (api).
-    #[arg(long, env = "DINGBIND_DINGTALK_API_URL", default_value = dingtalk::API_BASE_URL)]
+    #[arg(long, env = "DINGBIND_DINGTALK_API_URL", hide_env_values = true, default_value = dingtalk::API_BASE_URL)]
     pub dingtalk_api_url: String,
     /// DingTalk calls per second, per app and API.
     #[arg(long, env = "DINGBIND_QPS", default_value_t = 20)]
@@ -56,9 +57,15 @@ pub struct ControllerArgs {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "DINGBIND_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
-    /// Watch Tenants in this namespace only (default: all namespaces).
-    #[arg(long, env = "DINGBIND_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch Tenants (and their Secrets) in these namespaces only, given as
+    /// `a,b` or repeated (default: all namespaces). With the namespaced
+    /// install (manifests/overlays/namespaced) the controller may read nothing else.
+    #[arg(long, env = "DINGBIND_NAMESPACE", value_delimiter = ',')]
+    pub namespace: Vec<String>,
+    /// Serve /metrics only to a bearer token the API server authenticates
+    /// (TokenReview) and authorizes for `get` on `/metrics` (SubjectAccessReview).
+    #[arg(long, env = "DINGBIND_METRICS_AUTH")]
+    pub metrics_auth: bool,
     /// Tenants reconciled at once.
     #[arg(long, env = "DINGBIND_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,
@@ -82,6 +89,9 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease (default: the host name, i.e. the pod name).
     #[arg(long, env = "DINGBIND_IDENTITY")]
     pub identity: Option<String>,
+    /// Seconds the Tenant watch may fail before /readyz turns false.
+    #[arg(long, env = "DINGBIND_WATCH_FAILURE_GRACE", default_value_t = server::WATCH_FAILURE_GRACE.as_secs())]
+    pub watch_failure_grace: u64,
     /// Log format.
     #[arg(long, env = "DINGBIND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -116,6 +126,10 @@ pub enum Error {
     RecordsCacheStopped,
 }
 
+/// A Tenant as watched: the object, or what is known of one that does not
+/// load as the `Tenant` type (its metadata and the error).
+type Watched = DeserializeGuard<Tenant>;
+
 /// What every reconciliation shares.
 pub struct Context {
     pub backoff: Backoff,
@@ -124,20 +138,39 @@ pub struct Context {
     pub records: records::Records,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// Tenants skipped because they do not load, for the metric.
+    pub unreadable: std::sync::Mutex<std::collections::BTreeSet<TenantKey>>,
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
 pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     let config = kube::Config::infer().await?;
     let client = Client::try_from(config)?;
-    let tenants: Api<Tenant> = match &args.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    // `None`: every namespace.
+    let namespaces: Vec<Option<String>> = if args.namespace.is_empty() {
+        vec![None]
+    } else {
+        let mut list: Vec<String> = args
+            .namespace
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        list.sort();
+        list.dedup();
+        list.into_iter().map(Some).collect()
     };
-    tenants
-        .list(&kube::api::ListParams::default().limit(1))
-        .await
-        .map_err(Error::CrdMissing)?;
+    for ns in &namespaces {
+        let tenants: Api<Tenant> = match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        // Metadata only: a Tenant that does not load must not stop the start.
+        tenants
+            .list_metadata(&kube::api::ListParams::default().limit(1))
+            .await
+            .map_err(Error::CrdMissing)?;
+    }
     let store = Store::connect(&args.store).await?;
     tracing::info!(store = store.url(), "directory store ready");
     let dingtalk = dingtalk::Client::new(dingtalk::Config {
@@ -152,7 +185,11 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let health = Health::new(registry);
+    let mut health =
+        Health::new(registry).with_watch_grace(Duration::from_secs(args.watch_failure_grace));
+    if args.metrics_auth {
+        health = health.with_metrics_auth(crate::metrics_auth::MetricsAuth::new(client.clone()));
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = {
         let (health, addr, mut rx) = (health.clone(), args.metrics_addr, stop_rx.clone());
@@ -198,8 +235,8 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
             instance: Some(identity),
         };
         let records = records::Records::start(client.clone()).await?;
-        let namespaces: Vec<String> = args.namespace.iter().cloned().collect();
-        records.repair(&store, &namespaces).await?;
+        let watched: Vec<String> = namespaces.iter().flatten().cloned().collect();
+        records.repair(&store, &watched).await?;
         let ctx = Arc::new(Context {
             backoff: Backoff::default(),
             recorder: Recorder::new(client.clone(), reporter),
@@ -207,15 +244,29 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
             reconciler: Reconciler::new(store, dingtalk).keeping_unbind_records(),
             records,
             metrics: metrics.clone(),
+            unreadable: Default::default(),
         });
-        run_controller(
-            tenants,
-            ctx,
-            args.namespace.as_deref(),
-            args.concurrency,
-            leading,
-        )
-        .await
+        // One controller per watched namespace (each with its own Tenant and
+        // Secret watches), sharing the reconciler.
+        let runs = namespaces.iter().map(|ns| {
+            let watched: Api<Watched> = match ns {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            run_controller(
+                watched,
+                health.watch().named(ns.as_deref().unwrap_or("")),
+                ctx.clone(),
+                ns.as_deref(),
+                args.concurrency,
+                leading.clone(),
+            )
+        });
+        futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .find(Result::is_err)
+            .unwrap_or(Ok(()))
     } else {
         Ok(())
     };
@@ -229,7 +280,8 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
 }
 
 async fn run_controller(
-    tenants: Api<Tenant>,
+    tenants: Api<Watched>,
+    watch_health: WatchHealth,
     ctx: Arc<Context>,
     namespace: Option<&str>,
     concurrency: u16,
@@ -241,8 +293,25 @@ async fn run_controller(
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    let controller = Controller::new(tenants, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    // Tenants are watched through `DeserializeGuard`: one that does not load
+    // is skipped by itself instead of failing every list. Each event or error
+    // of the watch tells /readyz whether it works.
+    let (store, writer) = reflector::store::<Watched>();
+    let trigger = watcher(tenants, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .map(move |event| {
+            match &event {
+                Ok(_) => watch_health.ok(),
+                Err(e) => {
+                    watch_health.failed();
+                    tracing::warn!(error = %e, "the Tenant watch failed; retrying");
+                }
+            }
+            event
+        })
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(trigger, store.clone());
     tracing::info!("leading: reconciling Tenants");
     let reconciling = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
@@ -255,8 +324,11 @@ async fn run_controller(
                 store
                     .state()
                     .into_iter()
-                    .filter(|t| t.namespace() == ns && references_secret(t, &name))
-                    .map(|t| ObjectRef::from_obj(&*t))
+                    .filter(|w| {
+                        w.0.as_ref()
+                            .is_ok_and(|t| t.namespace() == ns && references_secret(t, &name))
+                    })
+                    .map(|w| ObjectRef::from_obj(&*w))
                     .collect::<Vec<_>>()
             },
         )
@@ -314,7 +386,21 @@ impl ReconcileError {
     }
 }
 
-async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+fn key_of(object: &Watched) -> TenantKey {
+    TenantKey {
+        namespace: object.namespace().unwrap_or_default(),
+        name: object.name_any(),
+    }
+}
+
+async fn reconcile(object: Arc<Watched>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let tenant = match &object.0 {
+        Ok(t) => {
+            forget_unreadable(&ctx, &t.key());
+            Arc::new(t.clone())
+        }
+        Err(invalid) => return Ok(skip_unreadable(&object, invalid, &ctx).await),
+    };
     let started = std::time::Instant::now();
     ctx.metrics.reconciles.inc();
     let ns = tenant.namespace().unwrap_or_default();
@@ -394,6 +480,65 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
         .map_or_else(Action::await_change, Action::requeue))
 }
 
+/// Most bytes of an Event note (the API server refuses notes over 1 kB).
+const NOTE_MAX: usize = 1000;
+
+/// A Tenant that does not load as the `Tenant` type (stored before the schema
+/// was as strict as the type, or written around it): one log line, one
+/// Warning Event, counted in `dingbind_tenants_unreadable`; nothing else is
+/// done with it until it changes. The other Tenants go on.
+async fn skip_unreadable(object: &Watched, invalid: &InvalidObject, ctx: &Context) -> Action {
+    let key = key_of(object);
+    let count = {
+        let mut set = ctx.unreadable.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(key.clone());
+        set.len()
+    };
+    ctx.metrics
+        .tenants_unreadable
+        .set(i64::try_from(count).unwrap_or(i64::MAX));
+    tracing::warn!(tenant = %key, error = %invalid.error, "skipping a Tenant that does not load; fix its spec");
+    let note = truncate(
+        &format!(
+            "This Tenant does not load and is not reconciled: {}",
+            invalid.error
+        ),
+        NOTE_MAX,
+    );
+    let event = KubeEvent {
+        type_: EventType::Warning,
+        reason: crate::api::reason::INVALID_SPEC.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::warn!(tenant = %key, error = %err, "cannot publish an Event");
+    }
+    Action::await_change()
+}
+
+fn forget_unreadable(ctx: &Context, key: &TenantKey) {
+    let mut set = ctx.unreadable.lock().unwrap_or_else(|p| p.into_inner());
+    if set.remove(key) {
+        ctx.metrics
+            .tenants_unreadable
+            .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+    }
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
 /// Sync metrics, when this reconciliation ran a sync.
 fn record_sync_metrics(m: &Metrics, tenant: &Tenant, status: &crate::api::TenantStatus) {
     let labels = crate::metrics::TenantLabels {
@@ -465,15 +610,16 @@ fn secret_data(s: &Secret) -> BTreeMap<String, String> {
     data.chain(string_data).collect()
 }
 
-fn error_policy(tenant: Arc<Tenant>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+fn error_policy(object: Arc<Watched>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ErrorLabels {
             reason: error.reason().into(),
         })
         .inc();
-    let delay = ctx.backoff.next(&tenant.key());
-    tracing::warn!(tenant = %tenant.key(), error = %error, retry_in = ?delay, "reconcile failed");
+    let key = key_of(&object);
+    let delay = ctx.backoff.next(&key);
+    tracing::warn!(tenant = %key, error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
@@ -537,6 +683,25 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespace_takes_a_list_given_with_commas_or_repeated() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "dingbind",
+            "controller",
+            "--namespace",
+            "a,b",
+            "--namespace",
+            "c",
+        ])
+        .unwrap();
+        let crate::cli::Command::Controller(args) = cli.command else {
+            panic!("not the controller")
+        };
+        assert_eq!(args.namespace, ["a", "b", "c"]);
+        assert!(!args.metrics_auth);
+    }
 
     #[test]
     fn backoff_doubles_per_tenant_up_to_a_cap_and_resets() {

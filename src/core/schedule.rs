@@ -42,8 +42,12 @@ pub fn sync_due(c: &SyncClock<'_>) -> Option<SyncTrigger> {
         return Some(SyncTrigger::SpecChanged);
     }
     let now = c.now.unwrap_or(last);
-    if now.duration_since(last)
-        >= SignedDuration::try_from(c.interval).unwrap_or(SignedDuration::MAX)
+    let since = now.duration_since(last);
+    // A last sync in the future means the wall clock went back: the interval
+    // cannot be measured, so sync now rather than wait for the clock to catch
+    // up (the requeue that brought us here was timed on the monotonic clock).
+    if since.is_negative()
+        || since >= SignedDuration::try_from(c.interval).unwrap_or(SignedDuration::MAX)
     {
         return Some(SyncTrigger::Interval);
     }
@@ -112,6 +116,15 @@ mod tests {
     #[test]
     fn nothing_due_within_the_interval() {
         assert_eq!(sync_due(&clock()), None);
+    }
+
+    #[test]
+    fn a_wall_clock_gone_back_does_not_stall_the_sync() {
+        let c = SyncClock {
+            now: Some(t(900 - 3600)),
+            ..clock()
+        };
+        assert_eq!(sync_due(&c), Some(SyncTrigger::Interval));
     }
 
     #[test]

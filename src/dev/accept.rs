@@ -40,7 +40,10 @@ pub fn admit(
     previous: Option<&Accepted>,
     status: Option<&TenantStatus>,
 ) -> Admission {
-    if previous.is_some_and(|p| same_object(&p.manifest, &doc.value)) {
+    // Compared and kept as the API server stores it (nulls pruned, defaults
+    // applied), so that what is accepted always loads as a Tenant.
+    let stored = validator.as_stored(&doc.value);
+    if previous.is_some_and(|p| same_object(&p.manifest, &stored)) {
         return Admission::Unchanged;
     }
     let old = previous.map(|p| {
@@ -58,11 +61,11 @@ pub fn admit(
     if findings.iter().any(|f| f.severity == Severity::Error) {
         return Admission::Refused(findings);
     }
-    let spec_changed = previous.is_none_or(|p| p.manifest.get("spec") != doc.value.get("spec"));
+    let spec_changed = previous.is_none_or(|p| p.manifest.get("spec") != stored.get("spec"));
     let generation = previous.map_or(1, |p| p.generation + i64::from(spec_changed));
     Admission::Accepted(
         Accepted {
-            manifest: strip(&doc.value),
+            manifest: strip(&stored),
             generation,
         },
         findings,
@@ -150,6 +153,31 @@ mod tests {
             panic!()
         };
         assert_eq!(acc3.generation, 2);
+    }
+
+    #[test]
+    fn an_accepted_version_with_nulls_loads_as_a_tenant() {
+        let v = TenantValidator::new();
+        let with_nulls = DINGTALK.replace(
+            "visibleScope: {allEmployees: true}",
+            "visibleScope: {allEmployees: true, departments: null, users: null}",
+        ) + "  sync: {interval: null}\n  suspend: null\n";
+        let Admission::Accepted(acc, _) = admit(&v, &doc(&with_nulls), None, None) else {
+            panic!("refused")
+        };
+        let t = tenant(&acc, None).expect("loads");
+        assert!(
+            t.spec
+                .dingtalk
+                .unwrap()
+                .visible_scope
+                .departments
+                .is_empty()
+        );
+        assert!(matches!(
+            admit(&v, &doc(&with_nulls), Some(&acc), None),
+            Admission::Unchanged
+        ));
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub struct DevArgs {
     #[arg(long)]
     pub dingtalk_url: Option<String>,
     /// Directory store: `sqlite://PATH` or `postgres://...`.
-    #[arg(long, env = "DINGBIND_STORE", default_value = crate::store::DEFAULT_URL)]
+    #[arg(long, env = "DINGBIND_STORE", hide_env_values = true, default_value = crate::store::DEFAULT_URL)]
     pub store: String,
     /// DingTalk calls per second, per app and API.
     #[arg(long, default_value_t = 20)]

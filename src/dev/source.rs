@@ -24,7 +24,14 @@ pub fn fingerprint(dir: &Path) -> Fingerprint {
         .into_iter()
         .map(|path| {
             let mut h = DefaultHasher::new();
-            std::fs::read(&path).ok().hash(&mut h);
+            // A file too large to be read as a manifest is not read here
+            // either: its size and time stand for its contents.
+            match std::fs::metadata(&path) {
+                Ok(m) if m.len() > validate::limits::MAX_FILE_BYTES => {
+                    (m.len(), m.modified().ok()).hash(&mut h)
+                }
+                _ => std::fs::read(&path).ok().hash(&mut h),
+            }
             (path, h.finish())
         })
         .collect()
@@ -48,9 +55,15 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(meta) = entry.metadata() else { continue };
-        if meta.is_dir() {
+        // The entry itself, not what a symlink points to: a symlinked folder
+        // is not followed (it may loop back); a symlinked file is read.
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
             walk(&path, out);
+        } else if path.is_dir() {
+            continue;
         } else if matches!(
             path.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml" | "json")
@@ -88,10 +101,10 @@ pub struct Manifests {
 pub fn read(dir: &Path) -> Manifests {
     let mut m = Manifests::default();
     for path in files(dir) {
-        let text = match std::fs::read_to_string(&path) {
+        let text = match validate::limits::read_manifest(&path) {
             Ok(t) => t,
             Err(e) => {
-                m.errors.push(format!("{}: {e}", path.display()));
+                m.errors.push(e.to_string());
                 m.broken.insert(path);
                 continue;
             }

@@ -10,8 +10,8 @@ use super::transport::Request;
 use super::types::{
     Api, AppScopes, CorpTokenRequest, CorpTokenResponse, Department, DeptRequest, InnerApp,
     InnerAppList, LEAVE_RECORDS_MAX_RESULTS, LeaveRecord, LeaveRecordPage, ResultWrapper,
-    SCOPE_IDS_PER_CALL, ScopeDelta, USER_LIST_MAX_SIZE, User, UserGetRequest, UserListRequest,
-    UserListResult,
+    SCOPE_IDS_PER_CALL, ScopeDelta, USER_LIST_MAX_SIZE, User, UserGetRequest, UserListIdRequest,
+    UserListIdResult, UserListRequest, UserListResult,
 };
 
 /// Language asked of topapi calls.
@@ -132,6 +132,15 @@ impl AppClient {
             self.call(Request::new(Api::UserGet, Method::POST).json(&body)?)
                 .await,
         )
+    }
+
+    /// `topapi/user/listid`: the userids of a department's direct members.
+    pub async fn list_user_ids(&self, dept_id: i64) -> Result<Vec<String>, Error> {
+        let body = UserListIdRequest { dept_id };
+        let result: UserListIdResult = self
+            .call(Request::new(Api::UserListId, Method::POST).json(&body)?)
+            .await?;
+        Ok(result.userid_list)
     }
 
     /// `GET /v1.0/microApp/apps/{agentId}/scopes`: the app's visible scope.

@@ -126,6 +126,42 @@ impl Error {
         }
     }
 
+    /// The same error with every credential removed from the text DingTalk
+    /// (or whatever answered in its place) sent back: the `known` secrets of
+    /// the request (token, app secret) and any credential-named value. Every
+    /// error leaving the client has been through here.
+    pub(crate) fn redacted(self, known: &[&str]) -> Self {
+        let redact = |text: &str| shorten(&crate::redact::redact(text, known), MESSAGE_MAX);
+        match self {
+            Error::Api {
+                endpoint,
+                kind,
+                failure,
+            } => Error::Api {
+                endpoint,
+                kind,
+                failure: ApiFailure {
+                    http_status: failure.http_status,
+                    code: redact(&failure.code),
+                    sub_code: failure.sub_code.map(|s| redact(&s)),
+                    message: redact(&failure.message),
+                    request_id: failure.request_id.map(|s| redact(&s)),
+                },
+            },
+            Error::Decode {
+                endpoint,
+                http_status,
+                message,
+            } => Error::Decode {
+                endpoint,
+                http_status,
+                message: redact(&message),
+            },
+            Error::Config(message) => Error::Config(redact(&message)),
+            transport @ Error::Transport { .. } => transport,
+        }
+    }
+
     pub(crate) fn api(endpoint: Api, failure: ApiFailure) -> Self {
         let kind = classify(&failure);
         Error::Api {
@@ -133,6 +169,17 @@ impl Error {
             kind,
             failure,
         }
+    }
+}
+
+/// Most characters of DingTalk's text an error message keeps.
+pub(crate) const MESSAGE_MAX: usize = 200;
+
+/// The first `max` characters of `s`, with `…` when cut.
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }
 

@@ -57,7 +57,12 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Requests in flight per API in the streams (departments, users).
     pub concurrency: usize,
+    /// The largest response body read; a larger one is refused.
+    pub max_body_bytes: usize,
 }
+
+/// The default [`Config::max_body_bytes`]: 16 MiB.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
 
 impl Default for Config {
     fn default() -> Self {
@@ -68,6 +73,7 @@ impl Default for Config {
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(10),
             concurrency: 8,
+            max_body_bytes: MAX_BODY_BYTES,
         }
     }
 }

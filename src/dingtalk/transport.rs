@@ -81,7 +81,7 @@ impl AppClient {
             client.stats.call(api, is_retry);
             let err = match self.send::<T>(&req, token.as_ref()).await {
                 Ok(v) => return Ok(v),
-                Err(e) => e,
+                Err(e) => e.redacted(&self.known_secrets(token.as_ref())),
             };
             is_retry = true;
             match retry::decide(&policy, api, &err, &attempts, fastrand::f64()) {
@@ -112,6 +112,15 @@ impl AppClient {
                 }
             }
         }
+    }
+
+    /// What must never leave in an error: the token of the request and the app secret.
+    fn known_secrets<'a>(&'a self, token: Option<&'a Secret>) -> Vec<&'a str> {
+        let mut known: Vec<&str> = token.map(Secret::expose).into_iter().collect();
+        match &self.inner.source {
+            TokenSource::InternalApp { app_secret, .. } => known.push(app_secret.expose()),
+        }
+        known
     }
 
     /// The app's token, from the cache or fetched (single flight).
@@ -166,15 +175,42 @@ impl AppClient {
         if let Some(body) = &req.body {
             rb = rb.json(body);
         }
-        let resp = rb.send().await.map_err(|e| Error::transport(req.api, e))?;
+        let mut resp = rb.send().await.map_err(|e| Error::transport(req.api, e))?;
         let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
+        let max = client.config.max_body_bytes;
+        let too_large = |declared: Option<u64>| Error::Decode {
+            endpoint: req.api,
+            http_status: status,
+            message: match declared {
+                Some(n) => format!(
+                    "the response body ({n} bytes) is larger than the {max} bytes read; refused"
+                ),
+                None => format!("the response body is larger than the {max} bytes read; refused"),
+            },
+        };
+        if let Some(n) = resp.content_length().filter(|n| *n > max as u64) {
+            return Err(too_large(Some(n)));
+        }
+        // Read in chunks up to the cap: a body without a length (or lying
+        // about it) cannot make the client buffer more.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| Error::transport(req.api, e))?;
+            .map_err(|e| Error::transport(req.api, e))?
+        {
+            if bytes.len() + chunk.len() > max {
+                return Err(too_large(None));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         decode(req.api, status, &bytes)
     }
 }
+
+/// Most bytes of a non-JSON error body kept for redaction; the message shows
+/// the first [`super::error::MESSAGE_MAX`] characters of what is left.
+const BODY_IN_ERROR: usize = 4096;
 
 /// Turns an answer of either family into the value or a classified error.
 pub(crate) fn decode<T: DeserializeOwned>(api: Api, status: u16, body: &[u8]) -> Result<T, Error> {
@@ -221,7 +257,10 @@ pub(crate) fn decode<T: DeserializeOwned>(api: Api, status: u16, body: &[u8]) ->
                     http_status: status,
                     code: format!("HTTP {status}"),
                     sub_code: None,
-                    message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+                    // Cut after redaction (`Error::redacted`), so that no
+                    // secret is left half in the message.
+                    message: String::from_utf8_lossy(&body[..body.len().min(BODY_IN_ERROR)])
+                        .into_owned(),
                     request_id: None,
                 },
             };
@@ -263,6 +302,19 @@ mod tests {
         let err =
             decode::<UserListResult>(Api::UserList, 502, b"<html>bad gateway</html>").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Busy);
+    }
+
+    #[test]
+    fn an_echoed_request_leaves_the_error_without_its_credentials() {
+        let body = b"<html>502: upstream failed for GET /topapi/v2/user/list?access_token=tok-planted-1&cursor=0 appSecret=sec-planted-2</html>";
+        let err = decode::<UserListResult>(Api::UserList, 502, body)
+            .unwrap_err()
+            .redacted(&["tok-planted-1", "sec-planted-2"]);
+        let text = err.to_string();
+        assert!(!text.contains("tok-planted-1"), "{text}");
+        assert!(!text.contains("sec-planted-2"), "{text}");
+        assert!(text.contains("access_token=***"), "{text}");
+        assert_eq!(err.kind(), ErrorKind::Busy, "classified before redaction");
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub enum Api {
     DeptGet,
     UserList,
     UserGet,
+    UserListId,
     ScopesGet,
     ScopesUpdate,
     AllInnerApps,
@@ -48,13 +49,14 @@ pub enum Api {
 
 impl Api {
     /// Every API, in a stable order (for counters).
-    pub const ALL: [Api; 10] = [
+    pub const ALL: [Api; 11] = [
         Api::AccessToken,
         Api::CorpToken,
         Api::DeptListSub,
         Api::DeptGet,
         Api::UserList,
         Api::UserGet,
+        Api::UserListId,
         Api::ScopesGet,
         Api::ScopesUpdate,
         Api::AllInnerApps,
@@ -68,7 +70,9 @@ impl Api {
 
     pub fn family(self) -> Family {
         match self {
-            Api::DeptListSub | Api::DeptGet | Api::UserList | Api::UserGet => Family::Topapi,
+            Api::DeptListSub | Api::DeptGet | Api::UserList | Api::UserGet | Api::UserListId => {
+                Family::Topapi
+            }
             _ => Family::V1,
         }
     }
@@ -82,6 +86,7 @@ impl Api {
             Api::DeptGet => "/topapi/v2/department/get",
             Api::UserList => "/topapi/v2/user/list",
             Api::UserGet => "/topapi/v2/user/get",
+            Api::UserListId => "/topapi/user/listid",
             Api::ScopesGet | Api::ScopesUpdate => "/v1.0/microApp/apps/{agentId}/scopes",
             Api::AllInnerApps => "/v1.0/microApp/allInnerApps",
             Api::EmpLeaveRecords => "/v1.0/contact/empLeaveRecords",
@@ -97,6 +102,7 @@ impl Api {
             Api::DeptGet => "topapi/v2/department/get",
             Api::UserList => "topapi/v2/user/list",
             Api::UserGet => "topapi/v2/user/get",
+            Api::UserListId => "topapi/user/listid",
             Api::ScopesGet => "GET v1.0/microApp/apps/{agentId}/scopes",
             Api::ScopesUpdate => "POST v1.0/microApp/apps/{agentId}/scopes",
             Api::AllInnerApps => "v1.0/microApp/allInnerApps",
@@ -274,6 +280,20 @@ pub struct UserGetRequest {
     pub userid: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+}
+
+/// Body of `topapi/user/listid`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UserListIdRequest {
+    pub dept_id: i64,
+}
+
+/// Result of `topapi/user/listid`: the userids of a department's direct
+/// members, all in one answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserListIdResult {
+    #[serde(default)]
+    pub userid_list: Vec<String>,
 }
 
 /// A member as `v2/user/list` (list item) and `v2/user/get` (result) return it.

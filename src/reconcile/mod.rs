@@ -35,7 +35,7 @@ use crate::{
         schedule::{self, SyncClock, SyncTrigger},
         scope::{DesiredScope, ScopeDelta, delta},
     },
-    dingtalk::{self, AppClient, ErrorKind, TokenSource},
+    dingtalk::{self, AppClient, ErrorKind, Secret, TokenSource},
     store::{Account, LedgerEntry, Store, SyncOutcome, SyncRunRecord},
 };
 
@@ -61,7 +61,9 @@ const RECHECK: Duration = Duration::from_secs(30);
 pub struct Reconciler {
     store: Store,
     dingtalk: dingtalk::Client,
-    apps: Mutex<HashMap<(String, String), AppClient>>,
+    /// One client per app key, with the secret it was made for: a new secret
+    /// replaces the entry (its token cache goes with it).
+    apps: Mutex<HashMap<String, (Secret, AppClient)>>,
     /// (appKey, corpId) pairs already found to belong together: checked once per process.
     corps: Mutex<HashSet<(String, String)>>,
     /// Whether the runner keeps `UnbindRecord`s (a cluster does; `dev` does not).
@@ -105,16 +107,18 @@ impl Reconciler {
     }
 
     fn app(&self, c: &Credentials) -> AppClient {
-        let key = (c.app_key.clone(), c.app_secret.expose().to_string());
         let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        apps.entry(key)
-            .or_insert_with(|| {
-                self.dingtalk.app(TokenSource::internal_app(
+        match apps.get(&c.app_key) {
+            Some((secret, app)) if *secret == c.app_secret => app.clone(),
+            _ => {
+                let app = self.dingtalk.app(TokenSource::internal_app(
                     c.app_key.clone(),
                     c.app_secret.clone(),
-                ))
-            })
-            .clone()
+                ));
+                apps.insert(c.app_key.clone(), (c.app_secret.clone(), app.clone()));
+                app
+            }
+        }
     }
 
     /// One reconciliation of `tenant` at `now`. `record` is the cluster's
@@ -289,5 +293,31 @@ fn unbind_of_record(r: &UnbindRecordSpec) -> Unbind {
         reason: r.reason,
         corp_id: r.corp_id.clone(),
         agent_id: r.agent_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_app_secret_replaces_the_client_instead_of_adding_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let client =
+            dingtalk::Client::new(dingtalk::Config::with_base_url("http://127.0.0.1:1")).unwrap();
+        let r = Reconciler::new(store, client);
+        let creds = |secret: &str| Credentials {
+            app_key: "key".into(),
+            app_secret: Secret::new(secret),
+        };
+        for i in 0..10 {
+            r.app(&creds(&format!("secret-{i}")));
+        }
+        r.app(&creds("secret-9"));
+        let apps = r.apps.lock().unwrap();
+        assert_eq!(apps.len(), 1, "one entry per app key");
+        assert_eq!(apps["key"].0, Secret::new("secret-9"));
     }
 }

@@ -181,6 +181,7 @@ impl Reconciler {
         tenant: &Tenant,
         secrets: &Secrets,
         now: Timestamp,
+        read_dingtalk: bool,
     ) -> Result<Plan, Error> {
         let key = tenant.key();
         let ledger = self.ledger_facts(&key).await?;
@@ -193,7 +194,7 @@ impl Reconciler {
             sync: None,
             problem: None,
         };
-        if plan.step != Step::Operate {
+        if plan.step != Step::Operate || !read_dingtalk {
             return Ok(plan);
         }
         let (Some(dt), Some(Ok(creds))) = (tenant.spec.dingtalk.as_ref(), &secrets.credentials)

@@ -63,6 +63,25 @@ impl IntoResponse for AdminError {
 
 type AdminResult<T> = Result<Json<T>, AdminError>;
 
+/// A JSON body; one that does not decode (bad syntax, a wrong type, a number
+/// out of range) is answered 400 `{"error": …}` like every invalid input.
+struct Body<T>(T);
+
+impl<S, T> axum::extract::FromRequest<S> for Body<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AdminError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, AdminError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(AdminError(StatusCode::BAD_REQUEST, e.body_text())),
+        }
+    }
+}
+
 /// The corp as stored, after a change.
 fn corp_view(s: &Shared, corp_id: &str) -> AdminResult<CorpSpec> {
     Ok(Json(s.lock().world.corp(corp_id)?.to_spec()))
@@ -71,7 +90,7 @@ fn corp_view(s: &Shared, corp_id: &str) -> AdminResult<CorpSpec> {
 /// `POST /_sim/corps`: creates (or replaces) one corp; its tokens are revoked.
 async fn put_corp(
     State(s): State<Arc<Shared>>,
-    Json(spec): Json<CorpSpec>,
+    Body(spec): Body<CorpSpec>,
 ) -> AdminResult<CorpSpec> {
     let corp_id = spec.corp_id.clone();
     s.lock().world.put_corp(spec)?;
@@ -104,7 +123,7 @@ fn root() -> i64 {
 async fn put_department(
     State(s): State<Arc<Shared>>,
     Path((corp_id, id)): Path<(String, i64)>,
-    Json(body): Json<DeptBody>,
+    Body(body): Body<DeptBody>,
 ) -> AdminResult<DeptSpec> {
     let dept = DeptSpec {
         id,
@@ -172,7 +191,7 @@ fn yes() -> bool {
 async fn put_user(
     State(s): State<Arc<Shared>>,
     Path((corp_id, userid)): Path<(String, String)>,
-    Json(body): Json<UserBody>,
+    Body(body): Body<UserBody>,
 ) -> AdminResult<UserSpec> {
     if body.userid.as_ref().is_some_and(|u| *u != userid) {
         return Err(AdminError(
@@ -239,7 +258,7 @@ struct AppBody {
 async fn put_app(
     State(s): State<Arc<Shared>>,
     Path((corp_id, agent_id)): Path<(String, i64)>,
-    Json(body): Json<AppBody>,
+    Body(body): Body<AppBody>,
 ) -> AdminResult<AppSpec> {
     let mut inner = s.lock();
     let exists = inner.world.corp(&corp_id)?.apps.contains_key(&agent_id);
@@ -278,11 +297,14 @@ async fn get_faults(State(s): State<Arc<Shared>>) -> Json<super::Faults> {
 /// `PUT /_sim/faults`: changes the given fields; answers the new settings.
 async fn put_faults(
     State(s): State<Arc<Shared>>,
-    Json(patch): Json<FaultsPatch>,
-) -> Json<super::Faults> {
+    Body(patch): Body<FaultsPatch>,
+) -> AdminResult<super::Faults> {
+    patch
+        .check()
+        .map_err(|e| AdminError(StatusCode::BAD_REQUEST, e))?;
     let mut inner = s.lock();
     inner.faults.apply(patch);
-    Json(inner.faults.clone())
+    Ok(Json(inner.faults.clone()))
 }
 
 async fn get_stats(State(s): State<Arc<Shared>>) -> Json<super::stats::SimStats> {

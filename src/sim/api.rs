@@ -53,6 +53,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route(Api::DeptGet.path(), post(dept_get))
         .route(Api::UserList.path(), post(user_list))
         .route(Api::UserGet.path(), post(user_get))
+        .route(Api::UserListId.path(), post(user_listid))
         .route(Api::ScopesGet.path(), get(scopes_get).post(scopes_post))
         .route(Api::AllInnerApps.path(), get(all_inner_apps))
         .route(Api::EmpLeaveRecords.path(), get(leave_records))
@@ -116,7 +117,8 @@ fn top_err88(sub_code: &str, sub_msg: &str, rid: String) -> Response {
 }
 
 fn v1_err(status: StatusCode, code: &str, message: &str, rid: String) -> Response {
-    (
+    let header = axum::http::HeaderValue::from_str(&rid).ok();
+    let mut resp = (
         status,
         Json(V1Error {
             code: code.into(),
@@ -124,7 +126,31 @@ fn v1_err(status: StatusCode, code: &str, message: &str, rid: String) -> Respons
             requestid: Some(rid),
         }),
     )
-        .into_response()
+        .into_response();
+    if let Some(v) = header {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    resp
+}
+
+/// The header DingTalk's v1.0 family answers every call with.
+pub(crate) const REQUEST_ID_HEADER: &str = "x-acs-request-id";
+
+/// Every v1.0 answer carries `x-acs-request-id` (errors: the body's `requestid`).
+pub(crate) async fn v1_request_id(
+    State(s): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let v1 = req.uri().path().starts_with("/v1.0/");
+    let mut resp = next.run(req).await;
+    if v1 && !resp.headers().contains_key(REQUEST_ID_HEADER) {
+        let rid = request_id(&mut s.lock().rng);
+        if let Ok(v) = axum::http::HeaderValue::from_str(&rid) {
+            resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+        }
+    }
+    resp
 }
 
 fn render(family: Family, reject: Reject, rid: String) -> Response {
@@ -527,6 +553,18 @@ async fn user_list(
     .await
 }
 
+async fn user_listid(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    s.serve(Api::UserListId, query_token(&q), |inner, caller| {
+        let req: crate::dingtalk::types::UserListIdRequest = parse(&body)?;
+        Ok(inner.world.corp(&caller.corp_id)?.member_ids(req.dept_id)?)
+    })
+    .await
+}
+
 async fn user_get(
     State(s): State<Arc<Shared>>,
     Query(q): Query<HashMap<String, String>>,
@@ -654,7 +692,7 @@ async fn leave_records(
 }
 
 /// Unknown paths: topapi answers errcode 22 (as observed live), others 404.
-async fn unknown_path(uri: Uri) -> Response {
+async fn unknown_path(State(s): State<Arc<Shared>>, uri: Uri) -> Response {
     let path = uri.path();
     if let Some(rest) = path.strip_prefix("/topapi/") {
         let api_name = format!("dingtalk.oapi.{}", rest.replace('/', "."));
@@ -662,6 +700,7 @@ async fn unknown_path(uri: Uri) -> Response {
             "errcode": 22,
             "sub_msg": format!("不合法ApiName，ApiName = {api_name}"),
             "errmsg": format!("Invalid method[{api_name}]"),
+            "request_id": request_id(&mut s.lock().rng),
         });
         return Json(body).into_response();
     }

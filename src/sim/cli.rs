@@ -28,6 +28,10 @@ pub struct SimArgs {
     /// Calls per second per app per API before throttling (0 = unlimited).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub qps: u32,
+    /// Make tokens, request ids and injected failures repeat from run to run
+    /// (by default they differ between simulators, as DingTalk's do).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
 }
 
 /// Builds the world the arguments describe.
@@ -61,7 +65,7 @@ pub async fn run(args: SimArgs) -> Result<(), Error> {
         throttle_qps: args.qps,
         ..Faults::default()
     };
-    let handle = Simulator::start_with(world, faults, args.listen).await?;
+    let handle = Simulator::start_seeded(world, faults, args.listen, args.seed).await?;
     println!("dingtalk-sim listening on {}", handle.url());
     let _ = tokio::signal::ctrl_c().await;
     handle.shutdown().await
@@ -79,6 +83,7 @@ mod tests {
             listen: DEFAULT_LISTEN.parse().unwrap(),
             token_ttl: 7200,
             qps: 20,
+            seed: None,
         }
     }
 

@@ -59,6 +59,43 @@ pub struct FaultsPatch {
     pub empty_members_once: Option<Option<i64>>,
 }
 
+/// The longest token life, latency and added delay the simulator accepts.
+pub const MAX_TOKEN_TTL_SECONDS: u64 = 10 * 365 * 86_400;
+pub const MAX_DELAY_MS: u64 = 3_600_000;
+
+impl FaultsPatch {
+    /// Why this patch cannot be applied, if it cannot (answered with 400).
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(v) = self.error_rate
+            && !(0.0..=1.0).contains(&v)
+        {
+            return Err(format!("errorRate must be within 0..=1, got {v}"));
+        }
+        if let Some(Some(v)) = self.fail_status
+            && !(100..=599).contains(&v)
+        {
+            return Err(format!(
+                "failStatus must be an HTTP status (100..=599), got {v}"
+            ));
+        }
+        for (name, v) in [("latencyMs", self.latency_ms), ("slowMs", self.slow_ms)] {
+            if let Some(v) = v
+                && v > MAX_DELAY_MS
+            {
+                return Err(format!("{name} must be at most {MAX_DELAY_MS}, got {v}"));
+            }
+        }
+        if let Some(v) = self.token_ttl_seconds
+            && v > MAX_TOKEN_TTL_SECONDS
+        {
+            return Err(format!(
+                "tokenTtlSeconds must be at most {MAX_TOKEN_TTL_SECONDS}, got {v}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Faults {
     /// Applies the fields present in `patch`.
     pub fn apply(&mut self, patch: FaultsPatch) {
@@ -96,7 +133,7 @@ impl Faults {
         let mut ms = self.latency_ms;
         if self.slow_next > 0 {
             self.slow_next -= 1;
-            ms += self.slow_ms;
+            ms = ms.saturating_add(self.slow_ms);
         }
         Duration::from_millis(ms)
     }

@@ -96,6 +96,18 @@ impl Simulator {
         faults: Faults,
         addr: SocketAddr,
     ) -> Result<SimHandle, Error> {
+        Self::start_seeded(world, faults, addr, None).await
+    }
+
+    /// Like [`Simulator::start_with`]; with `seed`, tokens, request ids and
+    /// injected failures repeat from run to run. Without it they differ
+    /// between simulators, as DingTalk's do (not cryptographically strong).
+    pub async fn start_seeded(
+        world: World,
+        faults: Faults,
+        addr: SocketAddr,
+        seed: Option<u64>,
+    ) -> Result<SimHandle, Error> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Bind { addr, source })?;
@@ -111,11 +123,17 @@ impl Simulator {
                 faults,
                 limiter: ratelimit::WindowLimiter::default(),
                 stats,
-                rng: fastrand::Rng::with_seed(0x5eed),
+                rng: seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
             }),
             started: std::time::Instant::now(),
         });
-        let app = api::routes().merge(admin::routes()).with_state(shared);
+        let app = api::routes()
+            .merge(admin::routes())
+            .layer(axum::middleware::from_fn_with_state(
+                shared.clone(),
+                api::v1_request_id,
+            ))
+            .with_state(shared);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             axum::serve(listener, app)

@@ -293,6 +293,16 @@ impl Corp {
 
     /// A page of direct members (`user/list`): `cursor` is the offset; the last
     /// page has no `next_cursor`.
+    /// The userids of `dept_id`'s direct members (`topapi/user/listid`).
+    pub fn member_ids(&self, dept_id: i64) -> Result<types::UserListIdResult, ModelError> {
+        if !self.dept_exists(dept_id) {
+            return Err(ModelError::DeptNotFound(dept_id));
+        }
+        Ok(types::UserListIdResult {
+            userid_list: self.members.get(&dept_id).cloned().unwrap_or_default(),
+        })
+    }
+
     pub fn member_page(
         &self,
         dept_id: i64,
@@ -686,7 +696,10 @@ impl World {
             token.clone(),
             TokenEntry {
                 caller,
-                expires_at: now + ttl,
+                // A life beyond what Instant holds is "never expires".
+                expires_at: now
+                    .checked_add(ttl)
+                    .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400)),
             },
         );
         self.token_by_app.insert(app_key.to_owned(), token.clone());

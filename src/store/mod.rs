@@ -48,6 +48,14 @@ pub use url::{DEFAULT_URL, REDACTED, StoreUrl, redact};
 use crate::api::TenantKey;
 use crate::core::directory::{Directory, DirectoryDiff};
 
+/// A store opened by [`Store::open_read_only`].
+#[derive(Clone, Debug)]
+pub struct ReadOnly {
+    pub store: Store,
+    /// Whether the store existed (else it reads as empty).
+    pub existed: bool,
+}
+
 /// A handle on the store. Clones share one connection pool.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -93,6 +101,33 @@ impl Store {
         Ok(Store {
             backend,
             url: url.redacted(),
+        })
+    }
+
+    /// Open the store at `url` for reading only: nothing is created, migrated
+    /// or written. A store that does not exist yet (no SQLite file, no schema
+    /// in the PostgreSQL database) reads as an empty one; `existed` says which.
+    pub async fn open_read_only(url: &str) -> Result<ReadOnly> {
+        let url = StoreUrl::parse(url)?;
+        let found = match &url {
+            StoreUrl::Sqlite { path } => sqlite::SqliteStore::open_read_only(&url, path)
+                .await?
+                .map(Backend::Sqlite),
+            StoreUrl::Postgres { options, .. } => postgres::PgStore::open_read_only(&url, options)
+                .await?
+                .map(Backend::Postgres),
+        };
+        let existed = found.is_some();
+        let backend = match found {
+            Some(b) => b,
+            None => Backend::Sqlite(sqlite::SqliteStore::empty_in_memory(&url).await?),
+        };
+        Ok(ReadOnly {
+            store: Store {
+                backend,
+                url: url.redacted(),
+            },
+            existed,
         })
     }
 

@@ -97,6 +97,51 @@ impl PgStore {
         Ok(PgStore { pool, fence: None })
     }
 
+    /// Connect without migrating, every transaction read-only. `None` when
+    /// the database holds no dingbind schema yet.
+    pub(crate) async fn open_read_only(
+        url: &StoreUrl,
+        options: &PgConnectOptions,
+    ) -> Result<Option<Self>> {
+        let mut options = options
+            .clone()
+            .options([("default_transaction_read_only", "on")]);
+        if options.get_application_name().is_none() {
+            options = options.application_name("dingbind");
+        }
+        let unavailable = |reason: String| Error::Unavailable {
+            url: url.redacted(),
+            reason: url.scrub(&reason),
+        };
+        let mut conn =
+            match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await
+            {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => return Err(unavailable(e.to_string())),
+                Err(_) => {
+                    return Err(unavailable(format!(
+                        "no answer within {}s",
+                        CONNECT_TIMEOUT.as_secs()
+                    )));
+                }
+            };
+        let schema: std::result::Result<Option<String>, sqlx::Error> =
+            sqlx::query_scalar("SELECT to_regclass('ledger')::text")
+                .fetch_one(&mut conn)
+                .await;
+        let closed = conn.close().await;
+        let schema = schema.map_err(|e| unavailable(e.to_string()))?;
+        closed.map_err(|e| unavailable(e.to_string()))?;
+        if schema.is_none() {
+            return Ok(None);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        Ok(Some(PgStore { pool, fence: None }))
+    }
+
     pub(crate) async fn close(&self) {
         self.pool.close().await;
     }

@@ -73,6 +73,66 @@ impl SqliteStore {
         Ok(SqliteStore { pool, fence: None })
     }
 
+    /// Open the existing database at `path` read-only: nothing is created or
+    /// migrated. `None` when there is no such file.
+    pub(crate) async fn open_read_only(url: &StoreUrl, path: &Path) -> Result<Option<Self>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .create_if_missing(false)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let conn = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(|e| Error::Unavailable {
+                url: url.redacted(),
+                reason: format!("{e} (file {})", path.display()),
+            })?;
+        let closed = conn.close().await;
+        closed.map_err(|e| Error::Unavailable {
+            url: url.redacted(),
+            reason: e.to_string(),
+        })?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .connect_lazy_with(options);
+        Ok(Some(SqliteStore { pool, fence: None }))
+    }
+
+    /// An empty store in memory (one connection: each holds its own
+    /// database), for reading "nothing known yet" through the same code.
+    pub(crate) async fn empty_in_memory(url: &StoreUrl) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .in_memory(true)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::Unavailable {
+                url: url.redacted(),
+                reason: e.to_string(),
+            })?;
+        let mut conn = pool.acquire().await.map_err(|e| Error::Unavailable {
+            url: url.redacted(),
+            reason: e.to_string(),
+        })?;
+        migrate(&mut conn)
+            .await
+            .map_err(|reason| Error::Migration {
+                url: url.redacted(),
+                reason,
+            })?;
+        drop(conn);
+        Ok(SqliteStore { pool, fence: None })
+    }
+
     pub(crate) async fn close(&self) {
         self.pool.close().await;
     }

@@ -3,6 +3,7 @@
 //! previous version of an object is given. It evaluates the very schema that
 //! `dingbind crd` generates, so it agrees with the API server.
 
+pub mod limits;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +65,10 @@ pub enum Error {
     },
     #[error("{0}: no YAML or JSON files found")]
     Empty(PathBuf),
+    #[error("{path}: {size} bytes: a manifest file may hold at most 1 MiB")]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error("{path}: nested deeper than {max} levels; refused before parsing", max = limits::MAX_DEPTH)]
+    TooDeep { path: PathBuf },
 }
 
 /// A Tenant manifest read from a file.
@@ -100,10 +105,7 @@ pub fn read_tenants(path: &Path) -> Result<Vec<Document>, Error> {
     }
     let mut docs = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|source| Error::Read {
-            path: file.clone(),
-            source,
-        })?;
+        let text = limits::read_manifest(&file)?;
         docs.extend(
             parse_documents(&file, &text)?
                 .into_iter()
@@ -115,13 +117,16 @@ pub fn read_tenants(path: &Path) -> Result<Vec<Document>, Error> {
 
 /// Splits a multi-document YAML (or JSON) text into its documents.
 pub fn parse_documents(file: &Path, text: &str) -> Result<Vec<Document>, Error> {
+    limits::check(file, text)?;
     let mut docs = Vec::new();
     for (index, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value: Value = serde::Deserialize::deserialize(de).map_err(|source| Error::Parse {
-            path: file.to_path_buf(),
-            index: index + 1,
-            source,
-        })?;
+        let mut value: Value =
+            serde::Deserialize::deserialize(de).map_err(|source| Error::Parse {
+                path: file.to_path_buf(),
+                index: index + 1,
+                source,
+            })?;
+        schema::integral_floats_to_integers(&mut value);
         if !value.is_null() {
             docs.push(Document {
                 file: file.to_path_buf(),
@@ -153,11 +158,17 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    // A symlinked folder is not followed (it may loop back); a symlinked file is read.
+    let mut children: Vec<(PathBuf, bool)> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| (e.path(), e.file_type().is_ok_and(|t| t.is_dir())))
+        .collect();
     children.sort();
-    for child in children {
-        if child.is_dir() {
+    for (child, is_dir) in children {
+        if is_dir {
             collect_files(&child, out)?;
+        } else if child.is_dir() {
+            tracing::debug!(path = %child.display(), "not following a symlinked folder");
         } else if matches!(
             child.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml" | "json")
@@ -193,6 +204,14 @@ impl TenantValidator {
             schema,
             cel: Validator::new(),
         }
+    }
+
+    /// The object as the API server stores it: nulls pruned, defaults applied
+    /// (what `dev` keeps as the accepted version, so that it loads).
+    pub fn as_stored(&self, value: &Value) -> Value {
+        let mut v = value.clone();
+        schema::apply_defaults(&self.schema, &mut v);
+        v
     }
 
     /// Validates one Tenant, as a create (`previous: None`) or as an update of `previous`.
@@ -248,8 +267,14 @@ impl TenantValidator {
                 .map(|v| finding(v.field, v.message, Severity::Error)),
         );
         // CEL rules see a well-typed object only; the API server does the same.
+        // A null left in a nullable field is absent to CEL's `has()`, as on
+        // the API server.
+        let cel_object = without_nulls(&object);
+        let cel_old = old.as_ref().map(without_nulls);
         if findings.is_empty()
-            && let Err(errors) = self.cel.validate(&self.schema, &object, old.as_ref())
+            && let Err(errors) = self
+                .cel
+                .validate(&self.schema, &cel_object, cel_old.as_ref())
         {
             for e in errors.iter() {
                 findings.push(finding(
@@ -258,6 +283,17 @@ impl TenantValidator {
                     Severity::Error,
                 ));
             }
+        }
+        // Last, the object must load as the controller reads it: nothing
+        // validate accepts can then fail to load from the API server.
+        if findings.is_empty()
+            && let Err(e) = serde_json::from_value::<api::Tenant>(object)
+        {
+            findings.push(finding(
+                String::new(),
+                format!("does not load as a Tenant: {e}"),
+                Severity::Error,
+            ));
         }
         findings.extend(
             self.warnings(doc, previous)
@@ -291,6 +327,20 @@ impl TenantValidator {
             ));
         }
         out
+    }
+}
+
+/// `v` without the object entries whose value is null (list items are kept).
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
+        other => other.clone(),
     }
 }
 
@@ -535,6 +585,76 @@ spec:
             errors(&f)
                 .iter()
                 .any(|f| f.field == "spec.dingtalk.agentId" && f.message.contains("required")),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn a_count_beyond_32_bits_is_refused_by_the_schema() {
+        let v = TenantValidator::new();
+        let bad = format!("{BOUND}  sync: {{maxDeletions: 3000000000}}\n");
+        let f = v.validate(&doc(&bad), None);
+        assert!(
+            errors(&f)
+                .iter()
+                .any(|f| f.field == "spec.sync.maxDeletions" && f.message.contains("less than")),
+            "{f:?}"
+        );
+        let max = format!("{BOUND}  sync: {{maxDeletions: 2147483647}}\n");
+        assert!(errors(&v.validate(&doc(&max), None)).is_empty());
+    }
+
+    #[test]
+    fn an_integral_float_is_read_as_the_integer_the_api_server_stores() {
+        let v = TenantValidator::new();
+        let d = doc(&BOUND.replace("agentId: 1001", "agentId: 1001.0"));
+        assert_eq!(
+            d.value.pointer("/spec/dingtalk/agentId"),
+            Some(&Value::from(1001))
+        );
+        assert!(errors(&v.validate(&d, None)).is_empty());
+        let fraction = doc(&BOUND.replace("agentId: 1001", "agentId: 1001.5"));
+        assert!(
+            errors(&v.validate(&fraction, None))
+                .iter()
+                .any(|f| f.field == "spec.dingtalk.agentId"),
+        );
+    }
+
+    #[test]
+    fn every_object_the_schema_accepts_loads_as_a_tenant() {
+        // A schema looser than the types (here: maxDeletions without its
+        // maximum) is caught by the final deserialization.
+        let v = TenantValidator::new();
+        let mut schema_only = v.schema.clone();
+        if let Some(p) =
+            schema_only.pointer_mut("/properties/spec/properties/sync/properties/maxDeletions")
+        {
+            p.as_object_mut().unwrap().remove("maximum");
+        }
+        let loose = TenantValidator {
+            schema: schema_only,
+            cel: Validator::new(),
+        };
+        let bad = doc(&format!("{BOUND}  sync: {{maxDeletions: 3000000000}}\n"));
+        let f = loose.validate(&bad, None);
+        assert!(
+            errors(&f)
+                .iter()
+                .any(|f| f.message.starts_with("does not load as a Tenant")),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn a_null_dingtalk_block_is_absent_to_the_rules() {
+        let v = TenantValidator::new();
+        let bad = "apiVersion: dingbind.dev/v1alpha1\nkind: Tenant\nmetadata: {name: x}\nspec: {mode: DingTalk, dingtalk: null}\n";
+        let f = v.validate(&doc(bad), None);
+        assert!(
+            errors(&f)
+                .iter()
+                .any(|f| f.message.contains("spec.dingtalk is required")),
             "{f:?}"
         );
     }

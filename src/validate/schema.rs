@@ -37,6 +37,8 @@ pub fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>
                 "must be an integer or a string, got {}",
                 kind(value)
             ));
+        } else if let Some(n) = value.as_f64().filter(|_| value.is_number()) {
+            check_range(schema, n, &mut add);
         }
         return;
     }
@@ -140,7 +142,7 @@ pub fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>
             let Some(n) = value.as_i64().or_else(|| {
                 value
                     .as_f64()
-                    .filter(|f| f.fract() == 0.0)
+                    .filter(|f| f.fract() == 0.0 && f.abs() < MAX_EXACT_FLOAT)
                     .map(|f| f as i64)
             }) else {
                 return add(format!("must be an integer, got {}", kind(value)));
@@ -214,30 +216,59 @@ pub fn apply_defaults(schema: &Value, value: &mut Value) {
     }
 }
 
+/// 2^53: the API server takes a float as an integer only below it.
+const MAX_EXACT_FLOAT: f64 = 9_007_199_254_740_992.0;
+
+/// Numbers written as integral floats (`1001.0`) as the integers they are,
+/// as the API server stores them (its JSON encoder writes `1001`).
+pub fn integral_floats_to_integers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < MAX_EXACT_FLOAT
+            {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
+}
+
 /// Only the fields `schema` does not declare, as strict field validation
 /// reports them (used for parts the API server otherwise ignores, like the
 /// `status` of a create).
 pub fn unknown_fields(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>) {
+    let preserve = schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true);
     match value {
-        Value::Object(map) => {
-            let Some(props) = schema.get("properties").and_then(Value::as_object) else {
-                return;
-            };
+        Value::Object(map) if !preserve => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
             for (key, child) in map {
-                match props.get(key) {
-                    Some(prop) => unknown_fields(prop, child, &join(path, key), out),
-                    None => out.push(Violation {
-                        field: join(path, key),
+                let child_path = join(path, key);
+                match (props.and_then(|p| p.get(key)), additional) {
+                    (Some(prop), _) => unknown_fields(prop, child, &child_path, out),
+                    (None, Some(add)) => unknown_fields(add, child, &child_path, out),
+                    // Like the API server's pruning: an object where the
+                    // schema declares no fields (a string, a list without
+                    // items...) has only unknown fields.
+                    (None, None) => out.push(Violation {
+                        field: child_path,
                         message: "unknown field".into(),
                     }),
                 }
             }
         }
-        Value::Array(items) => {
-            if let Some(item_schema) = schema.get("items") {
-                for (i, item) in items.iter().enumerate() {
-                    unknown_fields(item_schema, item, &format!("{path}[{i}]"), out);
-                }
+        Value::Array(items) if !preserve => {
+            let none = Value::Object(Default::default());
+            let item_schema = schema.get("items").unwrap_or(&none);
+            for (i, item) in items.iter().enumerate() {
+                unknown_fields(item_schema, item, &format!("{path}[{i}]"), out);
             }
         }
         _ => {}
@@ -356,6 +387,13 @@ mod tests {
         assert!(violations(s.clone(), json!(5)).is_empty());
         assert!(violations(s.clone(), json!("10%")).is_empty());
         assert_eq!(violations(s, json!(true)).len(), 1);
+        let bounded = json!({"x-kubernetes-int-or-string": true, "minimum": 0, "maximum": 10});
+        assert!(violations(bounded.clone(), json!(10)).is_empty());
+        assert!(
+            violations(bounded.clone(), json!("99")).is_empty(),
+            "strings are not ranged"
+        );
+        assert_eq!(violations(bounded, json!(11)).len(), 1);
         let t = json!({"type":"string","format":"date-time"});
         assert!(violations(t.clone(), json!("2026-01-01T00:00:00Z")).is_empty());
         assert_eq!(violations(t, json!("tomorrow")).len(), 1);
