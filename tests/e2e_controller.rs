@@ -2427,10 +2427,11 @@ async fn s17_a_stalled_leader_on_a_shared_postgresql_cannot_write_after_its_succ
     // The leader stalls (a long GC pause, a frozen VM): SIGSTOP.
     let pid = s.controllers[li].child.id().to_string();
     let signal = |sig: &str| {
-        let status = Command::new("kill")
-            .args([sig, &pid])
+        // The shell's own kill: no procps needed.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill {sig} {pid}")])
             .status()
-            .expect("kill");
+            .expect("sh");
         assert!(status.success(), "kill {sig} {pid}");
     };
     signal("-STOP");
