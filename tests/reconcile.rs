@@ -38,6 +38,17 @@ corps:
       - {userid: e2, name: Eng Two, deptIds: [5], email: e2@acme.example}
       - {userid: f1, name: Fin One, deptIds: [6], email: f1@acme.example}
       - {userid: f2, name: Fin Two, deptIds: [6], email: f2@acme.example}
+  - corpId: dingbeta
+    name: Beta
+    apps:
+      - {agentId: 3001, appKey: beta-key, appSecret: beta-secret, enabled: true, visibleScope: {deptIds: [2], userIds: []}}
+    departments:
+      - {id: 2, name: Ops, parentId: 1}
+      - {id: 3, name: Night shift, parentId: 2}
+    users:
+      - {userid: b1, name: Beta One, deptIds: [2]}
+      - {userid: b2, name: Beta Two, deptIds: [3]}
+      - {userid: b3, name: Beta Three, deptIds: [3]}
 "#;
 
 /// The simulator, a store and a reconciler, for one test.
@@ -1183,6 +1194,72 @@ async fn another_tenant_may_bind_an_organization_an_unbound_tenant_left() {
             !o.events
                 .iter()
                 .any(|e| e.reason == reason::ORGANIZATION_BOUND_AGAIN)
+        );
+    }
+}
+
+/// The app credentials of the second organization, `dingbeta`.
+fn beta_secrets(t: &Tenant) -> Secrets {
+    Secrets::resolve(t, |name| {
+        (name == "creds").then(|| {
+            BTreeMap::from([
+                ("appKey".into(), "beta-key".into()),
+                ("appSecret".into(), "beta-secret".into()),
+            ])
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sync_counts_its_own_calls_while_other_tenants_sync_at_once() {
+    for env in envs().await {
+        let mut acme = env.tenant("acme", spec(json!({"departments": [2]})));
+        let mut beta_spec = spec(json!({"departments": [2]}));
+        beta_spec["dingtalk"]["corpId"] = json!("dingbeta");
+        beta_spec["dingtalk"]["agentId"] = json!(3001);
+        beta_spec["creator"] = json!({"email": "nobody@beta.example"});
+        let mut beta = env.tenant("beta", beta_spec);
+        let calls_of = |runs: Vec<dingbind::store::SyncRun>| runs[0].record.calls;
+        env.run(&mut acme, &secrets(true)).await;
+        let b = beta_secrets(&beta);
+        env.run(&mut beta, &b).await;
+        // A requested sync of acme alone: what it costs.
+        request_sync(&mut acme, "alone");
+        env.run(&mut acme, &secrets(true)).await;
+        let alone = calls_of(env.store.sync_runs(&env.key("acme"), 1).await.unwrap());
+        assert!(alone > 0);
+        // Both at once: each run counts its own calls, not the other's.
+        request_sync(&mut acme, "together");
+        request_sync(&mut beta, "together");
+        let (acme_creds, beta_creds) = (secrets(true), beta_secrets(&beta));
+        let (a, b) = (acme.clone(), beta.clone());
+        let (oa, ob) = tokio::join!(
+            env.rec
+                .reconcile(&a, &acme_creds, None, Timestamp::now(), &|_| {}),
+            env.rec
+                .reconcile(&b, &beta_creds, None, Timestamp::now(), &|_| {}),
+        );
+        let (oa, ob) = (oa.unwrap(), ob.unwrap());
+        assert_eq!(
+            oa.status.last_handled_sync_request.as_deref(),
+            Some("together")
+        );
+        assert_eq!(
+            ob.status.last_handled_sync_request.as_deref(),
+            Some("together")
+        );
+        let together = calls_of(env.store.sync_runs(&env.key("acme"), 1).await.unwrap());
+        assert_eq!(together, alone, "acme's sync counts acme's calls only");
+        let beta_calls = calls_of(env.store.sync_runs(&env.key("beta"), 1).await.unwrap());
+        let beta_alone = {
+            request_sync(&mut beta, "alone");
+            let b = beta_secrets(&beta);
+            env.run(&mut beta, &b).await;
+            calls_of(env.store.sync_runs(&env.key("beta"), 1).await.unwrap())
+        };
+        assert_eq!(
+            beta_calls, beta_alone,
+            "beta's sync counts beta's calls only"
         );
     }
 }

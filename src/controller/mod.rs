@@ -140,6 +140,9 @@ pub struct Context {
     pub metrics: Metrics,
     /// Tenants skipped because they do not load, for the metric.
     pub unreadable: std::sync::Mutex<std::collections::BTreeSet<TenantKey>>,
+    /// The client's DingTalk counters as last added to the metrics: each
+    /// call is exported once, however many reconciliations run at a time.
+    pub exported: std::sync::Mutex<dingtalk::StatsSnapshot>,
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
@@ -245,6 +248,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
             records,
             metrics: metrics.clone(),
             unreadable: Default::default(),
+            exported: Default::default(),
         });
         // One controller per watched namespace (each with its own Tenant and
         // Secret watches), sharing the reconciler.
@@ -432,7 +436,6 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
         Api::namespaced(ctx.client.clone(), &tenant.namespace().unwrap_or_default());
     let progress = status::ProgressWriter::spawn(api.clone(), tenant.name_any());
     let report = progress.reporter();
-    let calls_before = ctx.reconciler.dingtalk().stats();
     let record = ctx.records.get(&tenant.key());
     let outcome = ctx
         .reconciler
@@ -446,11 +449,7 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
         .await;
     progress.stop().await;
     let outcome = outcome?;
-    record_dingtalk_metrics(
-        &ctx.metrics,
-        &calls_before,
-        &ctx.reconciler.dingtalk().stats(),
-    );
+    record_dingtalk_metrics(ctx);
     record_sync_metrics(&ctx.metrics, tenant, &outcome.status);
     ctx.backoff.reset(&tenant.key());
     // The record before the status: each is a proof of the unbind on its own.
@@ -565,23 +564,25 @@ fn record_sync_metrics(m: &Metrics, tenant: &Tenant, status: &crate::api::Tenant
     }
 }
 
-fn record_dingtalk_metrics(
-    m: &Metrics,
-    before: &dingtalk::StatsSnapshot,
-    after: &dingtalk::StatsSnapshot,
-) {
-    for (api, s) in &after.endpoints {
-        let b = before.get(*api);
+/// Adds the DingTalk calls and throttles made since the last export to the
+/// metrics, per endpoint.
+fn record_dingtalk_metrics(ctx: &Context) {
+    let mut exported = ctx.exported.lock().unwrap_or_else(|p| p.into_inner());
+    let now = ctx.reconciler.dingtalk().stats();
+    for (api, d) in &now.since(&exported).endpoints {
         let labels = crate::metrics::EndpointLabels {
             endpoint: api.name().to_string(),
         };
-        m.dingtalk_calls
+        ctx.metrics
+            .dingtalk_calls
             .get_or_create(&labels)
-            .inc_by(s.calls.saturating_sub(b.calls));
-        m.dingtalk_throttles
+            .inc_by(d.calls);
+        ctx.metrics
+            .dingtalk_throttles
             .get_or_create(&labels)
-            .inc_by(s.throttled.saturating_sub(b.throttled));
+            .inc_by(d.throttled);
     }
+    *exported = now;
 }
 
 /// Reads the Secrets a Tenant references and resolves them.

@@ -149,6 +149,7 @@ impl Client {
                 source,
                 tokens: TokenCache::new(),
                 pacers,
+                stats: Stats::default(),
             }),
         }
     }
@@ -171,6 +172,8 @@ struct AppInner {
     tokens: TokenCache,
     /// One pacer per API, indexed by [`Api::index`].
     pacers: [Pacer; Api::ALL.len()],
+    /// This app's own counters (the client's count every app).
+    stats: Stats,
 }
 
 impl fmt::Debug for AppClient {
@@ -187,9 +190,16 @@ impl AppClient {
         &self.inner.client
     }
 
-    /// Counters of the whole client (see [`Client::stats`]).
+    /// Counters of this app alone: what it cost, whatever other apps of
+    /// the same client do meanwhile.
     pub fn stats(&self) -> StatsSnapshot {
-        self.inner.client.stats()
+        self.inner.stats.snapshot()
+    }
+
+    /// Counts on the app's counters and the client's.
+    fn count(&self, f: impl Fn(&Stats)) {
+        f(&self.inner.stats);
+        f(&self.inner.client.inner.stats);
     }
 
     fn pacer(&self, api: Api) -> &Pacer {

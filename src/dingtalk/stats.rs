@@ -16,7 +16,7 @@ struct Counters {
     errors: AtomicU64,
 }
 
-/// Live counters, shared by every app of a [`super::Client`].
+/// Live counters: one set per app, and one over every app of a [`super::Client`].
 #[derive(Debug, Default)]
 pub struct Stats {
     per_api: [Counters; Api::ALL.len()],
@@ -50,6 +50,26 @@ impl StatsSnapshot {
     /// HTTP requests over all endpoints.
     pub fn total_calls(&self) -> u64 {
         self.endpoints.values().map(|e| e.calls).sum()
+    }
+
+    /// What was counted since `earlier` (a snapshot of the same counters).
+    pub fn since(&self, earlier: &StatsSnapshot) -> StatsSnapshot {
+        let endpoints = self
+            .endpoints
+            .iter()
+            .map(|(&api, now)| {
+                let then = earlier.get(api);
+                let delta = EndpointStats {
+                    calls: now.calls.saturating_sub(then.calls),
+                    throttled: now.throttled.saturating_sub(then.throttled),
+                    retries: now.retries.saturating_sub(then.retries),
+                    errors: now.errors.saturating_sub(then.errors),
+                };
+                (api, delta)
+            })
+            .filter(|(_, d)| *d != EndpointStats::default())
+            .collect();
+        StatsSnapshot { endpoints }
     }
 
     /// Throttle answers over all endpoints.

@@ -78,7 +78,7 @@ impl AppClient {
             } else {
                 Some(self.token().await?)
             };
-            client.stats.call(api, is_retry);
+            self.count(|s| s.call(api, is_retry));
             let err = match self.send::<T>(&req, token.as_ref()).await {
                 Ok(v) => return Ok(v),
                 Err(e) => e.redacted(&self.known_secrets(token.as_ref())),
@@ -86,7 +86,7 @@ impl AppClient {
             is_retry = true;
             match retry::decide(&policy, api, &err, &attempts, fastrand::f64()) {
                 Decision::Throttled(pause) => {
-                    client.stats.throttled(api);
+                    self.count(|s| s.throttled(api));
                     attempts.throttled += 1;
                     tracing::debug!(endpoint = %api, app = self.inner.source.label(), ?pause, "throttled; pausing the API");
                     self.pacer(api).pause(pause);
@@ -105,9 +105,9 @@ impl AppClient {
                 }
                 Decision::Fail => {
                     if err.kind() == super::ErrorKind::Throttled {
-                        client.stats.throttled(api);
+                        self.count(|s| s.throttled(api));
                     }
-                    client.stats.error(api);
+                    self.count(|s| s.error(api));
                     return Err(err);
                 }
             }
