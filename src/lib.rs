@@ -17,6 +17,7 @@ pub mod metrics_auth;
 pub mod reconcile;
 pub mod redact;
 pub mod server;
+pub mod signal;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -224,7 +224,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         "waiting for the leader Lease"
     );
     let term = tokio::select! {
-        () = shutdown_signal() => None,
+        () = crate::signal::shutdown() => None,
         led = leading.wait_for(Option::is_some) => led.ok().and_then(|t| *t),
     };
     let result = if let Some(term) = term {
@@ -329,14 +329,15 @@ async fn run_controller(
                     .state()
                     .into_iter()
                     .filter(|w| {
-                        w.0.as_ref()
-                            .is_ok_and(|t| t.namespace() == ns && references_secret(t, &name))
+                        w.0.as_ref().is_ok_and(|t| {
+                            t.namespace() == ns && Secrets::referenced(t).contains(&name)
+                        })
                     })
                     .map(|w| ObjectRef::from_obj(&*w))
                     .collect::<Vec<_>>()
             },
         )
-        .graceful_shutdown_on(shutdown_signal())
+        .graceful_shutdown_on(crate::signal::shutdown())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -352,21 +353,6 @@ async fn run_controller(
         }
         _ = leading.wait_for(|t| *t != term) => Err(Error::LostLeadership),
     }
-}
-
-fn references_secret(t: &Tenant, name: &str) -> bool {
-    let creds = t
-        .spec
-        .dingtalk
-        .as_ref()
-        .is_some_and(|d| d.credentials_secret_ref.name == name);
-    let password = t
-        .spec
-        .creator
-        .as_ref()
-        .and_then(|c| c.password_secret_ref.as_ref())
-        .is_some_and(|r| r.name == name);
-    creds || password
 }
 
 /// Errors of one reconciliation; they are retried with backoff.
@@ -656,29 +642,6 @@ fn hostname() -> String {
         })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| format!("dingbind-{}", std::process::id()))
-}
-
-/// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutdown signal received");
 }
 
 #[cfg(test)]

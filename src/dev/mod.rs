@@ -135,7 +135,7 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
         files: BTreeMap::new(),
         recheck: args.recheck,
     };
-    let stop = stop_signal();
+    let stop = crate::signal::shutdown();
     tokio::pin!(stop);
     // The folder as last loaded, and as seen at the previous poll: a change is
     // loaded once it has stayed the same for one poll, so a file caught half
@@ -158,29 +158,6 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Ctrl-C, or SIGTERM (a supervisor, a test harness, `kill`).
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 struct Dev {
@@ -377,8 +354,13 @@ impl Dev {
         // Say when the tenant's state changes (waiting on a precondition,
         // ready again, ...); stay quiet while it stays the same.
         let after = ready_state(&outcome.status);
-        if before.as_ref().map(|b| (&b.0, &b.1, &b.2)) != Some((&after.0, &after.1, &after.2)) {
-            let (mode, ready, reason, message) = &after;
+        if before.as_ref().is_none_or(|b| !b.same_state(&after)) {
+            let ReadyState {
+                mode,
+                ready,
+                reason,
+                message,
+            } = &after;
             if ready == "True" {
                 tracing::info!(tenant = %key, mode, reason, "ready: {message}");
             } else {
@@ -407,14 +389,29 @@ impl Dev {
 }
 
 /// Mode, and the Ready condition's status, reason and message.
-fn ready_state(s: &TenantStatus) -> (String, String, String, String) {
+/// What the log says of a tenant's state: its mode and its `Ready` condition.
+struct ReadyState {
+    mode: String,
+    ready: String,
+    reason: String,
+    message: String,
+}
+
+impl ReadyState {
+    /// The same state (the message may differ: counts, times).
+    fn same_state(&self, other: &ReadyState) -> bool {
+        (&self.mode, &self.ready, &self.reason) == (&other.mode, &other.ready, &other.reason)
+    }
+}
+
+fn ready_state(s: &TenantStatus) -> ReadyState {
     let ready = crate::core::conditions::get(&s.conditions, crate::api::condition::READY);
-    (
-        s.mode.map_or("-", |m| m.as_str()).to_string(),
-        ready.map_or(String::new(), |c| c.status.clone()),
-        ready.map_or(String::new(), |c| c.reason.clone()),
-        ready.map_or(String::new(), |c| c.message.clone()),
-    )
+    ReadyState {
+        mode: s.mode.map_or("-", |m| m.as_str()).to_string(),
+        ready: ready.map_or(String::new(), |c| c.status.clone()),
+        reason: ready.map_or(String::new(), |c| c.reason.clone()),
+        message: ready.map_or(String::new(), |c| c.message.clone()),
+    }
 }
 
 #[cfg(test)]

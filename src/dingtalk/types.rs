@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::secret::Secret;
 
-/// The root department of every organization.
-pub const ROOT_DEPT_ID: i64 = 1;
+/// DingTalk's id of an organization's root department (the whole organization).
+pub use crate::core::scope::ROOT_DEPT as ROOT_DEPT_ID;
 /// Largest `size` that `topapi/v2/user/list` accepts.
 pub const USER_LIST_MAX_SIZE: u32 = 100;
 /// Largest number of ids per list in one scopes POST.

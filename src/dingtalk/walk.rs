@@ -35,13 +35,19 @@ enum Done {
     Members(Result<Vec<User>, Error>),
 }
 
-/// State of a walk.
+/// Which departments a walk lists the members of.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// The departments given, not their sub-departments.
+    Given,
+    /// The departments given and their whole subtrees (`listsub`).
+    Subtrees,
+}
+
+/// State of a walk: the members of every department it reaches.
 struct Walker {
     app: AppClient,
-    /// Walk sub-departments (listsub) of every department reached.
-    descend: bool,
-    /// List the members of every department reached.
-    members: bool,
+    reach: Reach,
     concurrency: usize,
     listsub_queue: VecDeque<i64>,
     members_queue: VecDeque<i64>,
@@ -55,17 +61,11 @@ struct Walker {
 }
 
 impl Walker {
-    fn new(
-        app: &AppClient,
-        roots: impl IntoIterator<Item = i64>,
-        descend: bool,
-        members: bool,
-    ) -> Self {
+    fn new(app: &AppClient, roots: impl IntoIterator<Item = i64>, reach: Reach) -> Self {
         let concurrency = app.client().config().concurrency.max(1);
         let mut w = Walker {
             app: app.clone(),
-            descend,
-            members,
+            reach,
             concurrency,
             listsub_queue: VecDeque::new(),
             members_queue: VecDeque::new(),
@@ -88,12 +88,10 @@ impl Walker {
         if !self.seen_depts.insert(dept_id) {
             return false;
         }
-        if self.descend {
+        if self.reach == Reach::Subtrees {
             self.listsub_queue.push_back(dept_id);
         }
-        if self.members {
-            self.members_queue.push_back(dept_id);
-        }
+        self.members_queue.push_back(dept_id);
         true
     }
 
@@ -166,30 +164,13 @@ impl Walker {
 }
 
 impl AppClient {
-    /// Every department below `roots` (breadth first; roots not yielded),
-    /// `listsub` calls overlapping up to `config.concurrency`.
-    pub fn walk_departments(
-        &self,
-        roots: impl IntoIterator<Item = i64>,
-    ) -> impl Stream<Item = Result<Department, Error>> + Send + 'static {
-        Walker::new(self, roots, true, false)
-            .into_stream()
-            .filter_map(|item| async move {
-                match item {
-                    Ok(OrgItem::Department(d)) => Some(Ok(d)),
-                    Ok(OrgItem::User(_)) => None,
-                    Err(e) => Some(Err(e)),
-                }
-            })
-    }
-
     /// The direct members of each of `dept_ids` (every page), once per userid,
     /// departments listed concurrently up to `config.concurrency`.
     pub fn department_users(
         &self,
         dept_ids: impl IntoIterator<Item = i64>,
     ) -> impl Stream<Item = Result<User, Error>> + Send + 'static {
-        Walker::new(self, dept_ids, false, true)
+        Walker::new(self, dept_ids, Reach::Given)
             .into_stream()
             .filter_map(|item| async move {
                 match item {
@@ -207,6 +188,6 @@ impl AppClient {
         &self,
         roots: impl IntoIterator<Item = i64>,
     ) -> impl Stream<Item = Result<OrgItem, Error>> + Send + 'static {
-        Walker::new(self, roots, true, true).into_stream()
+        Walker::new(self, roots, Reach::Subtrees).into_stream()
     }
 }

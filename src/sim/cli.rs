@@ -67,7 +67,7 @@ pub async fn run(args: SimArgs) -> Result<(), Error> {
     };
     let handle = Simulator::start_seeded(world, faults, args.listen, args.seed).await?;
     println!("dingtalk-sim listening on {}", handle.url());
-    let _ = tokio::signal::ctrl_c().await;
+    crate::signal::shutdown().await;
     handle.shutdown().await
 }
 
