@@ -32,6 +32,7 @@ use crate::{
         desired::{CreatorIdentity, desired_directory},
         directory::diff,
         guard::{Guarded, guard},
+        kstatus,
         schedule::{self, SyncClock, SyncTrigger},
         scope::{DesiredScope, ScopeDelta, delta},
     },
@@ -185,14 +186,15 @@ impl Reconciler {
                     .await?
             }
         }
+        let outcome = run.finish();
         self.store
             .put_document(
                 &key,
                 STATUS_DOCUMENT,
-                &serde_json::to_value(&run.status).unwrap_or_default(),
+                &serde_json::to_value(&outcome.status).unwrap_or_default(),
             )
             .await?;
-        Ok(run.finish())
+        Ok(outcome)
     }
 
     /// Applies `deletionPolicy` when a Tenant is deleted. The ledger is kept either way.
