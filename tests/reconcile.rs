@@ -234,6 +234,10 @@ async fn bind_and_sync_mirrors_the_scope_without_the_creator() {
         assert_eq!(o.status.mode, Some(Mode::DingTalk));
         assert_eq!(o.status.bound_corp_id.as_deref(), Some("dingacme"));
         assert_eq!(kstatus(&o), (None, None), "synced: neither condition");
+        assert_eq!(
+            status_dir.synced_generation, t.metadata.generation,
+            "the generation synced, as a field"
+        );
         // The app's scope in DingTalk is now the declared one.
         let corp = env
             .admin(reqwest::Method::GET, "corps/dingacme", None)
@@ -349,6 +353,11 @@ async fn mass_removals_are_held_until_the_exact_count_is_approved() {
         );
         assert!(members.contains("n1"), "the rest of the sync applied");
         assert_eq!(o.status.directory.as_ref().unwrap().pending_deletions, 3);
+        assert_eq!(
+            o.status.directory.as_ref().unwrap().synced_generation,
+            t.metadata.generation,
+            "a held sync was made for its generation"
+        );
         // A wrong count approves nothing.
         t.metadata
             .annotations

@@ -116,6 +116,11 @@ pub struct DirectoryStatus {
     /// Progress of the sync under way, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<SyncProgress>,
+    /// The `metadata.generation` the last sync was made for (a sync whose
+    /// removals are held back included); absent after a failed sync, so that
+    /// the next reconciliation syncs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_generation: Option<i64>,
 }
 
 /// Progress of a running sync.
