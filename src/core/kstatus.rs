@@ -39,8 +39,9 @@ pub const NEEDS_A_PERSON: &[&str] = &[
     reason::TRIAL_EXPIRED,
 ];
 
-/// What kstatus reads from `status`. A sync under way (`directory.progress`)
-/// is reconciling; `Ready=True` and a suspended tenant are settled; a `Ready`
+/// What kstatus reads from `status`. A sync under way (`directory.progress`,
+/// as the progress writer reports it; a finished status has none) is
+/// reconciling; `Ready=True` and a suspended tenant are settled; a `Ready`
 /// that needs a person is stalled; any other `Ready=False` (a first sync or an
 /// unbind waiting on DingTalk, DingTalk unavailable: checked again soon) is
 /// reconciling. Stalled and Reconciling carry `Ready`'s reason and message.
