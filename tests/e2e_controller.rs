@@ -1144,6 +1144,15 @@ async fn unbind_refused_until_ready(backend: Backend) {
         cond(&t, condition::READY).unwrap().message.contains("停用"),
         "the message says what to do"
     );
+    // kstatus reads a waiting unbind as under way, not stuck.
+    expect_cond(
+        &t,
+        condition::RECONCILING,
+        "True",
+        reason::APP_STILL_ENABLED,
+    )
+    .unwrap();
+    assert!(cond(&t, condition::STALLED).is_none());
     assert_eq!(member_ids(&s.directory("a").await), members);
     assert!(
         !s.ledger("a")
@@ -1178,6 +1187,10 @@ async fn unbind_refused_until_ready(backend: Backend) {
     assert!(st.unbound_at.is_some());
     assert!(st.directory.is_none(), "status.directory cleared");
     expect_cond(&t, condition::READY, "True", reason::PUBLIC_MODE).unwrap();
+    assert!(
+        cond(&t, condition::RECONCILING).is_none() && cond(&t, condition::STALLED).is_none(),
+        "unbound: kstatus reads Current"
+    );
     assert_eq!(
         cond(&t, condition::BOUND).map(|c| c.status.as_str()),
         Some("False")
@@ -1285,6 +1298,9 @@ async fn s05_rebind_is_refused_by_the_api_server_and_by_the_controller_without_d
         })
         .await;
     expect_cond(&t, condition::BOUND, "False", reason::REBIND_FORBIDDEN).unwrap();
+    // kstatus reads it as Failed: nothing changes until a person acts.
+    expect_cond(&t, condition::STALLED, "True", reason::REBIND_FORBIDDEN).unwrap();
+    assert!(cond(&t, condition::RECONCILING).is_none());
     assert_eq!(status_mode(&t), Some(Mode::Public));
     s.wait_event("acme", "Warning", reason::REBIND_FORBIDDEN)
         .await;

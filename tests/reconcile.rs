@@ -244,6 +244,11 @@ async fn bind_and_sync_mirrors_the_scope_without_the_creator() {
         );
         assert_eq!(o.status.mode, Some(Mode::DingTalk));
         assert_eq!(o.status.bound_corp_id.as_deref(), Some("dingacme"));
+        assert_eq!(kstatus(&o), (None, None), "synced: neither condition");
+        assert_eq!(
+            status_dir.synced_generation, t.metadata.generation,
+            "the generation synced, as a field"
+        );
         // The app's scope in DingTalk is now the declared one.
         let corp = env
             .admin(reqwest::Method::GET, "corps/dingacme", None)
@@ -342,6 +347,11 @@ async fn mass_removals_are_held_until_the_exact_count_is_approved() {
         let synced = conditions::get(&o.status.conditions, condition::DIRECTORY_SYNCED).unwrap();
         assert_eq!(synced.reason, reason::DELETION_THRESHOLD_EXCEEDED);
         assert!(synced.message.contains("3 members"), "{}", synced.message);
+        assert_eq!(
+            kstatus(&o),
+            (None, Some(reason::DELETION_THRESHOLD_EXCEEDED.into())),
+            "held until a person approves"
+        );
         assert!(
             o.events
                 .iter()
@@ -354,6 +364,11 @@ async fn mass_removals_are_held_until_the_exact_count_is_approved() {
         );
         assert!(members.contains("n1"), "the rest of the sync applied");
         assert_eq!(o.status.directory.as_ref().unwrap().pending_deletions, 3);
+        assert_eq!(
+            o.status.directory.as_ref().unwrap().synced_generation,
+            t.metadata.generation,
+            "a held sync was made for its generation"
+        );
         // A wrong count approves nothing.
         t.metadata
             .annotations
@@ -475,10 +490,19 @@ async fn unbind_waits_for_the_creator_then_the_app_then_unbinds_for_good() {
             Some(Mode::DingTalk),
             "nothing changes while a precondition is missing"
         );
+        assert_eq!(
+            kstatus(&o),
+            (Some(reason::CREATOR_ACCOUNT_INCOMPLETE.into()), None)
+        );
         let o = env.run(&mut t, &secrets(true)).await;
         assert_eq!(
             ready(&o),
             ("False".into(), reason::APP_STILL_ENABLED.into())
+        );
+        assert_eq!(
+            kstatus(&o),
+            (Some(reason::APP_STILL_ENABLED.into()), None),
+            "the unbind waits on DingTalk: reconciling"
         );
         assert!(!env.members("acme").await.is_empty());
         env.admin(
@@ -492,6 +516,7 @@ async fn unbind_waits_for_the_creator_then_the_app_then_unbinds_for_good() {
         assert_eq!(o.status.unbind_reason, Some(UnbindReason::Requested));
         assert!(o.status.unbound_at.is_some());
         assert!(o.status.directory.is_none());
+        assert_eq!(kstatus(&o), (None, None), "unbound: settled");
         assert!(
             env.members("acme").await.is_empty(),
             "the DingTalk-synced directory is cleared"
@@ -609,6 +634,11 @@ async fn bad_credentials_and_a_missing_app_are_conditions_not_errors() {
             ready(&o),
             ("False".into(), reason::INVALID_CREDENTIALS.into())
         );
+        assert_eq!(
+            kstatus(&o),
+            (None, Some(reason::INVALID_CREDENTIALS.into())),
+            "stalled: nothing changes until the Secret does"
+        );
         assert!(
             !format!("{:?}", o.status).contains("nope"),
             "the secret never appears in status"
@@ -616,10 +646,12 @@ async fn bad_credentials_and_a_missing_app_are_conditions_not_errors() {
         let missing = Secrets::resolve(&t, |_| None);
         let o = env.run(&mut t, &missing).await;
         assert_eq!(ready(&o).1, reason::SECRET_NOT_FOUND);
+        assert_eq!(kstatus(&o), (None, Some(reason::SECRET_NOT_FOUND.into())));
         let mut other = env.tenant("other", spec(json!({"departments": [2]})));
         other.spec.dingtalk.as_mut().unwrap().agent_id = 4242;
         let o = env.run(&mut other, &secrets(true)).await;
         assert_eq!(ready(&o), ("False".into(), reason::APP_NOT_FOUND.into()));
+        assert_eq!(kstatus(&o), (None, Some(reason::APP_NOT_FOUND.into())));
     }
 }
 
@@ -766,6 +798,21 @@ fn ledger_unbinds(ledger: &[LedgerEntry]) -> usize {
         .iter()
         .filter(|e| matches!(e, LedgerEntry::Unbound { .. }))
         .count()
+}
+
+/// The reasons of kstatus's `Reconciling` and `Stalled`, each present only while `True`.
+fn kstatus(o: &Outcome) -> (Option<String>, Option<String>) {
+    let reason_of = |type_| {
+        conditions::get(&o.status.conditions, type_).map(|c| {
+            assert_eq!(c.status, "True", "{type_} is present only while True");
+            assert_eq!(c.observed_generation, o.status.observed_generation);
+            c.reason.clone()
+        })
+    };
+    (
+        reason_of(condition::RECONCILING),
+        reason_of(condition::STALLED),
+    )
 }
 
 fn condition_message(o: &Outcome, type_: &str) -> String {

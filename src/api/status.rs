@@ -40,7 +40,8 @@ pub struct TenantStatus {
     /// annotation and set it again to approve a later hold of the same count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_approval: Option<String>,
-    /// Conditions: `Ready`, `Bound`, `ScopeInSync`, `DirectorySynced`.
+    /// Conditions: `Ready`, `Bound`, `ScopeInSync`, `DirectorySynced`, and
+    /// kstatus's `Reconciling` and `Stalled` (each present only while `True`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -115,6 +116,11 @@ pub struct DirectoryStatus {
     /// Progress of the sync under way, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<SyncProgress>,
+    /// The `metadata.generation` the last sync was made for (a sync whose
+    /// removals are held back included); absent after a failed sync, so that
+    /// the next reconciliation syncs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_generation: Option<i64>,
 }
 
 /// Progress of a running sync.
@@ -138,6 +144,10 @@ pub mod condition {
     pub const BOUND: &str = "Bound";
     pub const SCOPE_IN_SYNC: &str = "ScopeInSync";
     pub const DIRECTORY_SYNCED: &str = "DirectorySynced";
+    /// kstatus: work the spec asked for is under way (present only while `True`).
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: nothing changes until a person acts (present only while `True`).
+    pub const STALLED: &str = "Stalled";
 }
 
 /// Condition reasons (CamelCase, as Kubernetes expects).

@@ -8,5 +8,6 @@ pub mod conditions;
 pub mod desired;
 pub mod directory;
 pub mod guard;
+pub mod kstatus;
 pub mod schedule;
 pub mod scope;

@@ -1,8 +1,11 @@
 //! When to sync and when to look at a tenant again.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use jiff::{SignedDuration, Timestamp};
+
+use super::conditions;
+use crate::api::{APPROVE_DELETIONS, SYNC_REQUESTED_AT, TenantStatus, condition, reason};
 
 /// Why a sync runs now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +74,110 @@ pub fn fresh_approval(annotation: Option<&str>, handled: Option<&str>) -> Option
         return None;
     }
     value.parse().ok()
+}
+
+/// What one reconciliation of a bound tenant does about its directory:
+/// whether it syncs, with which approval, what it records as handled, and
+/// when the next periodic sync is due.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncDecision {
+    /// Why a sync runs now; `None`: no sync.
+    pub trigger: Option<SyncTrigger>,
+    /// The count of held removals the sync may let through: a
+    /// `dingbind.dev/approve-deletions` value not used before.
+    pub approved: Option<u64>,
+    /// `status.lastHandledSyncRequest` to write.
+    pub last_handled_sync_request: Option<String>,
+    /// `status.lastHandledApproval` to write unless the sync lets the held
+    /// removals through: the used value while the annotation stays, so that a
+    /// used approval is forgotten once the annotation is removed.
+    pub last_handled_approval: Option<String>,
+    /// `status.lastHandledApproval` to write once the sync let the held
+    /// removals through with `approved`.
+    pub last_handled_approval_if_released: Option<String>,
+    /// When the next periodic sync is due: an interval after this sync, or
+    /// after the last one when none runs.
+    pub next_sync: Option<Timestamp>,
+}
+
+impl SyncDecision {
+    /// `status.lastHandledApproval` to write once the sync ran (`released`:
+    /// it let held removals through) or did not.
+    pub fn handled_approval(&self, released: bool) -> Option<String> {
+        match &self.last_handled_approval_if_released {
+            Some(value) if released => Some(value.clone()),
+            _ => self.last_handled_approval.clone(),
+        }
+    }
+}
+
+/// The generation the directory was last synced for, a sync whose removals
+/// the guard held back included: `status.directory.syncedGeneration`, or, in
+/// a status written before that field, the `DirectorySynced` condition's
+/// `observedGeneration` while it is `True` or held.
+pub fn synced_generation(previous: &TenantStatus) -> Option<i64> {
+    if let Some(g) = previous
+        .directory
+        .as_ref()
+        .and_then(|d| d.synced_generation)
+    {
+        return Some(g);
+    }
+    conditions::get(&previous.conditions, condition::DIRECTORY_SYNCED)
+        .filter(|c| c.status == "True" || c.reason == reason::DELETION_THRESHOLD_EXCEEDED)
+        .and_then(|c| c.observed_generation)
+}
+
+/// Decides the directory sync of a bound tenant from the status before this
+/// reconciliation (`previous`), its annotations, its `generation`, the sync
+/// `interval` and `now`. A sync held by the guard runs again only for a fresh
+/// approval of exactly its count.
+pub fn sync_decision(
+    previous: &TenantStatus,
+    annotations: &BTreeMap<String, String>,
+    generation: Option<i64>,
+    interval: Duration,
+    now: Timestamp,
+) -> SyncDecision {
+    let last_sync = previous
+        .directory
+        .as_ref()
+        .and_then(|d| d.last_sync_time.as_ref())
+        .map(|t| t.0);
+    let clock = SyncClock {
+        now: Some(now),
+        last_sync,
+        synced_generation: synced_generation(previous),
+        generation,
+        interval,
+        requested: annotations.get(SYNC_REQUESTED_AT).map(String::as_str),
+        handled_request: previous.last_handled_sync_request.as_deref(),
+    };
+    let pending = previous
+        .directory
+        .as_ref()
+        .map_or(0, |d| d.pending_deletions);
+    let annotation = annotations.get(APPROVE_DELETIONS).map(String::as_str);
+    let handled = previous.last_handled_approval.as_deref();
+    let approved = fresh_approval(annotation, handled);
+    let trigger = sync_due(&clock)
+        .or(held_sync_approved(pending, approved).then_some(SyncTrigger::SpecChanged));
+    let last_handled_sync_request = match &trigger {
+        Some(SyncTrigger::Requested(value)) => Some(value.clone()),
+        _ => previous.last_handled_sync_request.clone(),
+    };
+    let next_sync = match trigger {
+        Some(_) => now.checked_add(interval).ok(),
+        None => last_sync.and_then(|t| t.checked_add(interval).ok()),
+    };
+    SyncDecision {
+        trigger,
+        approved,
+        last_handled_sync_request,
+        last_handled_approval: annotation.and(handled).map(str::to_owned),
+        last_handled_approval_if_released: approved.and(annotation).map(str::to_owned),
+        next_sync,
+    }
 }
 
 /// How long until the tenant needs looking at again: the next periodic sync or
@@ -193,6 +300,183 @@ mod tests {
         assert!(!held_sync_approved(6, Some(5)), "another count: wait");
         assert!(held_sync_approved(6, Some(6)));
         assert!(!held_sync_approved(0, Some(6)), "nothing held");
+    }
+
+    use crate::api::DirectoryStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    const INTERVAL: Duration = Duration::from_secs(600);
+
+    /// A status after a sync at t(900) for generation 2, `pending` removals held.
+    fn synced(pending: u64) -> TenantStatus {
+        TenantStatus {
+            directory: Some(DirectoryStatus {
+                last_sync_time: Some(Time(t(900))),
+                pending_deletions: pending,
+                synced_generation: Some(2),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn decide(previous: &TenantStatus, pairs: &[(&str, &str)], now: i64) -> SyncDecision {
+        sync_decision(previous, &annotations(pairs), Some(2), INTERVAL, t(now))
+    }
+
+    #[test]
+    fn the_first_sync_is_due_and_the_next_one_an_interval_later() {
+        let d = sync_decision(
+            &TenantStatus::default(),
+            &BTreeMap::new(),
+            Some(1),
+            INTERVAL,
+            t(1000),
+        );
+        assert_eq!(d.trigger, Some(SyncTrigger::SpecChanged));
+        assert_eq!(d.next_sync, Some(t(1600)));
+        assert_eq!(d.approved, None);
+        assert_eq!(d.last_handled_sync_request, None);
+    }
+
+    #[test]
+    fn a_spec_change_is_due() {
+        let d = sync_decision(&synced(0), &BTreeMap::new(), Some(3), INTERVAL, t(1000));
+        assert_eq!(d.trigger, Some(SyncTrigger::SpecChanged));
+    }
+
+    #[test]
+    fn within_the_interval_nothing_runs_and_the_next_sync_stays() {
+        let d = decide(&synced(0), &[], 1000);
+        assert_eq!(d.trigger, None);
+        assert_eq!(
+            d.next_sync,
+            Some(t(1500)),
+            "an interval after the last sync"
+        );
+    }
+
+    #[test]
+    fn an_elapsed_interval_is_due() {
+        let d = decide(&synced(0), &[], 1500);
+        assert_eq!(d.trigger, Some(SyncTrigger::Interval));
+        assert_eq!(d.next_sync, Some(t(2100)));
+    }
+
+    #[test]
+    fn a_sync_request_is_handled_once() {
+        let pairs = [(SYNC_REQUESTED_AT, "r1")];
+        let d = decide(&synced(0), &pairs, 1000);
+        assert_eq!(d.trigger, Some(SyncTrigger::Requested("r1".into())));
+        assert_eq!(d.last_handled_sync_request.as_deref(), Some("r1"));
+        let handled = TenantStatus {
+            last_handled_sync_request: Some("r1".into()),
+            ..synced(0)
+        };
+        let d = decide(&handled, &pairs, 1000);
+        assert_eq!(d.trigger, None, "handled already");
+        assert_eq!(d.last_handled_sync_request.as_deref(), Some("r1"), "kept");
+    }
+
+    #[test]
+    fn a_held_sync_runs_again_for_the_exact_count_only() {
+        let d = decide(&synced(3), &[], 1000);
+        assert_eq!(d.trigger, None, "no approval: wait, do not loop");
+        let d = decide(&synced(3), &[(APPROVE_DELETIONS, "2")], 1000);
+        assert_eq!(d.trigger, None, "another count lets nothing through");
+        assert_eq!(d.approved, Some(2), "reported as not used");
+        assert_eq!(d.handled_approval(false), None);
+        let d = decide(&synced(3), &[(APPROVE_DELETIONS, "3")], 1000);
+        assert_eq!(d.trigger, Some(SyncTrigger::SpecChanged));
+        assert_eq!(d.approved, Some(3));
+        assert_eq!(d.handled_approval(true).as_deref(), Some("3"), "used");
+        assert_eq!(d.handled_approval(false), None, "not released: not used");
+    }
+
+    #[test]
+    fn an_approval_is_used_for_one_hold_only() {
+        let used = TenantStatus {
+            last_handled_approval: Some("3".into()),
+            ..synced(3)
+        };
+        // A later hold of the same count, with the same annotation: a stale approval.
+        let pairs = [(APPROVE_DELETIONS, "3")];
+        let d = decide(&used, &pairs, 1000);
+        assert_eq!(d.trigger, None);
+        assert_eq!(d.approved, None, "a stale approval approves nothing");
+        assert_eq!(
+            d.handled_approval(false).as_deref(),
+            Some("3"),
+            "remembered"
+        );
+        // A requested sync runs, still without the stale approval.
+        let d = decide(
+            &used,
+            &[(APPROVE_DELETIONS, "3"), (SYNC_REQUESTED_AT, "r2")],
+            1000,
+        );
+        assert_eq!(d.trigger, Some(SyncTrigger::Requested("r2".into())));
+        assert_eq!(d.approved, None);
+        // The annotation removed: the used value is forgotten ...
+        let d = decide(&used, &[], 1000);
+        assert_eq!(d.handled_approval(false), None);
+        // ... so that setting it again approves the new hold.
+        let forgotten = TenantStatus {
+            last_handled_approval: None,
+            ..used
+        };
+        let d = decide(&forgotten, &pairs, 1000);
+        assert_eq!(d.trigger, Some(SyncTrigger::SpecChanged));
+        assert_eq!(d.approved, Some(3));
+    }
+
+    #[test]
+    fn the_synced_generation_is_the_typed_field_or_an_older_status_condition() {
+        assert_eq!(synced_generation(&synced(0)), Some(2));
+        // Written before status.directory.syncedGeneration: the condition.
+        let older = |status: bool, why: &str| {
+            let mut s = TenantStatus {
+                directory: Some(DirectoryStatus {
+                    last_sync_time: Some(Time(t(900))),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            conditions::set(
+                &mut s.conditions,
+                condition::DIRECTORY_SYNCED,
+                status,
+                why,
+                "",
+                Some(2),
+                t(900),
+            );
+            s
+        };
+        assert_eq!(synced_generation(&older(true, reason::SYNCED)), Some(2));
+        assert_eq!(
+            synced_generation(&older(false, reason::DELETION_THRESHOLD_EXCEEDED)),
+            Some(2),
+            "a held sync was made for its generation too"
+        );
+        let failed = older(false, reason::DINGTALK_UNAVAILABLE);
+        assert_eq!(synced_generation(&failed), None);
+        assert_eq!(
+            decide(&failed, &[], 1000).trigger,
+            Some(SyncTrigger::SpecChanged),
+            "a failed sync runs again"
+        );
+        assert_eq!(
+            decide(&older(true, reason::SYNCED), &[], 1000).trigger,
+            None
+        );
     }
 
     #[test]

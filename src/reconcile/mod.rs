@@ -23,8 +23,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::{
     api::{
         APPROVE_DELETIONS, CONFIRM_APP_REMOVED, DingTalkSpec, DirectoryStatus, Mode, ObservedScope,
-        SYNC_REQUESTED_AT, SyncProgress, Tenant, TenantKey, TenantStatus, UnbindReason,
-        UnbindRecordSpec, condition, reason,
+        SyncProgress, Tenant, TenantKey, TenantStatus, UnbindReason, UnbindRecordSpec, condition,
+        reason,
     },
     core::{
         binding::{self, Binding, Identity, Proofs, RecordedTrial, Step, Unbind},
@@ -32,7 +32,7 @@ use crate::{
         desired::{CreatorIdentity, desired_directory},
         directory::diff,
         guard::{Guarded, guard},
-        schedule::{self, SyncClock, SyncTrigger},
+        kstatus, schedule,
         scope::{DesiredScope, ScopeDelta, delta},
     },
     dingtalk::{self, AppClient, ErrorKind, Secret, TokenSource},
@@ -185,14 +185,15 @@ impl Reconciler {
                     .await?
             }
         }
+        let outcome = run.finish();
         self.store
             .put_document(
                 &key,
                 STATUS_DOCUMENT,
-                &serde_json::to_value(&run.status).unwrap_or_default(),
+                &serde_json::to_value(&outcome.status).unwrap_or_default(),
             )
             .await?;
-        Ok(run.finish())
+        Ok(outcome)
     }
 
     /// Applies `deletionPolicy` when a Tenant is deleted. The ledger is kept either way.

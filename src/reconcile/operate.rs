@@ -152,46 +152,19 @@ impl Reconciler {
         }
 
         // 3. The directory, when a sync is due.
-        let previous = run.previous.clone();
-        let last_sync = previous
-            .directory
-            .as_ref()
-            .and_then(|d| d.last_sync_time.as_ref())
-            .map(|t| t.0);
-        // A sync whose removals are held back was made for its generation too.
-        let synced_generation = conditions::get(&previous.conditions, condition::DIRECTORY_SYNCED)
-            .filter(|c| c.status == "True" || c.reason == reason::DELETION_THRESHOLD_EXCEEDED)
-            .and_then(|c| c.observed_generation);
         let annotations = tenant.metadata.annotations.clone().unwrap_or_default();
         let interval: Duration = tenant.spec.sync.interval.into();
-        let clock = SyncClock {
-            now: Some(run.now),
-            last_sync,
-            synced_generation,
-            generation: tenant.metadata.generation,
+        let decision = schedule::sync_decision(
+            &run.previous,
+            &annotations,
+            tenant.metadata.generation,
             interval,
-            requested: annotations.get(SYNC_REQUESTED_AT).map(String::as_str),
-            handled_request: previous.last_handled_sync_request.as_deref(),
-        };
-        // A sync held by the guard runs again once its count is approved.
-        let pending = previous
-            .directory
-            .as_ref()
-            .map_or(0, |d| d.pending_deletions);
-        let annotation = annotations.get(APPROVE_DELETIONS).map(String::as_str);
-        let handled = previous.last_handled_approval.as_deref();
-        let approved = schedule::fresh_approval(annotation, handled);
-        // Forget a used approval once the annotation is removed.
-        run.status.last_handled_approval = annotation.and(handled).map(str::to_owned);
-        let trigger =
-            schedule::sync_due(&clock)
-                .or(schedule::held_sync_approved(pending, approved)
-                    .then_some(SyncTrigger::SpecChanged));
-        if let Some(SyncTrigger::Requested(value)) = &trigger {
-            run.status.last_handled_sync_request = Some(value.clone());
-        }
-        let mut next_sync = last_sync.and_then(|t| t.checked_add(interval).ok());
-        if let Some(trigger) = trigger {
+            run.now,
+        );
+        let approved = decision.approved;
+        run.status.last_handled_sync_request = decision.last_handled_sync_request.clone();
+        run.status.last_handled_approval = decision.handled_approval(false);
+        if let Some(trigger) = &decision.trigger {
             match self
                 .sync(key, tenant, &app, &desired, approved, run, progress)
                 .await?
@@ -199,6 +172,10 @@ impl Reconciler {
                 Ok(()) => {}
                 Err(e) => {
                     let msg = format!("Reading the directory from DingTalk ({trigger:?}): {e}");
+                    // Not synced for this spec: the next reconciliation syncs again.
+                    if let Some(d) = run.status.directory.as_mut() {
+                        d.synced_generation = None;
+                    }
                     run.set(
                         condition::DIRECTORY_SYNCED,
                         false,
@@ -210,18 +187,15 @@ impl Reconciler {
                     return Ok(());
                 }
             }
-            next_sync = run.now.checked_add(interval).ok();
             let released = run
                 .status
                 .directory
                 .as_ref()
                 .is_some_and(|d| d.pending_deletions == 0 && d.removed > 0);
-            if approved.is_some() && released {
-                run.status.last_handled_approval = annotation.map(str::to_owned);
-            }
+            run.status.last_handled_approval = decision.handled_approval(released);
         }
         let trial = binding::trial_end(&tenant.spec, binding);
-        run.requeue = Some(schedule::requeue_after(run.now, next_sync, trial));
+        run.requeue = Some(schedule::requeue_after(run.now, decision.next_sync, trial));
         let pending = run
             .status
             .directory

@@ -159,7 +159,15 @@ impl<'a> Run<'a> {
         self.warn(reason::BINDING_CHANGED, msg);
     }
 
-    pub(super) fn finish(self) -> Outcome {
+    /// The finished outcome, with the kstatus conditions decided from the others.
+    pub(super) fn finish(mut self) -> Outcome {
+        let progress = kstatus::progress(&self.status);
+        kstatus::set(
+            &mut self.status.conditions,
+            &progress,
+            self.tenant.metadata.generation,
+            self.now,
+        );
         Outcome {
             status: self.status,
             events: self.events,

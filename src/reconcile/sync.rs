@@ -75,6 +75,7 @@ impl Reconciler {
             pending_deletions: guarded.held,
             unconfirmed: plan.unconfirmed,
             progress: None,
+            synced_generation: tenant.metadata.generation,
         });
         if guarded.held > 0 {
             let msg = deletion_message(guarded.held);
