@@ -77,14 +77,10 @@ pub async fn run(
     for doc in &manifests.tenants {
         let key: TenantKey = doc.object_name().parse()?;
         writeln!(out, "Tenant {key} ({})", doc.file.display())?;
-        let previous: Option<Accepted> = store
-            .document(&key, ACCEPTED)
-            .await?
-            .and_then(|v| serde_json::from_value(v).ok());
+        let previous: Option<Accepted> = store.typed_document(&key, ACCEPTED).await?;
         let status = store
-            .document(&key, crate::reconcile::STATUS_DOCUMENT)
-            .await?
-            .and_then(|v| serde_json::from_value(v).ok());
+            .typed_document(&key, crate::reconcile::STATUS_DOCUMENT)
+            .await?;
         let accepted = match accept::admit(&validator, doc, previous.as_ref(), status.as_ref()) {
             Admission::Refused(findings) => {
                 all_ok = false;

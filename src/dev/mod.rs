@@ -212,11 +212,7 @@ impl Dev {
                 continue;
             }
             seen.insert(key.clone(), doc.file.clone());
-            let previous: Option<Accepted> = self
-                .store
-                .document(&key, ACCEPTED)
-                .await?
-                .and_then(|v| serde_json::from_value(v).ok());
+            let previous: Option<Accepted> = self.store.typed_document(&key, ACCEPTED).await?;
             let status = self.status(&key).await?;
             match accept::admit(&self.validator, doc, previous.as_ref(), status.as_ref()) {
                 Admission::Unchanged => {}
@@ -276,12 +272,7 @@ impl Dev {
 
     async fn removed(&mut self, key: &TenantKey, file: &std::path::Path) -> Result<(), Error> {
         self.due.remove(key);
-        let Some(accepted) = self
-            .store
-            .document(key, ACCEPTED)
-            .await?
-            .and_then(|v| serde_json::from_value::<Accepted>(v).ok())
-        else {
+        let Some(accepted) = self.store.typed_document::<Accepted>(key, ACCEPTED).await? else {
             return Ok(());
         };
         if let Ok(t) = accept::tenant(&accepted, None) {
@@ -294,9 +285,8 @@ impl Dev {
     async fn status(&self, key: &TenantKey) -> Result<Option<TenantStatus>, Error> {
         Ok(self
             .store
-            .document(key, crate::reconcile::STATUS_DOCUMENT)
-            .await?
-            .and_then(|v| serde_json::from_value(v).ok()))
+            .typed_document(key, crate::reconcile::STATUS_DOCUMENT)
+            .await?)
     }
 
     async fn reconcile_due(&mut self) -> Result<(), Error> {
@@ -318,12 +308,7 @@ impl Dev {
     }
 
     async fn reconcile(&self, key: &TenantKey) -> Result<Option<Duration>, Error> {
-        let Some(accepted) = self
-            .store
-            .document(key, ACCEPTED)
-            .await?
-            .and_then(|v| serde_json::from_value::<Accepted>(v).ok())
-        else {
+        let Some(accepted) = self.store.typed_document::<Accepted>(key, ACCEPTED).await? else {
             return Ok(None);
         };
         let status = self.status(key).await?;

@@ -216,11 +216,7 @@ impl Reconciler {
         let Some(cached) = &tenant.status else {
             return Ok(TenantStatus::default());
         };
-        let stored = self
-            .store
-            .document(key, STATUS_DOCUMENT)
-            .await?
-            .and_then(|v| serde_json::from_value(v).ok());
+        let stored = self.store.typed_document(key, STATUS_DOCUMENT).await?;
         Ok(stored.unwrap_or_else(|| cached.clone()))
     }
 

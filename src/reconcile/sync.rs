@@ -33,31 +33,32 @@ impl Reconciler {
         let plan = match planned {
             Ok(plan) => plan,
             Err(e) => {
-                let record = sync_record(
-                    run.now,
-                    SyncOutcome::Failed,
-                    Default::default(),
-                    app.stats().total_calls() - calls_before,
-                    0,
-                    Some(e.to_string()),
-                );
+                let record = SyncRunRecord {
+                    calls: app.stats().total_calls() - calls_before,
+                    ..SyncRunRecord::unapplied(
+                        run.now,
+                        finished(run.now),
+                        SyncOutcome::Failed,
+                        e.to_string(),
+                    )
+                };
                 self.store.record_sync_run(key, &record).await?;
                 return Ok(Err(e));
             }
         };
         let guarded = &plan.guarded;
-        let counts = (
-            guarded.diff.add_members.len() as u64,
-            guarded.diff.update_members.len() as u64,
-            guarded.diff.remove_members.len() as u64,
-        );
         let calls = app.stats().total_calls() - calls_before;
-        let outcome = if guarded.held > 0 {
-            SyncOutcome::Held
-        } else {
-            SyncOutcome::Succeeded
+        let record = SyncRunRecord {
+            outcome: if guarded.held > 0 {
+                SyncOutcome::Held
+            } else {
+                SyncOutcome::Succeeded
+            },
+            calls,
+            held_deletions: guarded.held,
+            ..SyncRunRecord::succeeded(run.now, finished(run.now), &guarded.diff)
         };
-        let record = sync_record(run.now, outcome, counts, calls, guarded.held, None);
+        let counts = (record.added, record.updated, record.removed);
         if guarded.diff.is_empty() {
             self.store.record_sync_run(key, &record).await?;
         } else {
@@ -244,23 +245,8 @@ pub(super) fn deletion_message(held: u64) -> String {
     )
 }
 
-pub(super) fn sync_record(
-    now: Timestamp,
-    outcome: SyncOutcome,
-    counts: (u64, u64, u64),
-    calls: u64,
-    held: u64,
-    message: Option<String>,
-) -> SyncRunRecord {
-    SyncRunRecord {
-        started: now,
-        finished: Timestamp::now().max(now),
-        outcome,
-        added: counts.0,
-        updated: counts.1,
-        removed: counts.2,
-        calls,
-        held_deletions: held,
-        message,
-    }
+/// When a sync that started at `started` finished: now, or `started` if the
+/// wall clock went back meanwhile.
+fn finished(started: Timestamp) -> Timestamp {
+    Timestamp::now().max(started)
 }

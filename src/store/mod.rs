@@ -274,6 +274,26 @@ impl Store {
         dispatch!(self, s => s.document(tenant, kind).await)
     }
 
+    /// The tenant's document of `kind` as a `T`. A document that does not
+    /// parse as one (written by another version) is taken as absent, and
+    /// logged.
+    pub async fn typed_document<T: serde::de::DeserializeOwned>(
+        &self,
+        tenant: &TenantKey,
+        kind: &str,
+    ) -> Result<Option<T>> {
+        Ok(self
+            .document(tenant, kind)
+            .await?
+            .and_then(|v| match serde_json::from_value(v) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant, kind, error = %e, "a stored document does not parse; ignored");
+                    None
+                }
+            }))
+    }
+
     /// Every tenant's document of `kind`, sorted by tenant.
     pub async fn documents(&self, kind: &str) -> Result<Vec<(TenantKey, Value)>> {
         dispatch!(self, s => s.documents(kind).await)

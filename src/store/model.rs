@@ -113,11 +113,11 @@ pub struct SyncRunRecord {
     pub finished: Timestamp,
     /// How it ended.
     pub outcome: SyncOutcome,
-    /// Departments and members added.
+    /// Members added (departments are not counted, as in the Tenant's status).
     pub added: u64,
-    /// Departments and members updated.
+    /// Members updated.
     pub updated: u64,
-    /// Departments and members removed.
+    /// Members removed.
     pub removed: u64,
     /// DingTalk API calls made.
     pub calls: u64,
@@ -128,15 +128,15 @@ pub struct SyncRunRecord {
 }
 
 impl SyncRunRecord {
-    /// A successful run that applied `diff`, with its add/update/remove counts.
+    /// A successful run that applied `diff`, with its member counts.
     pub fn succeeded(started: Timestamp, finished: Timestamp, diff: &DirectoryDiff) -> Self {
         SyncRunRecord {
             started,
             finished,
             outcome: SyncOutcome::Succeeded,
-            added: count(diff.add_departments.len() + diff.add_members.len()),
-            updated: count(diff.update_departments.len() + diff.update_members.len()),
-            removed: count(diff.remove_departments.len() + diff.remove_members.len()),
+            added: count(diff.add_members.len()),
+            updated: count(diff.update_members.len()),
+            removed: count(diff.remove_members.len()),
             calls: 0,
             held_deletions: 0,
             message: None,
