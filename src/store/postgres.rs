@@ -58,6 +58,27 @@ pub(crate) struct PgStore {
     fence: Option<i64>,
 }
 
+/// [`Error::Unavailable`] for `url`, its password kept out.
+fn unavailable(url: &StoreUrl, reason: &str) -> Error {
+    Error::Unavailable {
+        url: url.redacted(),
+        reason: url.scrub(reason),
+    }
+}
+
+/// One connection, within [`CONNECT_TIMEOUT`]: an unreachable server fails
+/// start-up with a clear error instead of hanging.
+async fn first_connection(url: &StoreUrl, options: &PgConnectOptions) -> Result<PgConnection> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(unavailable(url, &e.to_string())),
+        Err(_) => Err(unavailable(
+            url,
+            &format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
 impl PgStore {
     /// Connect once (so that an unreachable server fails start-up), migrate
     /// under sqlx's advisory lock on that dedicated connection, close it, then
@@ -67,22 +88,8 @@ impl PgStore {
         if options.get_application_name().is_none() {
             options = options.application_name("dingbind");
         }
-        let unavailable = |reason: String| Error::Unavailable {
-            url: url.redacted(),
-            reason: url.scrub(&reason),
-        };
-        let mut conn =
-            match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await
-            {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => return Err(unavailable(e.to_string())),
-                Err(_) => {
-                    return Err(unavailable(format!(
-                        "no answer within {}s",
-                        CONNECT_TIMEOUT.as_secs()
-                    )));
-                }
-            };
+        let unavailable = |reason: String| unavailable(url, &reason);
+        let mut conn = first_connection(url, &options).await?;
         let migrated = migrations::run(&migrations::postgres(), &mut conn).await;
         let closed = conn.close().await;
         migrated.map_err(|e| Error::Migration {
@@ -109,22 +116,8 @@ impl PgStore {
         if options.get_application_name().is_none() {
             options = options.application_name("dingbind");
         }
-        let unavailable = |reason: String| Error::Unavailable {
-            url: url.redacted(),
-            reason: url.scrub(&reason),
-        };
-        let mut conn =
-            match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await
-            {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => return Err(unavailable(e.to_string())),
-                Err(_) => {
-                    return Err(unavailable(format!(
-                        "no answer within {}s",
-                        CONNECT_TIMEOUT.as_secs()
-                    )));
-                }
-            };
+        let unavailable = |reason: String| unavailable(url, &reason);
+        let mut conn = first_connection(url, &options).await?;
         let schema: std::result::Result<Option<String>, sqlx::Error> =
             sqlx::query_scalar("SELECT to_regclass('ledger')::text")
                 .fetch_one(&mut conn)
