@@ -2,7 +2,7 @@
 //! into the CLI: `cargo run --example dingtalk_sim -- --org org.yaml`.
 
 use clap::Parser;
-use dingbind::sim::cli::{SimArgs, run};
+use dingbind::cli::dingtalk_sim::{SimArgs, run};
 
 #[derive(Parser)]
 struct Cli {

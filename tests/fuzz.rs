@@ -461,11 +461,12 @@ fn generated_dev_folders_are_read_and_admitted_without_panic_or_hang() {
             let m = dingbind::dev::source::read(dir.path());
             let validator = TenantValidator::new();
             for doc in &m.tenants {
-                if let dingbind::dev::accept::Admission::Accepted(a, _) =
-                    dingbind::dev::accept::admit(&validator, doc, None, None)
+                if let dingbind::validate::admission::Admission::Accepted(a, _) =
+                    dingbind::validate::admission::admit(&validator, doc, None, None)
                 {
                     // Whatever admission accepts loads as a Tenant.
-                    dingbind::dev::accept::tenant(&a, None).expect("an accepted Tenant loads");
+                    dingbind::validate::admission::tenant(&a, None)
+                        .expect("an accepted Tenant loads");
                 }
             }
             let _ = dingbind::validate::validate_paths(dir.path(), None);

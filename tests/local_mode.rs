@@ -272,7 +272,7 @@ impl Dev {
         self.rt.block_on(async {
             let store = Store::connect(&self.store).await.unwrap();
             let doc = store
-                .document(&key(name), dingbind::dev::accept::ACCEPTED)
+                .document(&key(name), dingbind::validate::admission::ACCEPTED)
                 .await
                 .unwrap();
             store.close().await;

@@ -823,7 +823,7 @@ async fn concurrent_connects_migrate_once(db: &TestDb) {
 }
 
 async fn directory_command_prints_table_json_and_yaml(db: &TestDb) {
-    use dingbind::store::cli::{DirectoryArgs, OutputFormat, run};
+    use dingbind::cli::directory::{DirectoryArgs, OutputFormat, run};
     let store = db.store().await;
     let t = key("acme", "cli");
     let dir = Directory::new(

@@ -8,14 +8,14 @@ use jiff::Timestamp;
 use crate::{
     api::TenantKey,
     core::binding::Step,
-    dev::{
-        accept::{self, ACCEPTED, Accepted, Admission},
-        source,
-    },
+    dev::source,
     dingtalk,
     reconcile::{Reconciler, Secrets},
     store::Store,
-    validate::{Severity, TenantValidator},
+    validate::{
+        Severity, TenantValidator,
+        admission::{self as accept, ACCEPTED, Accepted, Admission},
+    },
 };
 
 #[derive(clap::Args, Debug)]

@@ -5,7 +5,10 @@
 //! the leader Lease.
 
 mod leader;
+pub mod metrics;
+mod metrics_auth;
 mod records;
+pub mod server;
 mod status;
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
@@ -28,13 +31,13 @@ use kube::{
 use prometheus_client::registry::Registry;
 
 pub use leader::LeaseConfig;
+use metrics::{ErrorLabels, Metrics};
+use server::{Health, WatchHealth};
 
 use crate::{
     api::{FINALIZER, SyncProgress, Tenant, TenantKey},
     dingtalk,
-    metrics::{ErrorLabels, Metrics},
     reconcile::{Reconciler, Secrets},
-    server::{self, Health, WatchHealth},
     store::Store,
     telemetry::LogFormat,
 };
@@ -191,7 +194,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     let mut health =
         Health::new(registry).with_watch_grace(Duration::from_secs(args.watch_failure_grace));
     if args.metrics_auth {
-        health = health.with_metrics_auth(crate::metrics_auth::MetricsAuth::new(client.clone()));
+        health = health.with_metrics_auth(metrics_auth::MetricsAuth::new(client.clone()));
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = {
@@ -526,7 +529,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 /// Sync metrics, when this reconciliation ran a sync.
 fn record_sync_metrics(m: &Metrics, tenant: &Tenant, status: &crate::api::TenantStatus) {
-    let labels = crate::metrics::TenantLabels {
+    let labels = metrics::TenantLabels {
         tenant: tenant.key().to_string(),
     };
     let Some(d) = &status.directory else {
@@ -556,7 +559,7 @@ fn record_dingtalk_metrics(ctx: &Context) {
     let mut exported = ctx.exported.lock().unwrap_or_else(|p| p.into_inner());
     let now = ctx.reconciler.dingtalk().stats();
     for (api, d) in &now.since(&exported).endpoints {
-        let labels = crate::metrics::EndpointLabels {
+        let labels = metrics::EndpointLabels {
             endpoint: api.name().to_string(),
         };
         ctx.metrics

@@ -3,7 +3,6 @@
 //! embedded simulator (or any base URL), the directory and every tenant's
 //! status go to the store. The reconciler is the controller's own.
 
-pub mod accept;
 pub mod source;
 
 use std::{
@@ -15,6 +14,7 @@ use std::{
 
 use jiff::Timestamp;
 
+use crate::validate::admission::{self as accept, ACCEPTED, Accepted, Admission};
 use crate::{
     api::{SyncProgress, TenantKey, TenantStatus},
     dingtalk,
@@ -24,7 +24,6 @@ use crate::{
     telemetry::LogFormat,
     validate::{Severity, TenantValidator},
 };
-use accept::{ACCEPTED, Accepted, Admission};
 use source::Manifests;
 
 /// Flags of `dingbind dev`.

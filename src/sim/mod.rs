@@ -10,7 +10,6 @@
 
 pub mod admin;
 pub mod api;
-pub mod cli;
 pub mod faults;
 pub mod generate;
 pub mod model;

@@ -27,7 +27,6 @@
 //! - `rows.rs`: the row shapes both read, and their mapping into store types;
 //! - `model.rs`: the store's own types and value conversions.
 
-pub mod cli;
 mod error;
 mod migrations;
 mod model;

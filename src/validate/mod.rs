@@ -3,6 +3,7 @@
 //! previous version of an object is given. It evaluates the very schema that
 //! `dingbind crd` generates, so it agrees with the API server.
 
+pub mod admission;
 pub mod limits;
 mod schema;
 

@@ -1,6 +1,7 @@
-//! Admission in local mode: the same checks the API server makes, against the
-//! last accepted version of each Tenant (kept in the store), so a refused edit
-//! leaves the previous version in force, as on a cluster.
+//! Admission outside a cluster (`dingbind dev`, `dingbind plan`): the same
+//! checks the API server makes, against the last accepted version of each
+//! Tenant (kept in the store), so a refused edit leaves the previous version
+//! in force, as on a cluster.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::generate::{GenSpec, generate};
-use super::{Error, Faults, OrgFile, Simulator, World};
+use crate::sim::generate::{GenSpec, generate};
+use crate::sim::{Error, Faults, OrgFile, Simulator, World};
 
 /// Default address: loopback, a fixed port so scripts and docs can rely on it.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8089";

@@ -30,7 +30,7 @@ pub struct Health {
     registry: Arc<Registry>,
     watch: WatchHealth,
     watch_grace: Duration,
-    metrics_auth: Option<Arc<crate::metrics_auth::MetricsAuth>>,
+    metrics_auth: Option<Arc<crate::controller::metrics_auth::MetricsAuth>>,
 }
 
 impl Health {
@@ -45,7 +45,7 @@ impl Health {
     }
 
     /// The same, `/metrics` answering only tokens `auth` accepts.
-    pub fn with_metrics_auth(mut self, auth: crate::metrics_auth::MetricsAuth) -> Self {
+    pub fn with_metrics_auth(mut self, auth: crate::controller::metrics_auth::MetricsAuth) -> Self {
         self.metrics_auth = Some(Arc::new(auth));
         self
     }
@@ -143,7 +143,7 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
 }
 
 async fn metrics(State(h): State<Health>, headers: HeaderMap) -> Response {
-    use crate::metrics_auth::Decision;
+    use crate::controller::metrics_auth::Decision;
     if let Some(auth) = &h.metrics_auth {
         let authorization = headers
             .get(header::AUTHORIZATION)
@@ -220,7 +220,7 @@ mod tests {
     #[tokio::test]
     async fn readyz_follows_readiness_and_metrics_are_exposed() {
         let mut registry = Registry::default();
-        let metrics = crate::metrics::Metrics::register(&mut registry);
+        let metrics = crate::controller::metrics::Metrics::register(&mut registry);
         metrics.reconciles.inc();
         let health = Health::new(registry);
         assert_eq!(

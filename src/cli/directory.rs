@@ -10,9 +10,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{DEFAULT_URL, Error, Store};
 use crate::api::TenantKey;
 use crate::core::directory::{Department, Directory};
+use crate::store::{DEFAULT_URL, Error, Store};
 
 /// Arguments of `dingbind directory`.
 #[derive(clap::Args, Debug, Clone)]
