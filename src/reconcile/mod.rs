@@ -123,7 +123,9 @@ impl Reconciler {
 
     /// One reconciliation of `tenant` at `now`. `record` is the cluster's
     /// `UnbindRecord` of the tenant, if one exists; `progress` is told how a
-    /// long sync advances.
+    /// long sync advances. One span per reconciliation, naming the tenant:
+    /// every log line of it carries the name.
+    #[tracing::instrument(name = "reconcile", skip_all, fields(tenant = %tenant.key()))]
     pub async fn reconcile(
         &self,
         tenant: &Tenant,

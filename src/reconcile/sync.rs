@@ -104,7 +104,14 @@ impl Reconciler {
                 run.event(reason::SYNCED, format!("Directory synced: {msg}"));
             }
         }
-        tracing::info!(tenant = %key, added = counts.0, updated = counts.1, removed = counts.2, held = guarded.held, calls, "directory synced");
+        tracing::info!(
+            added = counts.0,
+            updated = counts.1,
+            removed = counts.2,
+            held = guarded.held,
+            calls,
+            "directory synced"
+        );
         Ok(Ok(()))
     }
 }

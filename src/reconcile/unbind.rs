@@ -51,7 +51,7 @@ impl Reconciler {
                     "Tenant's status"
                 }
             );
-            tracing::warn!(tenant = %key, "{msg}");
+            tracing::warn!("{msg}");
             run.warn(reason::LEDGER_REPAIRED, msg);
         }
         if repairs.record {
@@ -59,7 +59,7 @@ impl Reconciler {
                 "The cluster held no UnbindRecord of this tenant's unbind of {}; it is written again.",
                 unbind.at
             );
-            tracing::warn!(tenant = %key, "{msg}");
+            tracing::warn!("{msg}");
             run.warn(reason::UNBIND_RECORD_REPAIRED, msg);
         }
         self.finish_unbind(key, run.tenant, secrets).await?;
@@ -144,7 +144,12 @@ impl Reconciler {
             msg,
         );
         run.requeue = None;
-        tracing::info!(tenant = %key, corp, agent_id = bound.agent_id, reason = why.as_str(), "tenant unbound");
+        tracing::info!(
+            corp,
+            agent_id = bound.agent_id,
+            reason = why.as_str(),
+            "tenant unbound"
+        );
         Ok(())
     }
 
