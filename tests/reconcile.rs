@@ -1310,3 +1310,25 @@ async fn each_sync_counts_its_own_calls_while_other_tenants_sync_at_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_outcome_says_whether_a_sync_ran_and_what_it_did() {
+    for env in envs().await {
+        let mut t = env.tenant("acme", spec(json!({"departments": [2]})));
+        let o = env.run(&mut t, &secrets(true)).await;
+        let sync = o.sync.expect("the first reconciliation syncs");
+        assert_eq!((sync.run.added, sync.run.removed), (3, 0));
+        assert!(sync.run.calls > 0);
+        let o = env.run(&mut t, &secrets(true)).await;
+        assert!(o.sync.is_none(), "nothing due: no sync");
+        env.admin(reqwest::Method::POST, "corps/dingacme/users/s1/leave", None)
+            .await;
+        request_sync(&mut t, "1");
+        let o = env.run(&mut t, &secrets(true)).await;
+        let sync = o.sync.expect("a requested sync");
+        assert_eq!(
+            (sync.run.added, sync.run.updated, sync.run.removed),
+            (0, 0, 1)
+        );
+    }
+}

@@ -439,7 +439,7 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
     progress.stop().await;
     let outcome = outcome?;
     record_dingtalk_metrics(ctx);
-    record_sync_metrics(&ctx.metrics, tenant, &outcome.status);
+    record_sync_metrics(&ctx.metrics, tenant, &outcome);
     ctx.backoff.reset(&tenant.key());
     // The record before the status: each is a proof of the unbind on its own.
     if let Some(spec) = &outcome.unbind_record {
@@ -528,28 +528,24 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// Sync metrics, when this reconciliation ran a sync.
-fn record_sync_metrics(m: &Metrics, tenant: &Tenant, status: &crate::api::TenantStatus) {
+/// The held deletions of the tenant, and what its sync did when it ran one.
+fn record_sync_metrics(m: &Metrics, tenant: &Tenant, outcome: &crate::reconcile::Outcome) {
     let labels = metrics::TenantLabels {
         tenant: tenant.key().to_string(),
     };
-    let Some(d) = &status.directory else {
-        m.deletions_held.get_or_create(&labels).set(0);
-        return;
-    };
+    let held = outcome
+        .status
+        .directory
+        .as_ref()
+        .map_or(0, |d| d.pending_deletions);
     m.deletions_held
         .get_or_create(&labels)
-        .set(i64::try_from(d.pending_deletions).unwrap_or(i64::MAX));
-    let before = tenant
-        .status
-        .as_ref()
-        .and_then(|s| s.directory.as_ref())
-        .and_then(|d| d.last_sync_time.clone());
-    if d.last_sync_time.is_some() && d.last_sync_time != before {
-        m.sync_duration
-            .observe(d.last_sync_duration_ms.unwrap_or(0) as f64 / 1000.0);
-        m.members_added.inc_by(d.added);
-        m.members_updated.inc_by(d.updated);
-        m.members_removed.inc_by(d.removed);
+        .set(i64::try_from(held).unwrap_or(i64::MAX));
+    if let Some(sync) = &outcome.sync {
+        m.sync_duration.observe(sync.duration.as_secs_f64());
+        m.members_added.inc_by(sync.run.added);
+        m.members_updated.inc_by(sync.run.updated);
+        m.members_removed.inc_by(sync.run.removed);
     }
 }
 

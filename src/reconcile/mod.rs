@@ -40,7 +40,7 @@ use crate::{
 };
 
 use outcome::Run;
-pub use outcome::{Event, Outcome};
+pub use outcome::{Event, Outcome, SyncReport};
 pub use secrets::{Credentials, Secrets};
 pub use sync::{Plan, SyncPlan};
 

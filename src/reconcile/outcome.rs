@@ -21,6 +21,15 @@ pub struct Outcome {
     /// The `UnbindRecord` that must exist (the tenant is unbound and the
     /// runner keeps records); the runner creates it when it is missing.
     pub unbind_record: Option<UnbindRecordSpec>,
+    /// The directory sync this reconciliation ran, if it ran one.
+    pub sync: Option<SyncReport>,
+}
+
+/// What a directory sync did: its run record (as stored) and how long it took.
+#[derive(Clone, Debug)]
+pub struct SyncReport {
+    pub run: SyncRunRecord,
+    pub duration: Duration,
 }
 
 /// The status being built by one reconciliation.
@@ -33,6 +42,7 @@ pub(super) struct Run<'a> {
     /// The status before this reconciliation (see `Reconciler::previous_status`).
     pub(super) previous: TenantStatus,
     pub(super) record: Option<UnbindRecordSpec>,
+    pub(super) sync: Option<SyncReport>,
 }
 
 impl<'a> Run<'a> {
@@ -63,6 +73,7 @@ impl<'a> Run<'a> {
             requeue: Some(RECHECK),
             previous,
             record: None,
+            sync: None,
         }
     }
 
@@ -173,6 +184,7 @@ impl<'a> Run<'a> {
             events: self.events,
             requeue_after: self.requeue,
             unbind_record: self.record,
+            sync: self.sync,
         }
     }
 }

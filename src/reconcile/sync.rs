@@ -65,11 +65,16 @@ impl Reconciler {
             self.store.apply_sync(key, &guarded.diff, &record).await?;
         }
         let (members, departments) = (plan.members_after, plan.departments_after);
+        let duration = started.elapsed();
+        run.sync = Some(SyncReport {
+            run: record.clone(),
+            duration,
+        });
         run.status.directory = Some(DirectoryStatus {
             departments,
             members,
             last_sync_time: Some(Time(run.now)),
-            last_sync_duration_ms: Some(started.elapsed().as_millis() as u64),
+            last_sync_duration_ms: Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)),
             added: counts.0,
             updated: counts.1,
             removed: counts.2,
