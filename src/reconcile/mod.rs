@@ -12,31 +12,20 @@ mod sync;
 mod unbind;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     sync::Mutex,
     time::Duration,
 };
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::{
     api::{
-        APPROVE_DELETIONS, CONFIRM_APP_REMOVED, DingTalkSpec, DirectoryStatus, Mode, ObservedScope,
-        SyncProgress, Tenant, TenantKey, TenantStatus, UnbindReason, UnbindRecordSpec, condition,
-        reason,
+        Mode, SyncProgress, Tenant, TenantKey, TenantStatus, UnbindReason, UnbindRecordSpec, reason,
     },
-    core::{
-        binding::{self, Binding, Identity, Proofs, RecordedTrial, Step, Unbind},
-        conditions,
-        desired::{CreatorIdentity, desired_directory},
-        directory::diff,
-        guard::{Guarded, guard},
-        kstatus, schedule,
-        scope::{DesiredScope, ScopeDelta, delta},
-    },
-    dingtalk::{self, AppClient, ErrorKind, Secret, TokenSource},
-    store::{Account, LedgerEntry, Store, SyncOutcome, SyncRunRecord},
+    core::binding::{self, Binding, Proofs, RecordedTrial, Step, Unbind},
+    dingtalk::{self, AppClient, Secret, TokenSource},
+    store::{LedgerEntry, Store},
 };
 
 use outcome::Run;

@@ -1,7 +1,19 @@
 //! DingTalk mode: check the binding, make the app's visible scope the declared
 //! one, and sync the directory when a sync is due.
 
-use super::{outcome::Run, sync::deletion_message, unbind::account_of, *};
+use super::{Error, RECHECK, Reconciler, Secrets};
+use super::{outcome::Run, sync::deletion_message, unbind::account_of};
+use crate::api::{
+    APPROVE_DELETIONS, DingTalkSpec, Mode, ObservedScope, SyncProgress, Tenant, TenantKey,
+    condition, reason,
+};
+use crate::core::binding::Binding;
+use crate::core::scope::{DesiredScope, delta};
+use crate::core::{binding, schedule};
+use crate::dingtalk;
+use crate::dingtalk::{AppClient, ErrorKind};
+use crate::store::LedgerEntry;
+use std::time::Duration;
 
 /// The condition reason of a failed binding check.
 fn binding_reason(e: &dingtalk::Error) -> &'static str {

@@ -1,7 +1,16 @@
 //! What a reconciliation reports (status, Events, requeue), and the builder
 //! that collects it.
 
-use super::*;
+use super::RECHECK;
+use crate::api::{
+    DirectoryStatus, Mode, Tenant, TenantStatus, UnbindRecordSpec, condition, reason,
+};
+use crate::core::binding::{Binding, Identity, Unbind};
+use crate::core::{binding, conditions, kstatus, schedule};
+use crate::store::SyncRunRecord;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::time::Duration;
 
 /// An Event for people to see (`kubectl describe`, `kubectl get events`).
 #[derive(Clone, Debug, PartialEq, Eq)]
