@@ -1,19 +1,24 @@
 //! DingTalk mode: check the binding, make the app's visible scope the declared
 //! one, and sync the directory when a sync is due.
 
-use super::{Error, RECHECK, Reconciler, Secrets};
-use super::{outcome::Run, sync::deletion_message, unbind::account_of};
-use crate::api::{
-    APPROVE_DELETIONS, DingTalkSpec, Mode, ObservedScope, SyncProgress, Tenant, TenantKey,
-    condition, reason,
-};
-use crate::core::binding::Binding;
-use crate::core::scope::{DesiredScope, delta};
-use crate::core::{binding, schedule};
-use crate::dingtalk;
-use crate::dingtalk::{AppClient, ErrorKind};
-use crate::store::LedgerEntry;
 use std::time::Duration;
+
+use super::{
+    Error, RECHECK, Reconciler, Secrets, outcome::Run, sync::deletion_message, unbind::account_of,
+};
+use crate::{
+    api::{
+        APPROVE_DELETIONS, DingTalkSpec, Mode, ObservedScope, SyncProgress, Tenant, TenantKey,
+        condition, reason,
+    },
+    core::{
+        binding::{self, Binding},
+        schedule,
+        scope::{DesiredScope, delta},
+    },
+    dingtalk::{self, AppClient, ErrorKind},
+    store::LedgerEntry,
+};
 
 /// The condition reason of a failed binding check.
 fn binding_reason(e: &dingtalk::Error) -> &'static str {

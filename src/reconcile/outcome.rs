@@ -1,16 +1,20 @@
 //! What a reconciliation reports (status, Events, requeue), and the builder
 //! that collects it.
 
-use super::RECHECK;
-use crate::api::{
-    DirectoryStatus, Mode, Tenant, TenantStatus, UnbindRecordSpec, condition, reason,
-};
-use crate::core::binding::{Binding, Identity, Unbind};
-use crate::core::{binding, conditions, kstatus, schedule};
-use crate::store::SyncRunRecord;
+use std::time::Duration;
+
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use std::time::Duration;
+
+use super::RECHECK;
+use crate::{
+    api::{DirectoryStatus, Mode, Tenant, TenantStatus, UnbindRecordSpec, condition, reason},
+    core::{
+        binding::{self, Binding, Identity, Unbind},
+        conditions, kstatus, schedule,
+    },
+    store::SyncRunRecord,
+};
 
 /// An Event for people to see (`kubectl describe`, `kubectl get events`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,9 +1,9 @@
 //! The Secrets a Tenant references, resolved by the caller (the API server,
 //! or a folder in local mode) and handed to the reconciler.
 
-use crate::api::Tenant;
-use crate::dingtalk;
 use std::collections::BTreeMap;
+
+use crate::{api::Tenant, dingtalk};
 
 /// The app credentials read from the Tenant's Secret.
 #[derive(Clone)]

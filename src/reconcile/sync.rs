@@ -2,25 +2,28 @@
 //! hold back mass removals, apply the rest in one transaction; and `plan`,
 //! the same without writing.
 
-use super::{Error, Reconciler, Secrets, SyncReport, read, status_unbind};
-use super::{operate::observed_scope, outcome::Run};
-use crate::api::{
-    APPROVE_DELETIONS, DirectoryStatus, SyncProgress, Tenant, TenantKey, condition, reason,
-};
-use crate::core::absence::{absence, keep_unconfirmed};
-use crate::core::binding;
-use crate::core::binding::Step;
-use crate::core::desired::{CreatorIdentity, desired_directory};
-use crate::core::directory::diff;
-use crate::core::guard::{Guarded, guard};
-use crate::core::scope::{DesiredScope, ScopeDelta, delta};
-use crate::dingtalk;
-use crate::dingtalk::AppClient;
-use crate::store::{SyncOutcome, SyncRunRecord};
+use std::collections::{BTreeMap, BTreeSet};
+
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use std::collections::BTreeMap;
-use std::collections::BTreeSet;
+
+use super::{
+    Error, Reconciler, Secrets, SyncReport, operate::observed_scope, outcome::Run, read,
+    status_unbind,
+};
+use crate::{
+    api::{APPROVE_DELETIONS, DirectoryStatus, SyncProgress, Tenant, TenantKey, condition, reason},
+    core::{
+        absence::{absence, keep_unconfirmed},
+        binding::{self, Step},
+        desired::{CreatorIdentity, desired_directory},
+        directory::diff,
+        guard::{Guarded, guard},
+        scope::{DesiredScope, ScopeDelta, delta},
+    },
+    dingtalk::{self, AppClient},
+    store::{SyncOutcome, SyncRunRecord},
+};
 
 impl Reconciler {
     /// A directory sync. The outer error is the store's; the inner one DingTalk's.

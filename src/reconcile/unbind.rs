@@ -3,18 +3,18 @@
 //! ledger is written first: from then on the tenant can never return to
 //! DingTalk mode, and every later reconciliation finishes what a crash left.
 
-use super::outcome::Run;
-use super::{Error, RECHECK, Reconciler, Secrets};
-use crate::api::{
-    CONFIRM_APP_REMOVED, Mode, Tenant, TenantKey, UnbindReason, UnbindRecordSpec, condition, reason,
-};
-use crate::core::binding;
-use crate::core::binding::{AppProof, AppSeen, CreatorCheck};
-use crate::core::binding::{Identity, Proofs, Unbind};
-use crate::dingtalk;
-use crate::dingtalk::ErrorKind;
-use crate::store::{Account, LedgerEntry};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::{Error, RECHECK, Reconciler, Secrets, outcome::Run};
+use crate::{
+    api::{
+        CONFIRM_APP_REMOVED, Mode, Tenant, TenantKey, UnbindReason, UnbindRecordSpec, condition,
+        reason,
+    },
+    core::binding::{self, AppProof, AppSeen, CreatorCheck, Identity, Proofs, Unbind},
+    dingtalk::{self, ErrorKind},
+    store::{Account, LedgerEntry},
+};
 
 impl Reconciler {
     /// The tenant is unbound (some record proves it): repair the missing
