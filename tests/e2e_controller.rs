@@ -1630,6 +1630,11 @@ async fn crash_and_restart(backend: Backend) {
         s.directory("acme").await.members.is_empty(),
         "the sync must still be running when the controller is killed"
     );
+    // kstatus reads a Tenant in its first sync as in progress, not current.
+    s.wait_tenant("acme", "Reconciling during the first sync", |t| {
+        expect_cond(t, condition::RECONCILING, "True", reason::SYNCING)
+    })
+    .await;
     s.kill_controller(first);
     assert!(!s.controller(first).running());
     let dir = s.directory("acme").await;

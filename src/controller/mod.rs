@@ -423,6 +423,12 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
     let secrets = read_secrets(tenant, &ctx.client).await?;
     let api: Api<Tenant> =
         Api::namespaced(ctx.client.clone(), &tenant.namespace().unwrap_or_default());
+    // A Tenant seen for the first time says at once that it is being worked on.
+    if tenant.status.is_none() {
+        let first =
+            crate::core::kstatus::first_status(tenant.metadata.generation, Timestamp::now());
+        status::write(&api, tenant, &first).await?;
+    }
     let progress = status::ProgressWriter::spawn(api.clone(), tenant.name_any());
     let report = progress.reporter();
     let record = ctx.records.get(&tenant.key());

@@ -72,6 +72,20 @@ pub fn progress(status: &TenantStatus) -> Progress {
     }
 }
 
+/// The status of a Tenant the controller sees for the first time, written
+/// before its first reconciliation (a first sync can take minutes): its
+/// generation observed and `Reconciling=True`, so that a GitOps wait reads it
+/// as in progress, not as current.
+pub fn first_status(generation: Option<i64>, now: Timestamp) -> TenantStatus {
+    let mut status = TenantStatus {
+        observed_generation: generation,
+        ..TenantStatus::default()
+    };
+    let first = progress(&status);
+    set(&mut status.conditions, &first, generation, now);
+    status
+}
+
 /// Writes `progress` into `conditions`: the condition that is `True` is set
 /// (with `generation`), the other removed.
 pub fn set(
@@ -271,5 +285,18 @@ mod tests {
         set(&mut s.conditions, &Progress::Settled, Some(3), t(20));
         assert_eq!(s.conditions.len(), 1);
         assert_eq!(s.conditions[0].type_, condition::READY);
+    }
+
+    #[test]
+    fn a_new_tenant_is_reconciling_before_its_first_reconciliation_ends() {
+        let s = first_status(Some(3), t(10));
+        assert_eq!(s.observed_generation, Some(3));
+        let c = conditions::get(&s.conditions, condition::RECONCILING).expect("Reconciling");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", reason::SYNCING)
+        );
+        assert_eq!(c.observed_generation, Some(3));
+        assert!(conditions::get(&s.conditions, condition::STALLED).is_none());
     }
 }
