@@ -37,40 +37,10 @@ pub fn fingerprint(dir: &Path) -> Fingerprint {
         .collect()
 }
 
-/// The manifest files (`.yaml`, `.yml`, `.json`) under `dir`, sorted; `dir`
-/// itself when it is a file.
+/// The manifest files under `dir` (see [`validate::manifest_files`]); none
+/// when it cannot be read (the folder is looked at again on the next tick).
 pub fn files(dir: &Path) -> Vec<PathBuf> {
-    if dir.is_file() {
-        return vec![dir.to_path_buf()];
-    }
-    let mut out = Vec::new();
-    walk(dir, &mut out);
-    out.sort();
-    out
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        // The entry itself, not what a symlink points to: a symlinked folder
-        // is not followed (it may loop back); a symlinked file is read.
-        let Ok(kind) = entry.file_type() else {
-            continue;
-        };
-        if kind.is_dir() {
-            walk(&path, out);
-        } else if path.is_dir() {
-            continue;
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
-            out.push(path);
-        }
-    }
+    validate::manifest_files(dir).unwrap_or_default()
 }
 
 /// A Secret as written in a manifest: `data` (base64) and `stringData`.
@@ -119,7 +89,7 @@ pub fn read(dir: &Path) -> Manifests {
         };
         for doc in docs {
             match doc.value.get("kind").and_then(Value::as_str) {
-                Some("Tenant") => m.tenants.push(doc),
+                Some("Tenant") if validate::is_tenant(&doc.value) => m.tenants.push(doc),
                 Some("Secret") => {
                     if let Some((key, data)) = secret(&doc.value) {
                         m.secret_files.insert(key.clone(), path.clone());
@@ -199,5 +169,22 @@ mod tests {
             namespace: "tenants".into(),
             name: "acme-dingtalk".into()
         }));
+    }
+
+    #[test]
+    fn a_tenant_of_another_api_group_is_not_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tenants.yaml"),
+            "apiVersion: dingbind.dev/v1alpha1\nkind: Tenant\nmetadata: {name: ours, namespace: t}\nspec: {mode: Public}\n---\napiVersion: other.example/v1\nkind: Tenant\nmetadata: {name: theirs, namespace: t}\nspec: {}\n",
+        )
+        .unwrap();
+        let m = read(dir.path());
+        let names: Vec<_> = m.tenants.iter().map(|d| d.object_name()).collect();
+        assert_eq!(
+            names,
+            ["t/ours"],
+            "validate and dev agree on what a Tenant is"
+        );
     }
 }

@@ -99,8 +99,7 @@ impl Document {
 /// Reads every Tenant in a file, or in the `.yaml`/`.yml`/`.json` files of a
 /// folder (recursively), skipping other kinds such as Secrets.
 pub fn read_tenants(path: &Path) -> Result<Vec<Document>, Error> {
-    let mut files = Vec::new();
-    collect_files(path, &mut files)?;
+    let files = manifest_files(path)?;
     if files.is_empty() {
         return Err(Error::Empty(path.to_path_buf()));
     }
@@ -139,11 +138,23 @@ pub fn parse_documents(file: &Path, text: &str) -> Result<Vec<Document>, Error> 
     Ok(docs)
 }
 
-fn is_tenant(v: &Value) -> bool {
+/// Whether a manifest is a dingbind Tenant: kind `Tenant` of the
+/// `dingbind.dev` group (another group's `Tenant` is someone else's).
+pub fn is_tenant(v: &Value) -> bool {
     v.get("kind").and_then(Value::as_str) == Some("Tenant")
         && v.get("apiVersion")
             .and_then(Value::as_str)
             .is_some_and(|a| a.starts_with(api::GROUP))
+}
+
+/// The manifest files (`.yaml`, `.yml`, `.json`) under `path`, sorted, or
+/// `path` itself when it is a file. Symlinked folders are not followed (they
+/// may loop back); symlinked files are read. What `validate`, `plan` and
+/// `dev` read.
+pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut files = Vec::new();
+    collect_files(path, &mut files)?;
+    Ok(files)
 }
 
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
