@@ -443,7 +443,24 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
         )
         .await;
     progress.stop().await;
-    let outcome = outcome?;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // The store failed: the Tenant says so (its status is the API
+            // server's, which still answers), and the reconcile is retried.
+            let previous = tenant.status.clone().unwrap_or_default();
+            let failed = crate::core::status::store_unavailable(
+                previous,
+                tenant.metadata.generation,
+                &crate::redact::redact(&e.to_string(), &[]),
+                Timestamp::now(),
+            );
+            if let Err(write) = status::write(&api, tenant, &failed).await {
+                tracing::warn!(error = %write, "cannot write the StoreUnavailable status");
+            }
+            return Err(e.into());
+        }
+    };
     record_dingtalk_metrics(ctx);
     record_sync_metrics(&ctx.metrics, tenant, &outcome);
     ctx.backoff.reset(&tenant.key());

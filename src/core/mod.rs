@@ -16,6 +16,7 @@ pub mod guard;
 pub mod kstatus;
 pub mod schedule;
 pub mod scope;
+pub mod status;
 
 #[cfg(test)]
 mod purity {
@@ -32,6 +33,7 @@ mod purity {
         ("mod.rs", include_str!("mod.rs")),
         ("schedule.rs", include_str!("schedule.rs")),
         ("scope.rs", include_str!("scope.rs")),
+        ("status.rs", include_str!("status.rs")),
     ];
 
     /// What `core` must never name.

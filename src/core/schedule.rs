@@ -18,10 +18,11 @@ pub enum SyncTrigger {
     Requested(String),
 }
 
-/// What the schedule looks at.
-#[derive(Clone, Debug, Default)]
-pub struct SyncClock<'a> {
-    pub now: Option<Timestamp>,
+/// What decides whether a sync is due: the time, the last sync, the
+/// generations and the sync request.
+#[derive(Clone, Debug)]
+pub struct SyncFacts<'a> {
+    pub now: Timestamp,
     pub last_sync: Option<Timestamp>,
     /// The generation the last successful sync was made for.
     pub synced_generation: Option<i64>,
@@ -32,7 +33,7 @@ pub struct SyncClock<'a> {
 }
 
 /// Whether a directory sync is due, and why.
-pub fn sync_due(c: &SyncClock<'_>) -> Option<SyncTrigger> {
+pub fn sync_due(c: &SyncFacts<'_>) -> Option<SyncTrigger> {
     if let Some(req) = c.requested
         && Some(req) != c.handled_request
     {
@@ -44,8 +45,7 @@ pub fn sync_due(c: &SyncClock<'_>) -> Option<SyncTrigger> {
     if c.generation != c.synced_generation {
         return Some(SyncTrigger::SpecChanged);
     }
-    let now = c.now.unwrap_or(last);
-    let since = now.duration_since(last);
+    let since = c.now.duration_since(last);
     // A last sync in the future means the wall clock went back: the interval
     // cannot be measured, so sync now rather than wait for the clock to catch
     // up (the requeue that brought us here was timed on the monotonic clock).
@@ -144,8 +144,8 @@ pub fn sync_decision(
         .as_ref()
         .and_then(|d| d.last_sync_time.as_ref())
         .map(|t| t.0);
-    let clock = SyncClock {
-        now: Some(now),
+    let facts = SyncFacts {
+        now,
         last_sync,
         synced_generation: synced_generation(previous),
         generation,
@@ -160,7 +160,7 @@ pub fn sync_decision(
     let annotation = annotations.get(APPROVE_DELETIONS).map(String::as_str);
     let handled = previous.last_handled_approval.as_deref();
     let approved = fresh_approval(annotation, handled);
-    let trigger = sync_due(&clock)
+    let trigger = sync_due(&facts)
         .or(held_sync_approved(pending, approved).then_some(SyncTrigger::SpecChanged));
     let last_handled_sync_request = match &trigger {
         Some(SyncTrigger::Requested(value)) => Some(value.clone()),
@@ -208,9 +208,9 @@ mod tests {
         Timestamp::from_second(s).unwrap()
     }
 
-    fn clock() -> SyncClock<'static> {
-        SyncClock {
-            now: Some(t(1000)),
+    fn facts() -> SyncFacts<'static> {
+        SyncFacts {
+            now: t(1000),
             last_sync: Some(t(900)),
             synced_generation: Some(2),
             generation: Some(2),
@@ -222,14 +222,14 @@ mod tests {
 
     #[test]
     fn nothing_due_within_the_interval() {
-        assert_eq!(sync_due(&clock()), None);
+        assert_eq!(sync_due(&facts()), None);
     }
 
     #[test]
     fn a_wall_clock_gone_back_does_not_stall_the_sync() {
-        let c = SyncClock {
-            now: Some(t(900 - 3600)),
-            ..clock()
+        let c = SyncFacts {
+            now: t(900 - 3600),
+            ..facts()
         };
         assert_eq!(sync_due(&c), Some(SyncTrigger::Interval));
     }
@@ -237,16 +237,16 @@ mod tests {
     #[test]
     fn first_sync_and_spec_change_are_due() {
         assert_eq!(
-            sync_due(&SyncClock {
+            sync_due(&SyncFacts {
                 last_sync: None,
-                ..clock()
+                ..facts()
             }),
             Some(SyncTrigger::SpecChanged)
         );
         assert_eq!(
-            sync_due(&SyncClock {
+            sync_due(&SyncFacts {
                 generation: Some(3),
-                ..clock()
+                ..facts()
             }),
             Some(SyncTrigger::SpecChanged)
         );
@@ -255,9 +255,9 @@ mod tests {
     #[test]
     fn interval_elapsed_is_due() {
         assert_eq!(
-            sync_due(&SyncClock {
-                now: Some(t(1500)),
-                ..clock()
+            sync_due(&SyncFacts {
+                now: t(1500),
+                ..facts()
             }),
             Some(SyncTrigger::Interval)
         );
@@ -265,16 +265,16 @@ mod tests {
 
     #[test]
     fn a_new_request_value_is_due_once() {
-        let c = SyncClock {
+        let c = SyncFacts {
             requested: Some("2026-11-26T10:00:00Z"),
-            ..clock()
+            ..facts()
         };
         assert_eq!(
             sync_due(&c),
             Some(SyncTrigger::Requested("2026-11-26T10:00:00Z".into()))
         );
         assert_eq!(
-            sync_due(&SyncClock {
+            sync_due(&SyncFacts {
                 handled_request: Some("2026-11-26T10:00:00Z"),
                 ..c
             }),

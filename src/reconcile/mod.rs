@@ -14,16 +14,16 @@ mod unbind;
 use std::{
     collections::{HashMap, HashSet},
     sync::Mutex,
-    time::Duration,
 };
 
 use jiff::Timestamp;
 
 use crate::{
-    api::{
-        Mode, SyncProgress, Tenant, TenantKey, TenantStatus, UnbindReason, UnbindRecordSpec, reason,
+    api::{Mode, SyncProgress, Tenant, TenantKey, TenantStatus, UnbindReason, UnbindRecordSpec},
+    core::{
+        binding::{self, Binding, Proofs, RecordedTrial, Step, Unbind},
+        status::StatusBuilder,
     },
-    core::binding::{self, Binding, Proofs, RecordedTrial, Step, Unbind},
     dingtalk::{self, AppClient, Secret, TokenSource},
     store::{LedgerEntry, Store},
 };
@@ -41,9 +41,6 @@ pub enum Error {
 
 /// Store document holding each tenant's latest status (also read by `dingbind status`).
 pub const STATUS_DOCUMENT: &str = "status";
-
-/// How often a tenant waiting on something outside dingbind is checked again.
-const RECHECK: Duration = Duration::from_secs(30);
 
 /// The reconciler: a store, a DingTalk client, and one app handle per app
 /// (so tokens and pacing survive across reconciliations).
@@ -132,18 +129,15 @@ impl Reconciler {
             status: status_unbind(&previous)
                 .or_else(|| tenant.status.as_ref().and_then(status_unbind)),
         };
-        let mut run = Run::new(tenant, previous, now);
+        let mut run = Run::new(
+            tenant,
+            StatusBuilder::new(tenant.metadata.generation, previous, now),
+        );
         let binding = ledger.binding.as_ref();
+        let trial_end = binding::trial_end(&tenant.spec, binding);
         match binding::next_step(&tenant.spec, binding, proofs.unbind().as_ref(), now) {
-            Step::Suspended => {
-                run.ready(
-                    false,
-                    reason::SUSPENDED,
-                    "Reconciliation is suspended (spec.suspend); a trial still ends on time.",
-                );
-                run.requeue = run.until_trial_end(binding);
-            }
-            Step::Public => run.public_from_the_start(),
+            Step::Suspended => run.status.suspended(trial_end),
+            Step::Public => run.status.public(),
             Step::Unbound {
                 unbind,
                 rebind_requested,
@@ -151,7 +145,7 @@ impl Reconciler {
                 self.unbound(&key, &mut run, secrets, &proofs, unbind, rebind_requested)
                     .await?
             }
-            Step::TrialEndedBeforeBinding { ended } => run.never_bound(ended),
+            Step::TrialEndedBeforeBinding { ended } => run.status.never_bound(ended),
             Step::UnbindTrialExpired { bound } => {
                 self.unbind(
                     &key,
@@ -164,8 +158,8 @@ impl Reconciler {
                 .await?
             }
             Step::BindingChanged { bound, declared } => {
-                run.binding_changed(&bound, declared.as_ref());
-                run.requeue = run.until_trial_end(binding);
+                run.status
+                    .binding_changed(&bound, declared.as_ref(), trial_end)
             }
             Step::RequestedUnbind { bound } => {
                 self.requested_unbind(&key, tenant, secrets, &mut run, &bound)

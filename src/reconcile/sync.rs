@@ -5,14 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{
     Error, Reconciler, Secrets, SyncReport, operate::observed_scope, outcome::Run, read,
     status_unbind,
 };
 use crate::{
-    api::{APPROVE_DELETIONS, DirectoryStatus, SyncProgress, Tenant, TenantKey, condition, reason},
+    api::{SyncProgress, Tenant, TenantKey},
     core::{
         absence::{absence, keep_unconfirmed},
         binding::{self, Step},
@@ -20,6 +19,7 @@ use crate::{
         directory::diff,
         guard::{Guarded, guard},
         scope::{DesiredScope, ScopeDelta, delta},
+        status::SyncResult,
     },
     dingtalk::{self, AppClient},
     store::{SyncOutcome, SyncRunRecord},
@@ -39,10 +39,11 @@ impl Reconciler {
         progress: &(dyn Fn(&SyncProgress) + Send + Sync),
     ) -> Result<Result<(), dingtalk::Error>, Error> {
         let started = std::time::Instant::now();
+        let now = run.status.now();
         let calls_before = app.stats().total_calls();
         // DingTalk's answer (the walk, then the absences it leaves): a failure
         // is recorded as a failed run and changes nothing.
-        let planned = match read::read_scope(app, scope, run.now, progress).await {
+        let planned = match read::read_scope(app, scope, now, progress).await {
             Ok(fetched) => {
                 self.plan_sync(key, tenant, app, scope, fetched, approved)
                     .await?
@@ -55,8 +56,8 @@ impl Reconciler {
                 let record = SyncRunRecord {
                     calls: app.stats().total_calls() - calls_before,
                     ..SyncRunRecord::unapplied(
-                        run.now,
-                        finished(run.now),
+                        now,
+                        finished(now),
                         SyncOutcome::Failed,
                         e.to_string(),
                     )
@@ -75,67 +76,36 @@ impl Reconciler {
             },
             calls,
             held_deletions: guarded.held,
-            ..SyncRunRecord::succeeded(run.now, finished(run.now), &guarded.diff)
+            ..SyncRunRecord::succeeded(now, finished(now), &guarded.diff)
         };
-        let counts = (record.added, record.updated, record.removed);
         if guarded.diff.is_empty() {
             self.store.record_sync_run(key, &record).await?;
         } else {
             self.store.apply_sync(key, &guarded.diff, &record).await?;
         }
-        let (members, departments) = (plan.members_after, plan.departments_after);
         let duration = started.elapsed();
-        run.sync = Some(SyncReport {
-            run: record.clone(),
+        run.status.sync_ran(&SyncResult {
+            departments: plan.departments_after,
+            members: plan.members_after,
+            added: record.added,
+            updated: record.updated,
+            removed: record.removed,
+            held: guarded.held,
+            unconfirmed: plan.unconfirmed,
             duration,
         });
-        run.status.directory = Some(DirectoryStatus {
-            departments,
-            members,
-            last_sync_time: Some(Time(run.now)),
-            last_sync_duration_ms: Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)),
-            added: counts.0,
-            updated: counts.1,
-            removed: counts.2,
-            pending_deletions: guarded.held,
-            unconfirmed: plan.unconfirmed,
-            progress: None,
-            synced_generation: tenant.metadata.generation,
-        });
-        if guarded.held > 0 {
-            let msg = deletion_message(guarded.held);
-            run.set(
-                condition::DIRECTORY_SYNCED,
-                false,
-                reason::DELETION_THRESHOLD_EXCEEDED,
-                &msg,
-            );
-            run.warn(reason::DELETION_THRESHOLD_EXCEEDED, msg);
-        } else {
-            let mut msg = format!(
-                "{} members, {} departments; +{} ~{} -{}.",
-                members, departments, counts.0, counts.1, counts.2
-            );
-            if plan.unconfirmed > 0 {
-                msg.push_str(&format!(
-                    " {} members missing from DingTalk's answer still exist in the scope: kept, and checked again at the next sync.",
-                    plan.unconfirmed
-                ));
-                run.warn(reason::REMOVALS_UNCONFIRMED, msg.clone());
-            }
-            run.set(condition::DIRECTORY_SYNCED, true, reason::SYNCED, &msg);
-            if counts != (0, 0, 0) {
-                run.event(reason::SYNCED, format!("Directory synced: {msg}"));
-            }
-        }
         tracing::info!(
-            added = counts.0,
-            updated = counts.1,
-            removed = counts.2,
+            added = record.added,
+            updated = record.updated,
+            removed = record.removed,
             held = guarded.held,
             calls,
             "directory synced"
         );
+        run.sync = Some(SyncReport {
+            run: record,
+            duration,
+        });
         Ok(Ok(()))
     }
 }
@@ -268,12 +238,6 @@ pub struct Plan {
     pub sync: Option<SyncPlan>,
     /// Why DingTalk could not be read, if it could not.
     pub problem: Option<String>,
-}
-
-pub(super) fn deletion_message(held: u64) -> String {
-    format!(
-        "The sync would remove {held} members, more than spec.sync.maxDeletions allows; the removals are held back. Check DingTalk, then approve with the annotation {APPROVE_DELETIONS}: \"{held}\"."
-    )
 }
 
 /// When a sync that started at `started` finished: now, or `started` if the

@@ -5,13 +5,13 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Error, RECHECK, Reconciler, Secrets, outcome::Run};
+use super::{Error, Reconciler, Secrets, outcome::Run};
 use crate::{
-    api::{
-        CONFIRM_APP_REMOVED, Mode, Tenant, TenantKey, UnbindReason, UnbindRecordSpec, condition,
-        reason,
+    api::{CONFIRM_APP_REMOVED, Mode, Tenant, TenantKey, UnbindReason, UnbindRecordSpec},
+    core::{
+        binding::{self, AppProof, AppSeen, CreatorCheck, Identity, Proofs, Unbind},
+        status::{self, RepairSource},
     },
-    core::binding::{self, AppProof, AppSeen, CreatorCheck, Identity, Proofs, Unbind},
     dingtalk::{self, ErrorKind},
     store::{Account, LedgerEntry},
 };
@@ -29,6 +29,11 @@ impl Reconciler {
         rebind_requested: bool,
     ) -> Result<(), Error> {
         let repairs = proofs.repairs(self.keeps_records);
+        let source = if proofs.record.is_some() {
+            RepairSource::UnbindRecord
+        } else {
+            RepairSource::TenantStatus
+        };
         if repairs.ledger {
             let corp_id = if unbind.corp_id.is_empty() {
                 run.tenant
@@ -52,51 +57,15 @@ impl Reconciler {
                     },
                 )
                 .await?;
-            let msg = format!(
-                "The store's ledger did not record this tenant's unbind of {}; it was written again from the {}.",
-                unbind.at,
-                if proofs.record.is_some() {
-                    "cluster's UnbindRecord"
-                } else {
-                    "Tenant's status"
-                }
-            );
-            tracing::warn!("{msg}");
-            run.warn(reason::LEDGER_REPAIRED, msg);
+            tracing::warn!("{}", status::ledger_repair_message(&unbind, source));
         }
         if repairs.record {
-            let msg = format!(
-                "The cluster held no UnbindRecord of this tenant's unbind of {}; it is written again.",
-                unbind.at
-            );
-            tracing::warn!("{msg}");
-            run.warn(reason::UNBIND_RECORD_REPAIRED, msg);
+            tracing::warn!("{}", status::record_repair_message(&unbind));
         }
         self.finish_unbind(key, run.tenant, secrets).await?;
-        run.fill_unbound(&unbind);
         self.keep_record(run, &unbind, None);
-        if rebind_requested {
-            let msg = format!(
-                "This tenant left DingTalk integration mode on {} and can never return to it; set spec.mode: Public.",
-                unbind.at
-            );
-            run.ready(false, reason::REBIND_FORBIDDEN, &msg);
-            run.set(condition::BOUND, false, reason::REBIND_FORBIDDEN, &msg);
-            run.warn(reason::REBIND_FORBIDDEN, msg);
-        } else {
-            let msg = format!(
-                "Unbound from DingTalk on {} ({}); for good.",
-                unbind.at,
-                unbind.reason.as_str()
-            );
-            run.set(condition::BOUND, false, reason::UNBOUND, &msg);
-            run.ready(
-                true,
-                reason::PUBLIC_MODE,
-                "The tenant is in public mode; accounts are managed by the tenant.",
-            );
-        }
-        run.requeue = None;
+        run.status
+            .stays_unbound(&unbind, repairs, source, rebind_requested);
         Ok(())
     }
 
@@ -112,50 +81,30 @@ impl Reconciler {
         why: UnbindReason,
         confirmation: Option<String>,
     ) -> Result<(), Error> {
+        let unbind = Unbind {
+            at: run.status.now(),
+            reason: why,
+            corp_id: bound.corp_id.clone(),
+            agent_id: Some(bound.agent_id),
+        };
         // The ledger first: from here on the tenant can never return to DingTalk mode.
         self.store
             .append_ledger(
                 key,
                 LedgerEntry::Unbound {
-                    at: run.now,
-                    corp_id: bound.corp_id.clone(),
-                    agent_id: Some(bound.agent_id),
+                    at: unbind.at,
+                    corp_id: unbind.corp_id.clone(),
+                    agent_id: unbind.agent_id,
                     reason: why,
                     confirmation: confirmation.clone(),
                 },
             )
             .await?;
         self.finish_unbind(key, run.tenant, secrets).await?;
-        let unbind = Unbind {
-            at: run.now,
-            reason: why,
-            corp_id: bound.corp_id.clone(),
-            agent_id: Some(bound.agent_id),
-        };
-        run.fill_unbound(&unbind);
         self.keep_record(run, &unbind, confirmation);
-        let corp = &bound.corp_id;
-        let msg = match why {
-            UnbindReason::TrialExpired => format!(
-                "The trial expired: unbound from DingTalk organization {corp}; the tenant is now in public mode for good."
-            ),
-            UnbindReason::Requested => format!(
-                "Unbound from DingTalk organization {corp}; the tenant is now in public mode for good. Set up the org structure again."
-            ),
-        };
-        run.set(condition::BOUND, false, reason::UNBOUND, &msg);
-        run.ready(true, reason::PUBLIC_MODE, &msg);
-        run.event(
-            if why == UnbindReason::TrialExpired {
-                reason::TRIAL_EXPIRED
-            } else {
-                reason::UNBOUND
-            },
-            msg,
-        );
-        run.requeue = None;
+        run.status.unbound_now(&unbind);
         tracing::info!(
-            corp,
+            corp = bound.corp_id,
             agent_id = bound.agent_id,
             reason = why.as_str(),
             "tenant unbound"
@@ -210,27 +159,20 @@ impl Reconciler {
         run: &mut Run<'_>,
         bound: &Identity,
     ) -> Result<(), Error> {
-        run.status.mode = Some(Mode::DingTalk);
-        run.status.bound_corp_id = Some(bound.corp_id.clone());
-        run.requeue = Some(RECHECK);
         let creator = tenant.spec.creator.clone().unwrap_or_default();
         let check = CreatorCheck {
             has_contact: creator.email.is_some() || creator.phone.is_some(),
             has_password: secrets.creator_password_set,
         };
         if let Some(unmet) = binding::creator_unmet(&check) {
-            run.ready(false, unmet.reason(), unmet.message());
+            run.status.unbind_waiting(bound, &unmet);
             return Ok(());
         }
         // The app's state needs DingTalk: looked up only once the creator passes.
         let seen = match self.app_seen(secrets, bound).await {
             Ok(seen) => seen,
             Err(e) => {
-                run.ready(
-                    false,
-                    reason::DINGTALK_UNAVAILABLE,
-                    &format!("Cannot check the app's status in DingTalk: {e}"),
-                );
+                run.status.unbind_unchecked(bound, &e.to_string());
                 return Ok(());
             }
         };
@@ -240,7 +182,7 @@ impl Reconciler {
             .map(String::as_str);
         match binding::app_disabled(bound, &seen, confirmation) {
             Err(unmet) => {
-                run.ready(false, unmet.reason(), unmet.message());
+                run.status.unbind_waiting(bound, &unmet);
                 Ok(())
             }
             Ok(AppProof::Seen) => {
@@ -248,12 +190,7 @@ impl Reconciler {
                     .await
             }
             Ok(AppProof::Confirmed(value)) => {
-                run.event(
-                    reason::APP_REMOVAL_CONFIRMED,
-                    format!(
-                        "DingTalk no longer shows {bound}; its removal was confirmed with {CONFIRM_APP_REMOVED}: \"{value}\", recorded with the unbind."
-                    ),
-                );
+                run.status.app_removal_confirmed(bound, &value);
                 self.unbind(
                     key,
                     run,
