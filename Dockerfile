@@ -2,7 +2,8 @@
 # Build: docker build -t dingbind:0.1.0 .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY build ./build
 COPY src ./src
 COPY crds ./crds
 COPY benches ./benches

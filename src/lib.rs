@@ -19,3 +19,8 @@ pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod validate;
+
+/// The purity rule `build.rs` enforces on `core`, with its tests.
+#[cfg(test)]
+#[path = "../build/core_purity.rs"]
+mod core_purity;
