@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use dingbind::dingtalk::types::{Api, USER_LIST_MAX_SIZE};
 use dingbind::dingtalk::{Client, Config, OrgItem, RateLimit, TokenSource};
-use dingbind::sim::generate::{GEN_APP_KEY, GEN_APP_SECRET, GenSpec, generate};
-use dingbind::sim::{Faults, OrgFile, Simulator, World};
+use dingbind::sim::generate::{GEN_APP_KEY, GEN_APP_SECRET, GenSpec, generate_lazily};
+use dingbind::sim::{Faults, Simulator, World};
 use futures::StreamExt;
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -34,15 +34,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         seed: env_num("DINGBIND_BENCH_SEED", 7),
     };
     let qps = u32::try_from(env_num("DINGBIND_BENCH_QPS", 20))?;
-    let corp = generate(spec);
+    let (_, users) = generate_lazily(spec);
 
     // The lower bound, from the org itself.
-    let mut direct: HashMap<i64, u64> = HashMap::new();
-    for u in &corp.users {
-        for d in &u.dept_ids {
-            *direct.entry(*d).or_default() += 1;
-        }
-    }
+    let direct: HashMap<i64, u64> = users
+        .department_sizes()
+        .map(|(d, n)| (d, n as u64))
+        .collect();
+    drop(users);
     let d_count = spec.departments as u64;
     let pages: u64 = (1..=spec.departments as i64)
         .map(|d| {
@@ -57,7 +56,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bound_calls = 1 + d_count + pages;
     let bound_secs = d_count.max(pages) as f64 / f64::from(qps.max(1));
 
-    let world = World::from_file(OrgFile { corps: vec![corp] })?;
+    let mut world = World::default();
+    world.put_generated(spec, "")?;
     let faults = Faults {
         throttle_qps: qps,
         ..Faults::default()

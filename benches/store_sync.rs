@@ -92,6 +92,91 @@ async fn phase(
     Ok(())
 }
 
+/// A staged sync, as a full sync runs it: the read streamed into the store in
+/// batches of `batch` rows, then compared and applied in the database.
+async fn staged_phase(
+    store: &Store,
+    t: &TenantKey,
+    label: &str,
+    desired: &Directory,
+    batch: usize,
+) -> Result<(), String> {
+    let err = |e: dingbind::store::Error| e.to_string();
+    reset_peak();
+    let before = rss();
+    let started = Instant::now();
+    let mut staging = store.begin_staging(t).await.map_err(err)?;
+    let depts: Vec<_> = desired.departments.values().cloned().collect();
+    for chunk in depts.chunks(batch) {
+        store.stage(&mut staging, chunk, &[]).await.map_err(err)?;
+    }
+    let mut members = Vec::with_capacity(batch);
+    for m in desired.members.values() {
+        members.push(m.clone());
+        if members.len() == batch {
+            store
+                .stage(&mut staging, &[], &members)
+                .await
+                .map_err(err)?;
+            members.clear();
+        }
+    }
+    store
+        .stage(&mut staging, &[], &members)
+        .await
+        .map_err(err)?;
+    drop(members);
+    let staged_at = Instant::now();
+    let staged = store.finish_staging(staging).await.map_err(err)?;
+    let changes = store.staged_changes(&staged).await.map_err(err)?;
+    let removals: Vec<String> = changes
+        .missing_members
+        .iter()
+        .map(|m| m.userid.clone())
+        .collect();
+    let compared_at = Instant::now();
+    let run = SyncRunRecord {
+        added: changes.add_members,
+        updated: changes.update_members,
+        removed: removals.len() as u64,
+        ..SyncRunRecord::succeeded(
+            jiff::Timestamp::now(),
+            jiff::Timestamp::now(),
+            &DirectoryDiff::default(),
+        )
+    };
+    store
+        .apply_staged(staged, &removals, &changes.missing_departments, &run)
+        .await
+        .map_err(err)?;
+    let done = Instant::now();
+    let written = store
+        .sync_runs(t, 1)
+        .await
+        .map_err(err)?
+        .first()
+        .map(|r| r.rows_written)
+        .unwrap_or(0);
+    let mem = match (before, rss()) {
+        (Some((base, _)), Some((_, peak))) => {
+            format!("peak RSS {peak:.0} MiB (+{:.0})", (peak - base).max(0.0))
+        }
+        _ => "peak RSS n/a".into(),
+    };
+    let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
+    println!(
+        "  {label:<24} stage {:.3}s (batches of {batch}), compare {:.3}s, apply {:.3}s: diff+apply {:.3}s; +{} ~{} -{} members; {written} rows written; {mem}",
+        secs(started, staged_at),
+        secs(staged_at, compared_at),
+        secs(compared_at, done),
+        secs(staged_at, done),
+        changes.add_members,
+        changes.update_members,
+        removals.len(),
+    );
+    Ok(())
+}
+
 async fn bench(name: &str, url: &str, depts: usize, members: usize) -> Result<(), String> {
     println!("{name}: {members} members, {depts} departments");
     let store = Store::connect(url).await.map_err(|e| e.to_string())?;
@@ -115,6 +200,20 @@ async fn bench(name: &str, url: &str, depts: usize, members: usize) -> Result<()
     if read != changed {
         return Err(format!(
             "{name}: the directory read back differs from the one written"
+        ));
+    }
+    let batch = env_usize("DINGBIND_BENCH_BATCH", 1_000);
+    println!("  staged (as a full sync writes: the read streamed into the store, diffed there):");
+    let t = TenantKey {
+        namespace: "bench".into(),
+        name: "staged".into(),
+    };
+    staged_phase(&store, &t, "full first load", &first, batch).await?;
+    staged_phase(&store, &t, "1% change", &changed, batch).await?;
+    staged_phase(&store, &t, "unchanged", &changed, batch).await?;
+    if store.directory(&t).await.map_err(|e| e.to_string())? != changed {
+        return Err(format!(
+            "{name}: the staged directory read back differs from the one written"
         ));
     }
     store.close().await;

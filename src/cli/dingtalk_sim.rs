@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::sim::generate::{GenSpec, generate};
+use crate::sim::generate::GenSpec;
 use crate::sim::{Error, Faults, OrgFile, Simulator, World};
 
 /// Default address: loopback, a fixed port so scripts and docs can rely on it.
@@ -16,9 +16,11 @@ pub struct SimArgs {
     #[arg(long, value_name = "FILE")]
     pub org: Option<PathBuf>,
     /// Also generate a large org, e.g. `departments=2000,users=100000,seed=7`
-    /// (corp `dinggen`, agentId 1001, appKey `gen-key`, appSecret `gen-secret`).
+    /// (corp `dinggen`, agentId 1001, appKey `gen-key`, appSecret `gen-secret`;
+    /// users are made on demand, so millions fit in little memory). Repeat it
+    /// for more orgs: the second is `dinggen2` (`gen-key2`, `gen-secret2`), and so on.
     #[arg(long, value_name = "SPEC")]
-    pub generate: Option<String>,
+    pub generate: Vec<String>,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -36,7 +38,7 @@ pub struct SimArgs {
 
 /// Builds the world the arguments describe.
 pub fn load_world(args: &SimArgs) -> Result<World, Error> {
-    let mut file = match &args.org {
+    let file = match &args.org {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
                 path: path.clone(),
@@ -49,11 +51,17 @@ pub fn load_world(args: &SimArgs) -> Result<World, Error> {
         }
         None => OrgFile::default(),
     };
-    if let Some(spec) = &args.generate {
+    let mut world = World::from_file(file)?;
+    for (i, spec) in args.generate.iter().enumerate() {
         let spec: GenSpec = spec.parse().map_err(Error::Spec)?;
-        file.corps.push(generate(spec));
+        let suffix = if i == 0 {
+            String::new()
+        } else {
+            (i + 1).to_string()
+        };
+        world.put_generated(spec, &suffix)?;
     }
-    Ok(World::from_file(file)?)
+    Ok(world)
 }
 
 /// Serves until Ctrl-C. Prints `dingtalk-sim listening on http://ADDR` on
@@ -79,7 +87,7 @@ mod tests {
     fn args(org: Option<PathBuf>, generate: Option<&str>) -> SimArgs {
         SimArgs {
             org,
-            generate: generate.map(Into::into),
+            generate: generate.into_iter().map(Into::into).collect(),
             listen: DEFAULT_LISTEN.parse().unwrap(),
             token_ttl: 7200,
             qps: 20,
@@ -100,7 +108,7 @@ mod tests {
             world.corps.keys().collect::<Vec<_>>(),
             vec!["dingacme", "dinggen"]
         );
-        assert_eq!(world.corps["dinggen"].users.len(), 20);
+        assert_eq!(world.corps["dinggen"].user_count(), 20);
     }
 
     #[test]

@@ -72,6 +72,11 @@ pub struct ControllerArgs {
     /// Tenants reconciled at once.
     #[arg(long, env = "DINGBIND_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,
+    /// Memory, in MiB, that concurrent directory syncs share: each takes a
+    /// share sized from its directory, and waits while the budget is spent.
+    /// The default fits the Deployment's 512 MiB limit.
+    #[arg(long, env = "DINGBIND_SYNC_MEMORY", value_name = "MIB", default_value_t = crate::reconcile::budget::DEFAULT_SYNC_MEMORY_MIB)]
+    pub sync_memory: u32,
     /// Namespace of the leader-election Lease.
     #[arg(
         long,
@@ -247,7 +252,9 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
             backoff: Backoff::default(),
             recorder: Recorder::new(client.clone(), reporter),
             client: client.clone(),
-            reconciler: Reconciler::new(store, dingtalk).keeping_unbind_records(),
+            reconciler: Reconciler::new(store, dingtalk)
+                .keeping_unbind_records()
+                .with_sync_memory(args.sync_memory),
             records,
             metrics: metrics.clone(),
             unreadable: Default::default(),

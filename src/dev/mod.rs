@@ -52,6 +52,9 @@ pub struct DevArgs {
     /// shows up quickly: `500ms`, `2s`, `1m`.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub recheck: Duration,
+    /// Memory, in MiB, that directory syncs share (as in `dingbind controller`).
+    #[arg(long, env = "DINGBIND_SYNC_MEMORY", value_name = "MIB", default_value_t = crate::reconcile::budget::DEFAULT_SYNC_MEMORY_MIB)]
+    pub sync_memory: u32,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -122,7 +125,8 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
     };
     let mut config = dingtalk::Config::with_base_url(&url);
     config.rate_limit.per_second = args.qps;
-    let reconciler = Reconciler::new(store.clone(), dingtalk::Client::new(config)?);
+    let reconciler = Reconciler::new(store.clone(), dingtalk::Client::new(config)?)
+        .with_sync_memory(args.sync_memory);
     tracing::info!(dir = %args.dir.display(), store = store.url(), "watching Tenants; edit a file to reconcile it, Ctrl-C to stop");
 
     let mut dev = Dev {

@@ -32,7 +32,7 @@ pub use secret::Secret;
 pub use stats::{EndpointStats, StatsSnapshot};
 pub use token::TokenSource;
 pub use types::Api;
-pub use walk::OrgItem;
+pub use walk::{OrgItem, OrgPage};
 
 use ratelimit::Pacer;
 use stats::Stats;

@@ -1,11 +1,17 @@
 //! Streams over a whole organization: a breadth-first walk of the department
 //! tree (`listsub`, one call per department) and the members of departments
-//! (`v2/user/list`, every page), with bounded concurrency per API.
+//! (`v2/user/list`, page by page), with bounded concurrency per API.
 //!
 //! - A department reached twice (a scope listing a department and its
 //!   descendant) is walked once.
-//! - Users are **de-duplicated here, by userid**: a user in k departments is
-//!   yielded once (each copy carries the same complete `dept_id_list`).
+//! - [`AppClient::walk_org_pages`] yields what each call answered, as it
+//!   arrives: memory holds the pages in flight and the department frontier,
+//!   whatever the size of the organization. A user in k departments comes
+//!   once per department: the consumer de-duplicates (the store does).
+//! - [`AppClient::walk_org`] and [`AppClient::department_users`] yield items
+//!   and **de-duplicate users here, by userid** (a user in k departments is
+//!   yielded once; each copy carries the same complete `dept_id_list`), which
+//!   keeps every userid seen in memory.
 //! - The first error ends the stream: a partial walk cannot tell "left" from
 //!   "not fetched", so the caller must not act on it. Retries happen below,
 //!   per call.
@@ -18,7 +24,7 @@ use futures::stream::{FuturesUnordered, Stream, StreamExt};
 
 use super::AppClient;
 use super::error::Error;
-use super::types::{Department, User};
+use super::types::{Api, Department, USER_LIST_MAX_SIZE, User, UserListResult};
 
 /// One thing found by [`AppClient::walk_org`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,10 +35,24 @@ pub enum OrgItem {
     User(User),
 }
 
+/// One answer of [`AppClient::walk_org_pages`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrgPage {
+    /// Sub-departments newly reached (each department once; never a root).
+    Departments(Vec<Department>),
+    /// One page of a department's direct members (a user in several
+    /// departments appears in the page of each).
+    Users(Vec<User>),
+}
+
 /// The answer of one in-flight call.
 enum Done {
     Children(Result<Vec<Department>, Error>),
-    Members(Result<Vec<User>, Error>),
+    Members {
+        dept: i64,
+        cursor: i64,
+        page: Result<UserListResult, Error>,
+    },
 }
 
 /// Which departments a walk lists the members of.
@@ -50,18 +70,25 @@ struct Walker {
     reach: Reach,
     concurrency: usize,
     listsub_queue: VecDeque<i64>,
-    members_queue: VecDeque<i64>,
+    /// (department, cursor) of the member pages to read.
+    members_queue: VecDeque<(i64, i64)>,
     listsub_running: usize,
     members_running: usize,
     inflight: FuturesUnordered<BoxFuture<'static, Done>>,
     seen_depts: HashSet<i64>,
-    seen_users: HashSet<String>,
-    ready: VecDeque<OrgItem>,
+    /// `Some` when users are de-duplicated here.
+    seen_users: Option<HashSet<String>>,
+    ready: VecDeque<OrgPage>,
     failed: bool,
 }
 
 impl Walker {
-    fn new(app: &AppClient, roots: impl IntoIterator<Item = i64>, reach: Reach) -> Self {
+    fn new(
+        app: &AppClient,
+        roots: impl IntoIterator<Item = i64>,
+        reach: Reach,
+        dedup_users: bool,
+    ) -> Self {
         let concurrency = app.client().config().concurrency.max(1);
         let mut w = Walker {
             app: app.clone(),
@@ -73,7 +100,7 @@ impl Walker {
             members_running: 0,
             inflight: FuturesUnordered::new(),
             seen_depts: HashSet::new(),
-            seen_users: HashSet::new(),
+            seen_users: dedup_users.then(HashSet::new),
             ready: VecDeque::new(),
             failed: false,
         };
@@ -91,7 +118,7 @@ impl Walker {
         if self.reach == Reach::Subtrees {
             self.listsub_queue.push_back(dept_id);
         }
-        self.members_queue.push_back(dept_id);
+        self.members_queue.push_back((dept_id, 0));
         true
     }
 
@@ -108,57 +135,101 @@ impl Walker {
             }));
         }
         while self.members_running < self.concurrency {
-            let Some(id) = self.members_queue.pop_front() else {
+            let Some((dept, cursor)) = self.members_queue.pop_front() else {
                 break;
             };
             let app = self.app.clone();
             self.members_running += 1;
             self.inflight.push(Box::pin(async move {
-                Done::Members(app.list_department_users(id).await)
+                let page = app.list_users_page(dept, cursor, USER_LIST_MAX_SIZE).await;
+                Done::Members { dept, cursor, page }
             }));
         }
     }
 
-    /// The next item, or `None` at the end (or after an error was yielded).
-    async fn next_item(&mut self) -> Option<Result<OrgItem, Error>> {
+    /// The next page, or `None` at the end (or after an error was yielded).
+    async fn next_page(&mut self) -> Option<Result<OrgPage, Error>> {
         loop {
-            if let Some(item) = self.ready.pop_front() {
-                return Some(Ok(item));
+            if let Some(page) = self.ready.pop_front() {
+                return Some(Ok(page));
             }
             if self.failed {
                 return None;
             }
             self.start_calls();
             let done = self.inflight.next().await?;
-            match done {
+            let failed = match done {
                 Done::Children(Ok(children)) => {
                     self.listsub_running -= 1;
-                    for child in children {
-                        if self.reach(child.dept_id) {
-                            self.ready.push_back(OrgItem::Department(child));
-                        }
+                    let new: Vec<Department> = children
+                        .into_iter()
+                        .filter(|c| self.reach(c.dept_id))
+                        .collect();
+                    if !new.is_empty() {
+                        self.ready.push_back(OrgPage::Departments(new));
                     }
+                    None
                 }
-                Done::Members(Ok(users)) => {
+                Done::Members {
+                    dept,
+                    cursor,
+                    page: Ok(page),
+                } => {
                     self.members_running -= 1;
-                    for user in users {
-                        if self.seen_users.insert(user.userid.clone()) {
-                            self.ready.push_back(OrgItem::User(user));
+                    match (page.has_more, page.next_cursor) {
+                        // The department's next page goes first: a department
+                        // is finished before others are started.
+                        (true, Some(next)) if next != cursor => {
+                            self.members_queue.push_front((dept, next))
                         }
+                        (true, _) => {
+                            self.failed = true;
+                            self.inflight = FuturesUnordered::new();
+                            return Some(Err(Error::Decode {
+                                endpoint: Api::UserList,
+                                http_status: 200,
+                                message: format!(
+                                    "has_more without a new next_cursor (dept {dept}, cursor {cursor})"
+                                ),
+                            }));
+                        }
+                        (false, _) => {}
                     }
+                    let mut users = page.list;
+                    if let Some(seen) = &mut self.seen_users {
+                        users.retain(|u| seen.insert(u.userid.clone()));
+                    }
+                    if !users.is_empty() {
+                        self.ready.push_back(OrgPage::Users(users));
+                    }
+                    None
                 }
-                Done::Children(Err(e)) | Done::Members(Err(e)) => {
-                    self.failed = true;
-                    self.inflight = FuturesUnordered::new();
-                    return Some(Err(e));
-                }
+                Done::Children(Err(e)) | Done::Members { page: Err(e), .. } => Some(e),
+            };
+            if let Some(e) = failed {
+                self.failed = true;
+                self.inflight = FuturesUnordered::new();
+                return Some(Err(e));
             }
         }
     }
 
-    fn into_stream(self) -> impl Stream<Item = Result<OrgItem, Error>> + Send + 'static {
+    fn into_pages(self) -> impl Stream<Item = Result<OrgPage, Error>> + Send + 'static {
         futures::stream::unfold(self, |mut w| async move {
-            w.next_item().await.map(|item| (item, w))
+            w.next_page().await.map(|page| (page, w))
+        })
+    }
+
+    fn into_items(self) -> impl Stream<Item = Result<OrgItem, Error>> + Send + 'static {
+        self.into_pages().flat_map(|page| {
+            let items: Vec<Result<OrgItem, Error>> = match page {
+                Ok(OrgPage::Departments(ds)) => {
+                    ds.into_iter().map(|d| Ok(OrgItem::Department(d))).collect()
+                }
+                Ok(OrgPage::Users(us)) => us.into_iter().map(|u| Ok(OrgItem::User(u))).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures::stream::iter(items)
         })
     }
 }
@@ -170,8 +241,8 @@ impl AppClient {
         &self,
         dept_ids: impl IntoIterator<Item = i64>,
     ) -> impl Stream<Item = Result<User, Error>> + Send + 'static {
-        Walker::new(self, dept_ids, Reach::Given)
-            .into_stream()
+        Walker::new(self, dept_ids, Reach::Given, true)
+            .into_items()
             .filter_map(|item| async move {
                 match item {
                     Ok(OrgItem::User(u)) => Some(Ok(u)),
@@ -188,6 +259,16 @@ impl AppClient {
         &self,
         roots: impl IntoIterator<Item = i64>,
     ) -> impl Stream<Item = Result<OrgItem, Error>> + Send + 'static {
-        Walker::new(self, roots, Reach::Subtrees).into_stream()
+        Walker::new(self, roots, Reach::Subtrees, true).into_items()
+    }
+
+    /// [`AppClient::walk_org`] as the pages DingTalk answered, without
+    /// de-duplicating users: a full sync's read, which streams them into the
+    /// store.
+    pub fn walk_org_pages(
+        &self,
+        roots: impl IntoIterator<Item = i64>,
+    ) -> impl Stream<Item = Result<OrgPage, Error>> + Send + 'static {
+        Walker::new(self, roots, Reach::Subtrees, false).into_pages()
     }
 }

@@ -3,6 +3,7 @@
 //! from the API server) and `dingbind dev` (Tenants from files): the caller
 //! resolves the referenced Secrets and writes the outcome where it belongs.
 
+pub mod budget;
 pub mod read;
 
 mod operate;
@@ -28,6 +29,7 @@ use crate::{
     store::{LedgerEntry, Store},
 };
 
+use budget::SyncMemory;
 use outcome::Run;
 pub use outcome::{Event, Outcome, SyncReport};
 pub use secrets::{Credentials, Secrets};
@@ -54,6 +56,8 @@ pub struct Reconciler {
     corps: Mutex<HashSet<(String, String)>>,
     /// Whether the runner keeps `UnbindRecord`s (a cluster does; `dev` does not).
     keeps_records: bool,
+    /// The memory budget concurrent syncs share (`--sync-memory`).
+    sync_memory: SyncMemory,
 }
 
 impl Reconciler {
@@ -64,7 +68,15 @@ impl Reconciler {
             apps: Mutex::new(HashMap::new()),
             corps: Mutex::new(HashSet::new()),
             keeps_records: false,
+            sync_memory: SyncMemory::default(),
         }
+    }
+
+    /// A reconciler whose syncs share `mib` MiB (`--sync-memory`; default
+    /// [`budget::DEFAULT_SYNC_MEMORY_MIB`]): a sync waits for its share.
+    pub fn with_sync_memory(mut self, mib: u32) -> Self {
+        self.sync_memory = SyncMemory::new(mib);
+        self
     }
 
     /// A reconciler whose runner keeps an `UnbindRecord` for every unbind

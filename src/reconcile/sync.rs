@@ -1,6 +1,6 @@
-//! The directory sync: read the scope from DingTalk, diff it with the store,
-//! hold back mass removals, apply the rest in one transaction; and `plan`,
-//! the same without writing.
+//! The directory sync: stream the scope from DingTalk into the store, diff it
+//! there, hold back mass removals, apply the rest in one transaction; and
+//! `plan`, the same in memory without writing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,13 +16,13 @@ use crate::{
         absence::{absence, keep_unconfirmed},
         binding::{self, Step},
         desired::{CreatorIdentity, desired_directory},
-        directory::diff,
+        directory::{Directory, DirectoryDiff, diff},
         guard::{Guarded, guard},
         scope::{DesiredScope, ScopeDelta, delta},
         status::SyncResult,
     },
     dingtalk::{self, AppClient},
-    store::{SyncOutcome, SyncRunRecord},
+    store::{Staged, SyncOutcome, SyncRunRecord},
 };
 
 impl Reconciler {
@@ -41,11 +41,18 @@ impl Reconciler {
         let started = std::time::Instant::now();
         let now = run.status.now();
         let calls_before = app.stats().total_calls();
-        // DingTalk's answer (the walk, then the absences it leaves): a failure
-        // is recorded as a failed run and changes nothing.
-        let planned = match read::read_scope(app, scope, now, progress).await {
-            Ok(fetched) => {
-                self.plan_sync(key, tenant, app, scope, fetched, approved)
+        // A share of the memory budget, sized from what the last sync left.
+        let members = self.store.member_count(key).await?;
+        let _share = self.sync_memory.acquire(members).await;
+        // DingTalk's answer (the walk, streamed into the store, then the
+        // absences it leaves): a failure is recorded as a failed run and
+        // changes nothing.
+        let creator = creator_identity(tenant);
+        let streamed =
+            read::stream_scope(&self.store, key, app, scope, &creator, now, progress).await?;
+        let planned = match streamed {
+            Ok(streamed) => {
+                self.plan_staged(tenant, app, scope, &creator, streamed, approved)
                     .await?
             }
             Err(e) => Err(e),
@@ -74,14 +81,23 @@ impl Reconciler {
             } else {
                 SyncOutcome::Succeeded
             },
+            added: plan.added,
+            updated: plan.updated,
             calls,
             held_deletions: guarded.held,
             ..SyncRunRecord::succeeded(now, finished(now), &guarded.diff)
         };
-        if guarded.diff.is_empty() {
+        if plan.changes_nothing() {
             self.store.record_sync_run(key, &record).await?;
+            read::discard(&self.store, plan.staged.id()).await;
         } else {
-            self.store.apply_sync(key, &guarded.diff, &record).await?;
+            let (members, departments) = (
+                &guarded.diff.remove_members,
+                &guarded.diff.remove_departments,
+            );
+            self.store
+                .apply_staged(plan.staged, members, departments, &record)
+                .await?;
         }
         let duration = started.elapsed();
         run.status.sync_ran(&SyncResult {
@@ -122,7 +138,107 @@ pub struct SyncPlan {
     pub unconfirmed: u64,
 }
 
+/// What a streamed sync would change, before it is applied: counts, and the
+/// removals the core let through.
+struct StagedPlan {
+    staged: Staged,
+    /// Members added and updated (departments too, for `changes_nothing`).
+    added: u64,
+    updated: u64,
+    departments_changed: u64,
+    /// The removals after the absence checks and the guard (only
+    /// `remove_members` and `remove_departments` are set).
+    guarded: Guarded,
+    members_after: u64,
+    departments_after: u64,
+    unconfirmed: u64,
+}
+
+impl StagedPlan {
+    fn changes_nothing(&self) -> bool {
+        self.added == 0
+            && self.updated == 0
+            && self.departments_changed == 0
+            && self.guarded.diff.is_empty()
+    }
+}
+
+fn creator_identity(tenant: &Tenant) -> CreatorIdentity {
+    tenant
+        .spec
+        .creator
+        .as_ref()
+        .map(|c| CreatorIdentity {
+            email: c.email.clone(),
+            phone: c.phone.clone(),
+        })
+        .unwrap_or_default()
+}
+
 impl Reconciler {
+    /// Compares the streamed read with the directory in the store, asks
+    /// DingTalk about each member missing from it (only a confirmed absence
+    /// is removed), and applies the guard: the same decisions as
+    /// [`Reconciler::plan_sync`], on counts and the (usually few) missing
+    /// members. Writes nothing; a failure deletes the staging run. The outer
+    /// error is the store's; the inner one DingTalk's.
+    async fn plan_staged(
+        &self,
+        tenant: &Tenant,
+        app: &AppClient,
+        scope: &DesiredScope,
+        creator: &CreatorIdentity,
+        streamed: read::Streamed,
+        approved: Option<u64>,
+    ) -> Result<Result<StagedPlan, dingtalk::Error>, Error> {
+        let changes = match self.store.staged_changes(&streamed.staged).await {
+            Ok(changes) => changes,
+            Err(e) => {
+                read::discard(&self.store, streamed.staged.id()).await;
+                return Err(e.into());
+            }
+        };
+        let max = tenant.spec.sync.max_deletions_for(changes.members);
+        let mut verdicts = BTreeMap::new();
+        for missing in &changes.missing_members {
+            let found = match app.get_user(&missing.userid).await {
+                Ok(found) => found.map(read::member),
+                Err(e) => {
+                    read::discard(&self.store, streamed.staged.id()).await;
+                    return Ok(Err(e));
+                }
+            };
+            let verdict = absence(found.as_ref(), scope, &streamed.departments, creator);
+            verdicts.insert(missing.userid.clone(), verdict);
+        }
+        let removals = DirectoryDiff {
+            remove_members: changes
+                .missing_members
+                .iter()
+                .map(|m| m.userid.clone())
+                .collect(),
+            remove_departments: changes.missing_departments.clone(),
+            ..DirectoryDiff::default()
+        };
+        // What the directory holds of the missing members: all that
+        // keep_unconfirmed looks at.
+        let missing = Directory::new([], changes.missing_members);
+        let (confirmed, unconfirmed) = keep_unconfirmed(removals, &missing, &verdicts);
+        let guarded = guard(confirmed, max, approved);
+        let d = &guarded.diff;
+        Ok(Ok(StagedPlan {
+            staged: streamed.staged,
+            added: changes.add_members,
+            updated: changes.update_members,
+            departments_changed: changes.add_departments + changes.update_departments,
+            members_after: changes.members + changes.add_members - d.remove_members.len() as u64,
+            departments_after: changes.departments + changes.add_departments
+                - d.remove_departments.len() as u64,
+            guarded,
+            unconfirmed,
+        }))
+    }
+
     /// Compares what was read in DingTalk with the store, asks DingTalk about
     /// each member that is missing (only a confirmed absence is removed), and
     /// applies the guard. Writes nothing. The outer error is the store's; the
@@ -136,15 +252,7 @@ impl Reconciler {
         fetched: read::Fetched,
         approved: Option<u64>,
     ) -> Result<Result<SyncPlan, dingtalk::Error>, Error> {
-        let creator = tenant
-            .spec
-            .creator
-            .as_ref()
-            .map(|c| CreatorIdentity {
-                email: c.email.clone(),
-                phone: c.phone.clone(),
-            })
-            .unwrap_or_default();
+        let creator = creator_identity(tenant);
         let desired = desired_directory(fetched.departments, fetched.users, &creator);
         let current = self.store.directory(key).await?;
         let max = tenant

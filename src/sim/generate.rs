@@ -7,7 +7,12 @@
 //! drawn as `r⁴`, 3 % of departments 25 times heavier), so a few departments
 //! hold hundreds or thousands of members and many hold a handful or none.
 //! About 10 % of users belong to a second department and 2 % to a third. The same spec always gives the same org.
+//!
+//! Users are made on demand from the seed and their number ([`Generated`]): a
+//! simulator keeps only the department index of a generated org (a few bytes
+//! per user), so it serves millions of users in little memory.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use super::org_file::{AppSpec, CorpSpec, DeptSpec, ScopeSpec, UserSpec};
@@ -94,14 +99,152 @@ const TITLES: [&str; 6] = [
     "Assistant",
 ];
 
-/// Generates one corp with one enabled app whose visible scope is everyone.
-pub fn generate(spec: GenSpec) -> CorpSpec {
+/// A generated organization's users, made on demand from the seed and their
+/// number: nothing is kept per user but its place in the department index
+/// (about 5 bytes), so a simulator holds millions of them.
+#[derive(Clone, Debug)]
+pub struct Generated {
+    seed: u64,
+    users: u32,
+    /// Digits of a userid (`u000042`): at least 6, more for 1,000,000 users
+    /// and up, so that userids sort as their numbers do.
+    width: usize,
+    /// Cumulative department weights, for sampling a department.
+    cumulative: Vec<f64>,
+    total: f64,
+    /// Department → its direct members' numbers, ascending.
+    by_dept: HashMap<i64, Vec<u32>>,
+}
+
+/// splitmix64: one user's seed from the org's seed and the user's number.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+impl Generated {
+    fn new(spec: GenSpec, cumulative: Vec<f64>, total: f64) -> Self {
+        let users = u32::try_from(spec.users).unwrap_or(u32::MAX);
+        let mut g = Generated {
+            seed: spec.seed,
+            users,
+            width: users.to_string().len().max(6),
+            cumulative,
+            total,
+            by_dept: HashMap::new(),
+        };
+        let mut by_dept: HashMap<i64, Vec<u32>> = HashMap::new();
+        for n in 1..=users {
+            for d in g.departments_of(&mut g.rng(n)) {
+                by_dept.entry(d).or_default().push(n);
+            }
+        }
+        g.by_dept = by_dept;
+        g
+    }
+
+    fn rng(&self, n: u32) -> fastrand::Rng {
+        fastrand::Rng::with_seed(mix(self.seed ^ mix(u64::from(n))))
+    }
+
+    fn pick(&self, rng: &mut fastrand::Rng) -> i64 {
+        let x = rng.f64() * self.total;
+        let idx = self
+            .cumulative
+            .partition_point(|c| *c < x)
+            .min(self.cumulative.len().saturating_sub(1));
+        idx as i64 + 1
+    }
+
+    /// The first draws of a user: its departments, without repeats.
+    fn departments_of(&self, rng: &mut fastrand::Rng) -> Vec<i64> {
+        let mut depts = vec![self.pick(rng)];
+        let extra = match rng.u32(..100) {
+            0..2 => 2,
+            2..12 => 1,
+            _ => 0,
+        };
+        for _ in 0..extra {
+            let d = self.pick(rng);
+            if !depts.contains(&d) {
+                depts.push(d);
+            }
+        }
+        depts
+    }
+
+    /// How many users were generated.
+    pub fn len(&self) -> usize {
+        self.users as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users == 0
+    }
+
+    /// The userid of user `n` (1-based).
+    pub fn userid(&self, n: u32) -> String {
+        format!("u{n:0width$}", width = self.width)
+    }
+
+    /// The number of the generated user `userid`, if it is one.
+    pub fn number(&self, userid: &str) -> Option<u32> {
+        let digits = userid.strip_prefix('u')?;
+        if digits.len() != self.width || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok().filter(|n| (1..=self.users).contains(n))
+    }
+
+    /// User `n` (1-based), always the same for the same spec.
+    pub fn user(&self, n: u32) -> UserSpec {
+        let mut rng = self.rng(n);
+        let dept_ids = self.departments_of(&mut rng);
+        let name = format!(
+            "{} {}{}",
+            SURNAMES[rng.usize(..16)],
+            GIVEN[rng.usize(..16)],
+            GIVEN[rng.usize(..16)].to_lowercase()
+        );
+        let userid = self.userid(n);
+        UserSpec {
+            unionid: Some(format!("un{:016x}", rng.u64(..))),
+            name,
+            dept_ids,
+            mobile: Some(format!("138{:08}", rng.u32(..100_000_000))),
+            email: Some(format!("{userid}@gen.example")),
+            title: Some(TITLES[rng.usize(..TITLES.len())].to_owned()),
+            job_number: Some(format!("E{n:06}")),
+            admin: n <= 3,
+            boss: n == 1,
+            active: rng.u32(..100) < 95,
+            userid,
+        }
+    }
+
+    /// The direct members of `dept_id`, by number, ascending (= by userid).
+    pub fn members_of(&self, dept_id: i64) -> &[u32] {
+        self.by_dept
+            .get(&dept_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// Every department with members, and how many it holds directly.
+    pub fn department_sizes(&self) -> impl Iterator<Item = (i64, usize)> + '_ {
+        self.by_dept.iter().map(|(d, m)| (*d, m.len()))
+    }
+}
+
+/// Generates one corp with one enabled app whose visible scope is everyone:
+/// the corp without its users, and the users, made on demand.
+pub fn generate_lazily(spec: GenSpec) -> (CorpSpec, Generated) {
     let mut rng = fastrand::Rng::with_seed(spec.seed);
-    let dept_ids: Vec<i64> = (1..=spec.departments as i64).collect();
-    let departments: Vec<DeptSpec> = dept_ids
-        .iter()
-        .skip(1)
-        .map(|&i| {
+    let count = spec.departments.max(1) as i64;
+    let departments: Vec<DeptSpec> = (2..=count)
+        .map(|i| {
             let lo = (i / 8).max(1);
             let hi = (i / 2).max(1);
             let parent = rng.i64(lo..=hi);
@@ -115,57 +258,15 @@ pub fn generate(spec: GenSpec) -> CorpSpec {
         .collect();
     // Skewed sizes: cumulative weights r^4, 3 % of departments 25 times
     // heavier; sampled by binary search.
-    let mut cumulative = Vec::with_capacity(dept_ids.len());
+    let mut cumulative = Vec::with_capacity(count as usize);
     let mut total = 0.0;
-    for _ in &dept_ids {
+    for _ in 0..count {
         let r = rng.f64();
         let big = if rng.u32(..100) < 3 { 25.0 } else { 1.0 };
         total += big * r.powi(4) + 1e-6;
         cumulative.push(total);
     }
-    let pick = |rng: &mut fastrand::Rng| {
-        let x = rng.f64() * total;
-        let idx = cumulative
-            .partition_point(|c| *c < x)
-            .min(dept_ids.len() - 1);
-        dept_ids[idx]
-    };
-    let users = (1..=spec.users)
-        .map(|n| {
-            let mut depts = vec![pick(&mut rng)];
-            let extra = match rng.u32(..100) {
-                0..2 => 2,
-                2..12 => 1,
-                _ => 0,
-            };
-            for _ in 0..extra {
-                let d = pick(&mut rng);
-                if !depts.contains(&d) {
-                    depts.push(d);
-                }
-            }
-            let name = format!(
-                "{} {}{}",
-                SURNAMES[rng.usize(..16)],
-                GIVEN[rng.usize(..16)],
-                GIVEN[rng.usize(..16)].to_lowercase()
-            );
-            UserSpec {
-                userid: format!("u{n:06}"),
-                unionid: Some(format!("un{:016x}", rng.u64(..))),
-                name,
-                dept_ids: depts,
-                mobile: Some(format!("138{:08}", rng.u32(..100_000_000))),
-                email: Some(format!("u{n:06}@gen.example")),
-                title: Some(TITLES[rng.usize(..TITLES.len())].to_owned()),
-                job_number: Some(format!("E{n:06}")),
-                admin: n <= 3,
-                boss: n == 1,
-                active: rng.u32(..100) < 95,
-            }
-        })
-        .collect();
-    CorpSpec {
+    let corp = CorpSpec {
         corp_id: GEN_CORP_ID.into(),
         name: format!("Generated {}x{}", spec.departments, spec.users),
         apps: vec![AppSpec {
@@ -180,9 +281,17 @@ pub fn generate(spec: GenSpec) -> CorpSpec {
             },
         }],
         departments,
-        users,
+        users: Vec::new(),
         leave_records: Vec::new(),
-    }
+    };
+    (corp, Generated::new(spec, cumulative, total))
+}
+
+/// [`generate_lazily`] with every user made: for small organizations.
+pub fn generate(spec: GenSpec) -> CorpSpec {
+    let (mut corp, users) = generate_lazily(spec);
+    corp.users = (1..=users.users).map(|n| users.user(n)).collect();
+    corp
 }
 
 #[cfg(test)]

@@ -6,11 +6,13 @@
 //! a members index (dept → userids, sorted), so `listsub` and a `user/list` page
 //! cost O(answer), whatever the size of the org.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
+use super::generate::{GenSpec, Generated, generate_lazily};
 use super::org_file::{AppSpec, CorpSpec, DeptSpec, OrgFile, ScopeSpec, UserSpec};
 use crate::dingtalk::types::{self, AppScopes, InnerApp, LeaveRecord, ROOT_DEPT_ID, ScopeDelta};
 
@@ -66,12 +68,24 @@ pub struct Corp {
     pub apps: BTreeMap<i64, AppSpec>,
     /// Every department but the root.
     pub departments: BTreeMap<i64, DeptSpec>,
-    pub users: BTreeMap<String, UserSpec>,
+    /// Users given one by one (an org file, the admin API).
+    users: BTreeMap<String, UserSpec>,
+    /// Users of a generated org, made on demand; those removed or replaced
+    /// through the admin API are in `gone` (a replaced one lives in `users`).
+    generated: Option<Generated>,
+    gone: HashSet<u32>,
     pub leave_records: Vec<LeaveRecord>,
     /// Department → direct sub-departments, ascending by (order, id).
     children: HashMap<i64, Vec<i64>>,
-    /// Department → direct members, ascending by userid.
+    /// Department → direct members given one by one, ascending by userid.
     members: HashMap<i64, Vec<String>>,
+}
+
+/// A direct member of a department: given one by one, or generated.
+#[derive(Clone, Copy, Debug)]
+enum Uid<'a> {
+    Given(&'a str),
+    Generated(u32),
 }
 
 impl Corp {
@@ -87,6 +101,8 @@ impl Corp {
             apps: BTreeMap::new(),
             departments: BTreeMap::new(),
             users: BTreeMap::new(),
+            generated: None,
+            gone: HashSet::new(),
             leave_records: spec.leave_records,
             children: HashMap::new(),
             members: HashMap::new(),
@@ -122,15 +138,108 @@ impl Corp {
         Ok(corp)
     }
 
-    /// The corp in the file/admin schema.
+    /// A generated corp (`spec` without users, as [`generate_lazily`] gives
+    /// it) whose users are made on demand.
+    pub fn generated(spec: CorpSpec, users: Generated) -> Result<Self, ModelError> {
+        let mut corp = Corp::from_spec(spec)?;
+        if let Some(d) = users
+            .department_sizes()
+            .map(|(d, _)| d)
+            .find(|d| !corp.dept_exists(*d))
+        {
+            return Err(ModelError::Invalid(format!(
+                "generated users in department {d}, which does not exist"
+            )));
+        }
+        corp.generated = Some(users);
+        Ok(corp)
+    }
+
+    /// The corp in the file/admin schema (generated users included).
     pub fn to_spec(&self) -> CorpSpec {
+        let mut users: Vec<UserSpec> = self.users.values().cloned().collect();
+        if let Some(g) = &self.generated {
+            users.extend(
+                (1..=g.len() as u32)
+                    .filter(|n| !self.gone.contains(n))
+                    .map(|n| g.user(n)),
+            );
+            users.sort_by(|a, b| a.userid.cmp(&b.userid));
+        }
         CorpSpec {
             corp_id: self.corp_id.clone(),
             name: self.name.clone(),
             apps: self.apps.values().cloned().collect(),
             departments: self.departments.values().cloned().collect(),
-            users: self.users.values().cloned().collect(),
+            users,
             leave_records: self.leave_records.clone(),
+        }
+    }
+
+    /// How many users the corp has.
+    pub fn user_count(&self) -> usize {
+        self.users.len() + self.generated.as_ref().map_or(0, |g| g.len()) - self.gone.len()
+    }
+
+    /// The live generated user `userid`'s number, if it is one.
+    fn generated_number(&self, userid: &str) -> Option<u32> {
+        let n = self.generated.as_ref()?.number(userid)?;
+        (!self.gone.contains(&n)).then_some(n)
+    }
+
+    /// The user `userid`, given or generated.
+    fn user_spec(&self, userid: &str) -> Option<Cow<'_, UserSpec>> {
+        if let Some(u) = self.users.get(userid) {
+            return Some(Cow::Borrowed(u));
+        }
+        let n = self.generated_number(userid)?;
+        self.generated.as_ref().map(|g| Cow::Owned(g.user(n)))
+    }
+
+    fn uid_spec(&self, uid: Uid<'_>) -> Option<Cow<'_, UserSpec>> {
+        match uid {
+            Uid::Given(u) => self.users.get(u).map(Cow::Borrowed),
+            Uid::Generated(n) => self.generated.as_ref().map(|g| Cow::Owned(g.user(n))),
+        }
+    }
+
+    /// The direct members of `dept_id`, ascending by userid.
+    fn direct_members(&self, dept_id: i64) -> Vec<Uid<'_>> {
+        let given = self
+            .members
+            .get(&dept_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let Some(g) = &self.generated else {
+            return given.iter().map(|u| Uid::Given(u)).collect();
+        };
+        let generated = g
+            .members_of(dept_id)
+            .iter()
+            .filter(|n| !self.gone.contains(n))
+            .map(|n| Uid::Generated(*n));
+        if given.is_empty() {
+            return generated.collect();
+        }
+        let mut all: Vec<(Cow<'_, str>, Uid<'_>)> = given
+            .iter()
+            .map(|u| (Cow::Borrowed(u.as_str()), Uid::Given(u)))
+            .chain(generated.map(|uid| match uid {
+                Uid::Generated(n) => (Cow::Owned(g.userid(n)), uid),
+                Uid::Given(u) => (Cow::Borrowed(u), uid),
+            }))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.into_iter().map(|(_, uid)| uid).collect()
+    }
+
+    fn uid_string(&self, uid: Uid<'_>) -> String {
+        match uid {
+            Uid::Given(u) => u.to_owned(),
+            Uid::Generated(n) => self
+                .generated
+                .as_ref()
+                .map_or_else(String::new, |g| g.userid(n)),
         }
     }
 
@@ -256,7 +365,7 @@ impl Corp {
                 .ok_or(ModelError::DeptNotFound(dept_id))?;
             self.wire_dept(d, true)
         };
-        wire.owning_member_count = Some(self.members.get(&dept_id).map_or(0, Vec::len) as i64);
+        wire.owning_member_count = Some(self.direct_members(dept_id).len() as i64);
         wire.member_count = Some(self.subtree_member_count(dept_id) as i64);
         Ok(wire)
     }
@@ -277,18 +386,17 @@ impl Corp {
 
     fn subtree_member_count(&self, dept_id: i64) -> usize {
         let mut stack = vec![dept_id];
-        let mut users = std::collections::HashSet::new();
+        let (mut given, mut generated) = (HashSet::new(), HashSet::new());
         while let Some(d) = stack.pop() {
-            users.extend(
-                self.members
-                    .get(&d)
-                    .into_iter()
-                    .flatten()
-                    .map(String::as_str),
-            );
+            for uid in self.direct_members(d) {
+                match uid {
+                    Uid::Given(u) => given.insert(u),
+                    Uid::Generated(n) => generated.insert(n),
+                };
+            }
             stack.extend(self.children.get(&d).into_iter().flatten().copied());
         }
-        users.len()
+        given.len() + generated.len()
     }
 
     /// A page of direct members (`user/list`): `cursor` is the offset; the last
@@ -299,7 +407,11 @@ impl Corp {
             return Err(ModelError::DeptNotFound(dept_id));
         }
         Ok(types::UserListIdResult {
-            userid_list: self.members.get(&dept_id).cloned().unwrap_or_default(),
+            userid_list: self
+                .direct_members(dept_id)
+                .into_iter()
+                .map(|uid| self.uid_string(uid))
+                .collect(),
         })
     }
 
@@ -317,17 +429,13 @@ impl Corp {
                 "size {size} or cursor {cursor} out of range"
             )));
         }
-        let all = self
-            .members
-            .get(&dept_id)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let all = self.direct_members(dept_id);
         let start = usize::try_from(cursor).unwrap_or(usize::MAX).min(all.len());
         let end = (start + size as usize).min(all.len());
         let list = all[start..end]
             .iter()
-            .filter_map(|uid| self.users.get(uid))
-            .map(|u| self.wire_user(u, Some(dept_id)))
+            .filter_map(|uid| self.uid_spec(*uid))
+            .map(|u| self.wire_user(&u, Some(dept_id)))
             .collect();
         let has_more = end < all.len();
         Ok(types::UserListResult {
@@ -340,10 +448,9 @@ impl Corp {
     /// One member (`user/get`).
     pub fn user(&self, userid: &str) -> Result<types::User, ModelError> {
         let u = self
-            .users
-            .get(userid)
+            .user_spec(userid)
             .ok_or_else(|| ModelError::UserNotFound(userid.to_owned()))?;
-        Ok(self.wire_user(u, None))
+        Ok(self.wire_user(&u, None))
     }
 
     fn wire_user(&self, u: &UserSpec, listed_in: Option<i64>) -> types::User {
@@ -498,7 +605,7 @@ impl Corp {
             return Err(ModelError::DeptNotFound(id));
         }
         if self.children.get(&id).is_some_and(|c| !c.is_empty())
-            || self.members.get(&id).is_some_and(|m| !m.is_empty())
+            || !self.direct_members(id).is_empty()
         {
             return Err(ModelError::Conflict(format!(
                 "department {id} still has sub-departments or members"
@@ -515,6 +622,9 @@ impl Corp {
         self.check_user(&user)?;
         if let Some(old) = self.users.remove(&user.userid) {
             self.index_user(&old, false);
+        } else if let Some(n) = self.generated_number(&user.userid) {
+            // Replaced: the given user takes the generated one's place.
+            self.gone.insert(n);
         }
         self.index_user(&user, true);
         self.users.insert(user.userid.clone(), user);
@@ -529,11 +639,22 @@ impl Corp {
         reason: &str,
         now: Timestamp,
     ) -> Result<LeaveRecord, ModelError> {
-        let user = self
-            .users
-            .remove(userid)
-            .ok_or_else(|| ModelError::UserNotFound(userid.to_owned()))?;
-        self.index_user(&user, false);
+        let user = match self.users.remove(userid) {
+            Some(user) => {
+                self.index_user(&user, false);
+                user
+            }
+            None => {
+                let user = self
+                    .user_spec(userid)
+                    .map(Cow::into_owned)
+                    .ok_or_else(|| ModelError::UserNotFound(userid.to_owned()))?;
+                if let Some(n) = self.generated_number(userid) {
+                    self.gone.insert(n);
+                }
+                user
+            }
+        };
         for app in self.apps.values_mut() {
             app.visible_scope.user_ids.retain(|u| u != userid);
         }
@@ -600,7 +721,10 @@ impl World {
 
     /// Adds or replaces a corp. App keys must be unique across corps.
     pub fn put_corp(&mut self, spec: CorpSpec) -> Result<(), ModelError> {
-        let corp = Corp::from_spec(spec)?;
+        self.insert_corp(Corp::from_spec(spec)?)
+    }
+
+    fn insert_corp(&mut self, corp: Corp) -> Result<(), ModelError> {
         for app in corp.apps.values() {
             if self.corps.values().any(|c| {
                 c.corp_id != corp.corp_id && c.apps.values().any(|a| a.app_key == app.app_key)
@@ -614,6 +738,20 @@ impl World {
         self.revoke_corp_tokens(&corp.corp_id);
         self.corps.insert(corp.corp_id.clone(), corp);
         Ok(())
+    }
+
+    /// Adds or replaces a generated corp ([`generate_lazily`]), its users made
+    /// on demand. `suffix` (e.g. `"2"`) is appended to its corp id, app key and
+    /// secret, so that several generated corps can be served side by side.
+    pub fn put_generated(&mut self, spec: GenSpec, suffix: &str) -> Result<(), ModelError> {
+        let (mut corp, users) = generate_lazily(spec);
+        corp.corp_id.push_str(suffix);
+        for app in &mut corp.apps {
+            app.app_key.push_str(suffix);
+            app.app_secret.push_str(suffix);
+        }
+        let corp = Corp::generated(corp, users)?;
+        self.insert_corp(corp)
     }
 
     /// Adds an app to a corp. Agent ids are unique in the corp, app keys in the world.
@@ -745,6 +883,79 @@ corps:
         )
         .unwrap();
         Corp::from_spec(file.corps.into_iter().next().unwrap()).unwrap()
+    }
+
+    /// Every read of a corp: each department's pages, counts and listid, and
+    /// each user by userid.
+    fn reads(c: &Corp, userids: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut depts: Vec<i64> = c.departments.keys().copied().collect();
+        depts.push(ROOT_DEPT_ID);
+        for d in depts {
+            let mut cursor = 0;
+            loop {
+                let page = c.member_page(d, cursor, 7).unwrap();
+                out.push(format!("{d}@{cursor}: {:?}", page.list));
+                match page.next_cursor {
+                    Some(next) => cursor = next,
+                    None => break,
+                }
+            }
+            out.push(format!("{d}: {:?}", c.department(d).unwrap()));
+            out.push(format!("{d} ids: {:?}", c.member_ids(d).unwrap()));
+        }
+        for u in userids {
+            out.push(format!("{u}: {:?}", c.user(u)));
+        }
+        out.push(format!("{} users", c.user_count()));
+        out
+    }
+
+    #[test]
+    fn a_generated_corp_reads_and_changes_like_its_materialized_copy() {
+        use crate::sim::generate::{GenSpec, generate, generate_lazily};
+        let spec = GenSpec {
+            departments: 40,
+            users: 600,
+            seed: 5,
+        };
+        let (corp, users) = generate_lazily(spec);
+        let mut lazy = Corp::generated(corp, users).unwrap();
+        let mut full = Corp::from_spec(generate(spec)).unwrap();
+        assert_eq!(lazy.to_spec(), full.to_spec());
+        let userids: Vec<String> = full
+            .users
+            .keys()
+            .cloned()
+            .chain(["nobody".into()])
+            .collect();
+        assert_eq!(reads(&lazy, &userids), reads(&full, &userids));
+        // Replace a generated user (moved, renamed), remove two, add one.
+        let mut moved = full.users["u000010"].clone();
+        moved.dept_ids = vec![3, 7];
+        moved.name = "Moved".into();
+        let newcomer = UserSpec {
+            userid: "a-newcomer".into(),
+            name: "New".into(),
+            dept_ids: vec![full.users["u000001"].dept_ids[0]],
+            ..Default::default()
+        };
+        for c in [&mut lazy, &mut full] {
+            c.put_user(moved.clone()).unwrap();
+            c.put_user(newcomer.clone()).unwrap();
+            c.remove_user("u000020", "leave", Timestamp::UNIX_EPOCH)
+                .unwrap();
+            c.remove_user("u000010", "delete", Timestamp::UNIX_EPOCH)
+                .unwrap();
+            assert!(
+                c.remove_user("u000020", "leave", Timestamp::UNIX_EPOCH)
+                    .is_err()
+            );
+        }
+        let userids: Vec<String> = userids.into_iter().chain(["a-newcomer".into()]).collect();
+        assert_eq!(reads(&lazy, &userids), reads(&full, &userids));
+        assert_eq!(lazy.leave_records, full.leave_records);
+        assert_eq!(lazy.to_spec(), full.to_spec());
     }
 
     #[test]

@@ -54,6 +54,16 @@ pub enum Error {
     )]
     Fenced { token: i64, current: i64 },
 
+    /// A sync's staging run is gone: another sync of the tenant started and
+    /// removed it, or the store was cleaned. Nothing was applied.
+    #[error(
+        "store: the staging of sync run {run} of {tenant} is gone (another sync of the tenant replaced it); nothing was applied"
+    )]
+    StagingLost {
+        tenant: TenantKey,
+        run: crate::store::StagingId,
+    },
+
     /// The store holds nothing for this tenant.
     #[error("the store at `{store}` holds nothing for tenant {tenant}")]
     UnknownTenant { tenant: TenantKey, store: String },

@@ -34,6 +34,7 @@ mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+mod staging;
 mod url;
 
 use serde::Serialize;
@@ -42,10 +43,11 @@ use serde_json::Value;
 pub use error::{Error, Result};
 pub use migrations::SCHEMA_VERSION;
 pub use model::{Account, LedgerEntry, SyncOutcome, SyncRun, SyncRunId, SyncRunRecord};
+pub use staging::{Staged, StagedChanges, Staging, StagingId};
 pub use url::{DEFAULT_URL, REDACTED, StoreUrl, redact};
 
 use crate::api::TenantKey;
-use crate::core::directory::{Directory, DirectoryDiff};
+use crate::core::directory::{Department, Directory, DirectoryDiff, Member};
 
 /// A store opened by [`Store::open_read_only`].
 #[derive(Clone, Debug)]
@@ -196,6 +198,82 @@ impl Store {
         run: &SyncRunRecord,
     ) -> Result<SyncRunId> {
         dispatch!(self, s => s.apply_sync(tenant, diff, run).await)
+    }
+
+    /// Opens a staging run for a sync of the tenant (see `staging.rs`),
+    /// deleting first whatever an earlier sync of the tenant left there (a
+    /// process killed mid-sync). A sync still writing to a run this replaces
+    /// fails with [`Error::StagingLost`] when it finishes or applies.
+    pub async fn begin_staging(&self, tenant: &TenantKey) -> Result<Staging> {
+        dispatch!(self, s => s.begin_staging(tenant).await)
+    }
+
+    /// Writes one batch of what the sync read into its staging run (SQLite:
+    /// multi-row inserts in one short transaction; PostgreSQL: one `COPY`).
+    /// A department staged twice keeps its last copy, a member its first.
+    pub async fn stage(
+        &self,
+        staging: &mut Staging,
+        departments: &[Department],
+        members: &[Member],
+    ) -> Result<()> {
+        dispatch!(self, s => s.stage(staging, departments, members).await)
+    }
+
+    /// Which of `userids` the run holds already.
+    pub async fn staged_userids(
+        &self,
+        staging: &Staging,
+        userids: &[String],
+    ) -> Result<Vec<String>> {
+        dispatch!(self, s => s.staged_userids(staging, userids).await)
+    }
+
+    /// Ends the run's read: normalizes it as `core::desired::desired_directory`
+    /// does (departments whose parent was not read become top ones, members
+    /// keep only the departments read). Call it only after a complete read.
+    pub async fn finish_staging(&self, staging: Staging) -> Result<Staged> {
+        dispatch!(self, s => s.finish_staging(staging).await)
+    }
+
+    /// What applying the run would change: counts, and the directory's
+    /// members and departments the read did not find (one consistent read).
+    pub async fn staged_changes(&self, staged: &Staged) -> Result<StagedChanges> {
+        dispatch!(self, s => s.staged_changes(staged).await)
+    }
+
+    /// The run's whole diff with the directory, row by row, in the order of
+    /// `core::directory::diff`. It holds every added and updated row in
+    /// memory: for checks and small directories; a sync uses
+    /// [`Store::staged_changes`].
+    pub async fn staged_diff(&self, staged: &Staged) -> Result<DirectoryDiff> {
+        dispatch!(self, s => s.staged_diff(staged).await)
+    }
+
+    /// Applies the run to the tenant's directory and records `run`, in ONE
+    /// transaction, as [`Store::apply_sync`] does: every staged department
+    /// and member is added or updated (rows already equal are not touched),
+    /// and of the rows the read did not find only `remove_members` and
+    /// `remove_departments` are deleted. The staging run is deleted after the
+    /// commit. [`Error::StagingLost`] if another sync replaced the run.
+    pub async fn apply_staged(
+        &self,
+        staged: Staged,
+        remove_members: &[String],
+        remove_departments: &[i64],
+        run: &SyncRunRecord,
+    ) -> Result<SyncRunId> {
+        dispatch!(self, s => s.apply_staged(staged, remove_members, remove_departments, run).await)
+    }
+
+    /// Deletes a staging run and its rows (a sync that failed or changed nothing).
+    pub async fn drop_staging(&self, run: StagingId) -> Result<()> {
+        dispatch!(self, s => s.drop_staging(run).await)
+    }
+
+    /// How many members the tenant's directory holds.
+    pub async fn member_count(&self, tenant: &TenantKey) -> Result<u64> {
+        dispatch!(self, s => s.member_count(tenant).await)
     }
 
     /// Record a sync run that did not change the directory (failed or held).

@@ -18,6 +18,7 @@ use super::model::{self, Account, LedgerEntry, SyncRun, SyncRunId, SyncRunRecord
 use super::rows::{
     self, AccountRow, DirectoryReader, DocumentRow, LedgerRow, SyncRunRow, TenantRow,
 };
+use super::staging::{self, Staged, StagedChanges, Staging, StagingId};
 use super::url::StoreUrl;
 use super::{migrations, sql};
 use crate::api::{Mode, TenantKey};
@@ -49,6 +50,14 @@ fn pg_ts(t: Timestamp) -> String {
 /// [`sql::TENANT_ID`], locking the row until the transaction ends.
 const TENANT_ID_FOR_UPDATE: &str =
     "SELECT id FROM tenants WHERE namespace = $1 AND name = $2 FOR UPDATE";
+
+/// Delete the department links of tenant $1's members $2 (members and links
+/// carry no foreign key on PostgreSQL: see migration 3).
+const DELETE_LINKS_OF: &str =
+    "DELETE FROM member_departments WHERE tenant_id = $1 AND userid = ANY($2)";
+
+/// Delete every department link of tenant $1.
+const DELETE_LINKS: &str = "DELETE FROM member_departments WHERE tenant_id = $1";
 
 /// A PostgreSQL-backed store.
 #[derive(Clone, Debug)]
@@ -91,6 +100,11 @@ impl PgStore {
         let unavailable = |reason: String| unavailable(url, &reason);
         let mut conn = first_connection(url, &options).await?;
         let migrated = migrations::run(&migrations::postgres(), &mut conn).await;
+        if migrated.is_ok()
+            && let Err(e) = purge_stale_staging(&mut conn).await
+        {
+            tracing::warn!(error = %url.scrub(&e.to_string()), "stale sync staging was not deleted at open");
+        }
         let closed = conn.close().await;
         migrated.map_err(|e| Error::Migration {
             url: url.redacted(),
@@ -241,7 +255,14 @@ impl PgStore {
         let tenant = ensure_tenant(&mut tx, t).await?;
         let mut written = 0u64;
         for chunk in diff.remove_members.chunks(ROWS_PER_STATEMENT) {
-            // Cascades to member_departments.
+            // Their links first (no foreign key cascades on PostgreSQL);
+            // counted with the member, as a cascade would be.
+            sqlx::query(DELETE_LINKS_OF)
+                .bind(tenant)
+                .bind(chunk)
+                .execute(&mut *tx)
+                .await
+                .ctx(ctx)?;
             written += sqlx::query("DELETE FROM members WHERE tenant_id = $1 AND userid = ANY($2)")
                 .bind(tenant)
                 .bind(chunk)
@@ -317,6 +338,11 @@ impl PgStore {
         let ctx = || format!("clearing the directory of {t}");
         let mut tx = self.write_tx(ctx).await?;
         if let Some(tenant) = tenant_id(&mut tx, t, true).await? {
+            sqlx::query(DELETE_LINKS)
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await
+                .ctx(ctx)?;
             sqlx::query(sql::DELETE_MEMBERS)
                 .bind(tenant)
                 .execute(&mut *tx)
@@ -334,6 +360,24 @@ impl PgStore {
     pub(crate) async fn delete_tenant_data(&self, t: &TenantKey) -> Result<()> {
         let ctx = || format!("deleting the data of {t}");
         let mut tx = self.write_tx(ctx).await?;
+        // Staging rows, members and links are not linked to the tenant row
+        // by a foreign key: deleted first.
+        if let Some(tenant) = tenant_id(&mut tx, t, true).await? {
+            for q in [DELETE_LINKS, sql::DELETE_MEMBERS] {
+                sqlx::query(q)
+                    .bind(tenant)
+                    .execute(&mut *tx)
+                    .await
+                    .ctx(ctx)?;
+            }
+            purge_runs(
+                &mut tx,
+                "SELECT id FROM staging_runs WHERE tenant_id = $1",
+                tenant,
+            )
+            .await
+            .ctx(ctx)?;
+        }
         sqlx::query(sql::DELETE_TENANT)
             .bind(&t.namespace)
             .bind(&t.name)
@@ -666,4 +710,478 @@ async fn sync_member_departments(
         .await?
         .rows_affected();
     Ok(deleted + inserted)
+}
+
+// ---- sync staging (see `staging.rs`) ----
+
+/// Bytes of COPY data sent per message.
+const COPY_CHUNK: usize = 256 * 1024;
+
+impl PgStore {
+    pub(crate) async fn begin_staging(&self, t: &TenantKey) -> Result<Staging> {
+        let ctx = || format!("opening a sync staging area for {t}");
+        let mut tx = self.write_tx(ctx).await?;
+        let tenant = ensure_tenant(&mut tx, t).await?;
+        purge_runs(
+            &mut tx,
+            "SELECT id FROM staging_runs WHERE tenant_id = $1",
+            tenant,
+        )
+        .await
+        .ctx(ctx)?;
+        let run: i64 =
+            sqlx::query_scalar("INSERT INTO staging_runs (tenant_id) VALUES ($1) RETURNING id")
+                .bind(tenant)
+                .fetch_one(&mut *tx)
+                .await
+                .ctx(ctx)?;
+        tx.commit().await.ctx(ctx)?;
+        Ok(Staging {
+            run: StagingId(run),
+            tenant: t.clone(),
+            tenant_id: tenant,
+            rows: 0,
+        })
+    }
+
+    pub(crate) async fn stage(
+        &self,
+        s: &mut Staging,
+        depts: &[Department],
+        members: &[Member],
+    ) -> Result<()> {
+        let ctx = || format!("staging a sync of {}", s.tenant);
+        let mut tx = self.write_tx(ctx).await?;
+        let mut seq = s.rows;
+        let mut buf = Vec::with_capacity(COPY_CHUNK + 4096);
+        if !depts.is_empty() {
+            let mut copy = tx
+                .copy_in_raw(
+                    "COPY staging_departments (run_id, seq, dept_id, parent_id, name, sort_order) FROM STDIN",
+                )
+                .await
+                .ctx(ctx)?;
+            for d in depts {
+                staging::copy_int(&mut buf, s.run.0);
+                buf.push(b'\t');
+                staging::copy_int(&mut buf, seq);
+                buf.push(b'\t');
+                staging::copy_int(&mut buf, d.id);
+                buf.push(b'\t');
+                match d.parent_id {
+                    Some(p) => staging::copy_int(&mut buf, p),
+                    None => staging::copy_opt(&mut buf, None),
+                }
+                buf.push(b'\t');
+                staging::copy_field(&mut buf, &d.name);
+                buf.push(b'\t');
+                staging::copy_int(&mut buf, d.order);
+                buf.push(b'\n');
+                seq += 1;
+                if buf.len() >= COPY_CHUNK {
+                    copy.send(std::mem::take(&mut buf)).await.ctx(ctx)?;
+                }
+            }
+            if !buf.is_empty() {
+                copy.send(std::mem::take(&mut buf)).await.ctx(ctx)?;
+            }
+            copy.finish().await.ctx(ctx)?;
+        }
+        if !members.is_empty() {
+            let mut copy = tx
+                .copy_in_raw(
+                    "COPY staging_members (run_id, seq, userid, unionid, name, mobile, email, title, job_number, active, admin, boss, dept_ids) FROM STDIN",
+                )
+                .await
+                .ctx(ctx)?;
+            for m in members {
+                staging::copy_int(&mut buf, s.run.0);
+                buf.push(b'\t');
+                staging::copy_int(&mut buf, seq);
+                for text in [&m.userid, &m.unionid, &m.name] {
+                    buf.push(b'\t');
+                    staging::copy_field(&mut buf, text);
+                }
+                for text in [&m.mobile, &m.email, &m.title, &m.job_number] {
+                    buf.push(b'\t');
+                    staging::copy_opt(&mut buf, text.as_deref());
+                }
+                for flag in [m.active, m.admin, m.boss] {
+                    buf.push(b'\t');
+                    staging::copy_bool(&mut buf, flag);
+                }
+                buf.push(b'\t');
+                staging::copy_int_array(&mut buf, &m.dept_ids);
+                buf.push(b'\n');
+                seq += 1;
+                if buf.len() >= COPY_CHUNK {
+                    copy.send(std::mem::take(&mut buf)).await.ctx(ctx)?;
+                }
+            }
+            if !buf.is_empty() {
+                copy.send(std::mem::take(&mut buf)).await.ctx(ctx)?;
+            }
+            copy.finish().await.ctx(ctx)?;
+        }
+        tx.commit().await.ctx(ctx)?;
+        s.rows = seq;
+        Ok(())
+    }
+
+    pub(crate) async fn staged_userids(
+        &self,
+        s: &Staging,
+        userids: &[String],
+    ) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT userid FROM staging_members WHERE run_id = $1 AND userid = ANY($2)",
+        )
+        .bind(s.run.0)
+        .bind(userids)
+        .fetch_all(&self.pool)
+        .await
+        .ctx(|| format!("reading the sync staging of {}", s.tenant))
+    }
+
+    pub(crate) async fn finish_staging(&self, s: Staging) -> Result<Staged> {
+        let ctx = || format!("finishing the sync staging of {}", s.tenant);
+        let mut tx = self.write_tx(ctx).await?;
+        check_run(&mut tx, &s.tenant, s.run, s.tenant_id, false).await?;
+        for q in [
+            // COPY cannot skip duplicates: keep the last copy of a department
+            // and the first of a member, as `desired_directory` does.
+            "DELETE FROM staging_departments WHERE ctid = ANY (ARRAY(SELECT ctid FROM (SELECT ctid, \
+             row_number() OVER (PARTITION BY dept_id ORDER BY seq DESC) AS n FROM staging_departments WHERE run_id = $1) x WHERE n > 1))",
+            "DELETE FROM staging_members WHERE ctid = ANY (ARRAY(SELECT ctid FROM (SELECT ctid, \
+             row_number() OVER (PARTITION BY userid ORDER BY seq) AS n FROM staging_members WHERE run_id = $1) x WHERE n > 1))",
+            staging::NORMALIZE_PARENTS,
+            "INSERT INTO staging_links (run_id, userid, dept_id) SELECT s.run_id, s.userid, d.dept_id \
+             FROM staging_members s CROSS JOIN LATERAL unnest(s.dept_ids) AS d(dept_id) WHERE s.run_id = $1 \
+             AND d.dept_id IN (SELECT dept_id FROM staging_departments WHERE run_id = $1) ON CONFLICT DO NOTHING",
+            staging::MARK_FINISHED,
+        ] {
+            sqlx::query(q)
+                .bind(s.run.0)
+                .execute(&mut *tx)
+                .await
+                .ctx(ctx)?;
+        }
+        tx.commit().await.ctx(ctx)?;
+        // Fresh statistics, or the comparison is planned for empty tables.
+        for table in staging::ROW_TABLES {
+            sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {table}")))
+                .execute(&self.pool)
+                .await
+                .ctx(ctx)?;
+        }
+        Ok(Staged {
+            run: s.run,
+            tenant: s.tenant,
+            tenant_id: s.tenant_id,
+        })
+    }
+
+    pub(crate) async fn staged_changes(&self, s: &Staged) -> Result<StagedChanges> {
+        let ctx = || {
+            format!(
+                "comparing the sync staging of {} with its directory",
+                s.tenant
+            )
+        };
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+            .ctx(ctx)?;
+        check_run(&mut tx, &s.tenant, s.run, s.tenant_id, true).await?;
+        let (run, tenant) = (s.run.0, s.tenant_id);
+        let (members, departments): (i64, i64) = sqlx::query_as(staging::CURRENT_COUNTS)
+            .bind(tenant)
+            .fetch_one(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        let mut counts = [0i64; 4];
+        for (i, q) in [
+            staging::count_added_members(),
+            staging::COUNT_UPDATED_MEMBERS.to_string(),
+            staging::count_added_departments(),
+            staging::count_updated_departments(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            counts[i] = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
+                .bind(run)
+                .bind(tenant)
+                .fetch_one(&mut *tx)
+                .await
+                .ctx(ctx)?;
+        }
+        let mut missing = DirectoryReader::new(ctx());
+        missing
+            .members(
+                sqlx::query_as(staging::MISSING_MEMBERS)
+                    .bind(run)
+                    .bind(tenant)
+                    .fetch(&mut *tx),
+            )
+            .await?;
+        missing
+            .links(
+                sqlx::query_as(staging::MISSING_MEMBER_LINKS)
+                    .bind(run)
+                    .bind(tenant)
+                    .fetch(&mut *tx),
+            )
+            .await?;
+        let missing_departments: Vec<i64> = sqlx::query_scalar(staging::MISSING_DEPARTMENTS)
+            .bind(run)
+            .bind(tenant)
+            .fetch_all(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        tx.commit().await.ctx(ctx)?;
+        let count = |n: i64, what| model::from_db_count(n, what);
+        Ok(StagedChanges {
+            members: count(members, "members")?,
+            departments: count(departments, "departments")?,
+            add_members: count(counts[0], "added members")?,
+            update_members: count(counts[1], "updated members")?,
+            add_departments: count(counts[2], "added departments")?,
+            update_departments: count(counts[3], "updated departments")?,
+            missing_members: missing.finish().members.into_values().collect(),
+            missing_departments,
+        })
+    }
+
+    pub(crate) async fn staged_diff(&self, s: &Staged) -> Result<DirectoryDiff> {
+        let ctx = || format!("reading the diff of the sync staging of {}", s.tenant);
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+            .ctx(ctx)?;
+        check_run(&mut tx, &s.tenant, s.run, s.tenant_id, true).await?;
+        let (run, tenant) = (s.run.0, s.tenant_id);
+        let departments = |q: String| {
+            sqlx::query_as::<_, rows::DepartmentRow>(sqlx::AssertSqlSafe(q))
+                .bind(run)
+                .bind(tenant)
+        };
+        let add_departments = departments(staging::added_department_rows())
+            .fetch_all(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        let update_departments = departments(staging::updated_department_rows())
+            .fetch_all(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        let members = |q: String| {
+            sqlx::query_as::<_, rows::MemberRow>(sqlx::AssertSqlSafe(q))
+                .bind(run)
+                .bind(tenant)
+        };
+        let add_members = members(staging::added_member_rows())
+            .fetch_all(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        let update_members = members(staging::updated_member_rows())
+            .fetch_all(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        let links: Vec<rows::LinkRow> = sqlx::query_as(staging::STAGED_LINKS)
+            .bind(run)
+            .fetch_all(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        let missing = {
+            let mut m = DirectoryReader::new(ctx());
+            m.members(
+                sqlx::query_as(staging::MISSING_MEMBERS)
+                    .bind(run)
+                    .bind(tenant)
+                    .fetch(&mut *tx),
+            )
+            .await?;
+            m.finish()
+        };
+        let remove_departments: Vec<i64> = sqlx::query_scalar(staging::MISSING_DEPARTMENTS)
+            .bind(run)
+            .bind(tenant)
+            .fetch_all(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        tx.commit().await.ctx(ctx)?;
+        Ok(rows::staged_diff(rows::StagedDiffRows {
+            add_departments,
+            update_departments,
+            add_members,
+            update_members,
+            links,
+            remove_members: missing.members.into_keys().collect(),
+            remove_departments,
+        }))
+    }
+
+    pub(crate) async fn apply_staged(
+        &self,
+        s: Staged,
+        remove_members: &[String],
+        remove_departments: &[i64],
+        run: &SyncRunRecord,
+    ) -> Result<SyncRunId> {
+        let t = &s.tenant;
+        let ctx = || format!("applying a sync to {t}");
+        let mut tx = self.write_tx(ctx).await?;
+        let tenant = ensure_tenant(&mut tx, t).await?;
+        // Locked: a newer sync of the tenant cannot remove it meanwhile.
+        check_run(&mut tx, t, s.run, tenant, true).await?;
+        let mut written = 0u64;
+        for chunk in remove_members.chunks(ROWS_PER_STATEMENT) {
+            // Their links first (no foreign key cascades on PostgreSQL);
+            // counted with the member, as a cascade would be.
+            sqlx::query(DELETE_LINKS_OF)
+                .bind(tenant)
+                .bind(chunk)
+                .execute(&mut *tx)
+                .await
+                .ctx(ctx)?;
+            written += sqlx::query("DELETE FROM members WHERE tenant_id = $1 AND userid = ANY($2)")
+                .bind(tenant)
+                .bind(chunk)
+                .execute(&mut *tx)
+                .await
+                .ctx(ctx)?
+                .rows_affected();
+        }
+        for chunk in remove_departments.chunks(ROWS_PER_STATEMENT) {
+            written +=
+                sqlx::query("DELETE FROM departments WHERE tenant_id = $1 AND dept_id = ANY($2)")
+                    .bind(tenant)
+                    .bind(chunk)
+                    .execute(&mut *tx)
+                    .await
+                    .ctx(ctx)?
+                    .rows_affected();
+        }
+        for q in staging::APPLY {
+            written += sqlx::query(q)
+                .bind(s.run.0)
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await
+                .ctx(ctx)?
+                .rows_affected();
+        }
+        let id = insert_run(&mut tx, tenant, run, written).await?;
+        tx.commit().await.ctx(ctx)?;
+        if let Err(e) = self.drop_staging(s.run).await {
+            tracing::warn!(tenant = %t, error = %e, "the applied sync's staging was not deleted; the next sync deletes it");
+        }
+        Ok(id)
+    }
+
+    pub(crate) async fn drop_staging(&self, run: StagingId) -> Result<()> {
+        let ctx = || format!("deleting sync staging run {run}");
+        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        purge_runs(&mut tx, "SELECT id FROM staging_runs WHERE id = $1", run.0)
+            .await
+            .ctx(ctx)?;
+        tx.commit().await.ctx(ctx)
+    }
+
+    pub(crate) async fn member_count(&self, t: &TenantKey) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM members m JOIN tenants t ON t.id = m.tenant_id WHERE t.namespace = $1 AND t.name = $2",
+        )
+        .bind(&t.namespace)
+        .bind(&t.name)
+        .fetch_one(&self.pool)
+        .await
+        .ctx(|| format!("counting the members of {t}"))?;
+        model::from_db_count(n, "members")
+    }
+}
+
+/// Whether run `run` of tenant `tenant` is there (and, with `finished`, read
+/// to the end), locking its row until the transaction ends (except in a
+/// read-only one, where the snapshot is enough): else another sync of the
+/// tenant removed it.
+async fn check_run(
+    conn: &mut PgConnection,
+    t: &TenantKey,
+    run: StagingId,
+    tenant: i64,
+    finished: bool,
+) -> Result<()> {
+    let read_only: String = sqlx::query_scalar("SELECT current_setting('transaction_read_only')")
+        .fetch_one(&mut *conn)
+        .await
+        .ctx(|| format!("checking sync staging run {run} of {t}"))?;
+    let query = if read_only == "on" {
+        staging::RUN_STATE.to_string()
+    } else {
+        format!("{} FOR UPDATE", staging::RUN_STATE)
+    };
+    let state: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(query))
+        .bind(run.0)
+        .bind(tenant)
+        .fetch_optional(&mut *conn)
+        .await
+        .ctx(|| format!("checking sync staging run {run} of {t}"))?;
+    match state {
+        Some(f) if (f == 1) == finished => Ok(()),
+        Some(_) => Err(Error::InvalidInput {
+            context: format!("sync staging run {run} of {t}"),
+            reason: if finished {
+                "its read was not finished".into()
+            } else {
+                "its read was already finished".into()
+            },
+        }),
+        None => Err(Error::StagingLost {
+            tenant: t.clone(),
+            run,
+        }),
+    }
+}
+
+/// Deletes the staging runs `runs` selects (bound to `param`), rows first.
+/// The runs are locked first, so that a sync applying one of them finishes
+/// before its rows go.
+async fn purge_runs(conn: &mut PgConnection, runs: &str, param: i64) -> sqlx::Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!("{runs} FOR UPDATE")))
+        .bind(param)
+        .execute(&mut *conn)
+        .await?;
+    for table in staging::ROW_TABLES {
+        sqlx::query(sqlx::AssertSqlSafe(staging::delete_rows_of(table, runs)))
+            .bind(param)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM staging_runs WHERE id IN ({runs})"
+    )))
+    .bind(param)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// At open: deletes staging runs older than a day and rows of runs that are gone.
+async fn purge_stale_staging(conn: &mut PgConnection) -> sqlx::Result<()> {
+    let mut tx = conn.begin().await?;
+    purge_runs(
+        &mut tx,
+        "SELECT id FROM staging_runs WHERE started_at < now() - make_interval(secs => $1::bigint / 1000000.0)",
+        staging::STALE_AFTER_MICROS,
+    )
+    .await?;
+    for table in staging::ROW_TABLES {
+        sqlx::query(sqlx::AssertSqlSafe(staging::delete_orphans(table)))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
 }

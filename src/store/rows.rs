@@ -13,7 +13,9 @@ use serde_json::Value;
 use super::error::{Context, Result};
 use super::model::{self, Account, LedgerEntry, SyncOutcome, SyncRun, SyncRunId, SyncRunRecord};
 use crate::api::TenantKey;
-use crate::core::directory::{Department, Directory, Member};
+use std::collections::BTreeMap;
+
+use crate::core::directory::{Department, Directory, DirectoryDiff, Member};
 
 /// `namespace, name`.
 pub(crate) type TenantRow = (String, String);
@@ -233,5 +235,73 @@ impl DirectoryReader {
         rows: &mut (impl Stream<Item = sqlx::Result<T>> + Unpin),
     ) -> Result<Option<T>> {
         rows.try_next().await.ctx(|| self.context.clone())
+    }
+}
+
+/// The rows of a staged run's diff, as both backends read them.
+pub(crate) struct StagedDiffRows {
+    pub add_departments: Vec<DepartmentRow>,
+    pub update_departments: Vec<DepartmentRow>,
+    pub add_members: Vec<MemberRow>,
+    pub update_members: Vec<MemberRow>,
+    /// Every staged link, each member's departments ascending.
+    pub links: Vec<LinkRow>,
+    pub remove_members: Vec<String>,
+    pub remove_departments: Vec<i64>,
+}
+
+/// A staged run's diff in the order [`crate::core::directory::diff`] gives:
+/// departments by id, members by userid (bytewise, whatever the database's
+/// collation).
+pub(crate) fn staged_diff(rows: StagedDiffRows) -> DirectoryDiff {
+    let mut links: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (userid, dept) in rows.links {
+        links.entry(userid).or_default().push(dept);
+    }
+    let department = |(id, parent_id, name, order): DepartmentRow| Department {
+        id,
+        parent_id,
+        name,
+        order,
+    };
+    let member = |row: MemberRow| {
+        let (userid, unionid, name, mobile, email, title, job_number, active, admin, boss) = row;
+        let mut dept_ids = links.get(&userid).cloned().unwrap_or_default();
+        dept_ids.sort_unstable();
+        Member {
+            userid,
+            unionid,
+            name,
+            mobile,
+            email,
+            title,
+            job_number,
+            active,
+            admin,
+            boss,
+            dept_ids,
+        }
+    };
+    let departments = |rows: Vec<DepartmentRow>| {
+        let mut v: Vec<Department> = rows.into_iter().map(department).collect();
+        v.sort_by_key(|d| d.id);
+        v
+    };
+    let members = |rows: Vec<MemberRow>| {
+        let mut v: Vec<Member> = rows.into_iter().map(member).collect();
+        v.sort_by(|a, b| a.userid.cmp(&b.userid));
+        v
+    };
+    let mut remove_members = rows.remove_members;
+    remove_members.sort();
+    let mut remove_departments = rows.remove_departments;
+    remove_departments.sort_unstable();
+    DirectoryDiff {
+        add_departments: departments(rows.add_departments),
+        update_departments: departments(rows.update_departments),
+        remove_departments,
+        add_members: members(rows.add_members),
+        update_members: members(rows.update_members),
+        remove_members,
     }
 }

@@ -22,6 +22,7 @@ use super::model::{self, Account, LedgerEntry, SyncRun, SyncRunId, SyncRunRecord
 use super::rows::{
     self, AccountRow, DirectoryReader, DocumentRow, LedgerRow, SyncRunRow, TenantRow,
 };
+use super::staging::{self, Staged, StagedChanges, Staging, StagingId};
 use super::url::StoreUrl;
 use super::{json_array, migrations, sql};
 use crate::api::{Mode, TenantKey};
@@ -315,6 +316,16 @@ impl SqliteStore {
     pub(crate) async fn delete_tenant_data(&self, t: &TenantKey) -> Result<()> {
         let ctx = || format!("deleting the data of {t}");
         let mut tx = self.write_tx(ctx).await?;
+        // Staging rows are not linked to the tenant row: deleted first.
+        if let Some(tenant) = tenant_id(&mut tx, t).await? {
+            purge_runs(
+                &mut tx,
+                "SELECT id FROM staging_runs WHERE tenant_id = $1",
+                tenant,
+            )
+            .await
+            .ctx(ctx)?;
+        }
         sqlx::query(sql::DELETE_TENANT)
             .bind(&t.namespace)
             .bind(&t.name)
@@ -664,6 +675,11 @@ async fn open_and_migrate(
         }
     })?;
     let migrated = migrate(&mut conn).await;
+    if migrated.is_ok()
+        && let Err(e) = purge_stale_staging(&mut conn).await
+    {
+        tracing::warn!(error = %e, "stale sync staging was not deleted at open");
+    }
     let closed = conn.close().await;
     migrated.map_err(|reason| Opening {
         busy: is_busy(&reason),
@@ -679,4 +695,406 @@ async fn open_and_migrate(
             reason: e.to_string(),
         },
     })
+}
+
+// ---- sync staging (see `staging.rs`) ----
+
+impl SqliteStore {
+    pub(crate) async fn begin_staging(&self, t: &TenantKey) -> Result<Staging> {
+        let ctx = || format!("opening a sync staging area for {t}");
+        let mut tx = self.write_tx(ctx).await?;
+        let tenant = ensure_tenant(&mut tx, t).await?;
+        let runs = "SELECT id FROM staging_runs WHERE tenant_id = $1";
+        purge_runs(&mut tx, runs, tenant).await.ctx(ctx)?;
+        let run: i64 = sqlx::query_scalar(
+            "INSERT INTO staging_runs (tenant_id, started_at) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(tenant)
+        .bind(model::to_micros(jiff::Timestamp::now()))
+        .fetch_one(&mut *tx)
+        .await
+        .ctx(ctx)?;
+        tx.commit().await.ctx(ctx)?;
+        Ok(Staging {
+            run: StagingId(run),
+            tenant: t.clone(),
+            tenant_id: tenant,
+            rows: 0,
+        })
+    }
+
+    pub(crate) async fn stage(
+        &self,
+        s: &mut Staging,
+        depts: &[Department],
+        members: &[Member],
+    ) -> Result<()> {
+        let ctx = || format!("staging a sync of {}", s.tenant);
+        let mut tx = self.write_tx(ctx).await?;
+        for chunk in depts.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO staging_departments (run_id, dept_id, parent_id, name, sort_order) ",
+            );
+            qb.push_values(chunk, |mut b, d| {
+                b.push_bind(s.run.0)
+                    .push_bind(d.id)
+                    .push_bind(d.parent_id)
+                    .push_bind(d.name.clone())
+                    .push_bind(d.order);
+            });
+            // The last copy of a department wins, as in `Directory::new`.
+            qb.push(
+                " ON CONFLICT (run_id, dept_id) DO UPDATE SET parent_id = excluded.parent_id, \
+                 name = excluded.name, sort_order = excluded.sort_order",
+            );
+            qb.build().execute(&mut *tx).await.ctx(ctx)?;
+        }
+        for chunk in members.chunks(ROWS_PER_STATEMENT) {
+            let dept_ids = chunk
+                .iter()
+                .map(|m| json_array(&m.dept_ids))
+                .collect::<Result<Vec<_>>>()?;
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO staging_members (run_id, userid, unionid, name, mobile, email, title, job_number, active, admin, boss, dept_ids) ",
+            );
+            qb.push_values(chunk.iter().zip(dept_ids), |mut b, (m, depts)| {
+                b.push_bind(s.run.0)
+                    .push_bind(m.userid.clone())
+                    .push_bind(m.unionid.clone())
+                    .push_bind(m.name.clone())
+                    .push_bind(m.mobile.clone())
+                    .push_bind(m.email.clone())
+                    .push_bind(m.title.clone())
+                    .push_bind(m.job_number.clone())
+                    .push_bind(m.active)
+                    .push_bind(m.admin)
+                    .push_bind(m.boss)
+                    .push_bind(depts);
+            });
+            // The first copy of a member wins, as in `desired_directory`.
+            qb.push(" ON CONFLICT (run_id, userid) DO NOTHING");
+            qb.build().execute(&mut *tx).await.ctx(ctx)?;
+        }
+        tx.commit().await.ctx(ctx)?;
+        s.rows += i64::try_from(depts.len() + members.len()).unwrap_or(i64::MAX);
+        Ok(())
+    }
+
+    pub(crate) async fn staged_userids(
+        &self,
+        s: &Staging,
+        userids: &[String],
+    ) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT userid FROM staging_members WHERE run_id = $1 AND userid IN (SELECT value FROM json_each($2))",
+        )
+        .bind(s.run.0)
+        .bind(json_array(userids)?)
+        .fetch_all(&self.pool)
+        .await
+        .ctx(|| format!("reading the sync staging of {}", s.tenant))
+    }
+
+    pub(crate) async fn finish_staging(&self, s: Staging) -> Result<Staged> {
+        let ctx = || format!("finishing the sync staging of {}", s.tenant);
+        let mut tx = self.write_tx(ctx).await?;
+        check_run(&mut tx, &s.tenant, s.run, s.tenant_id, false).await?;
+        sqlx::query(staging::NORMALIZE_PARENTS)
+            .bind(s.run.0)
+            .execute(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        sqlx::query(
+            "INSERT INTO staging_links (run_id, userid, dept_id) SELECT s.run_id, s.userid, j.value \
+             FROM staging_members s, json_each(s.dept_ids) j WHERE s.run_id = $1 \
+             AND j.value IN (SELECT dept_id FROM staging_departments WHERE run_id = $1) ON CONFLICT DO NOTHING",
+        )
+        .bind(s.run.0)
+        .execute(&mut *tx)
+        .await
+        .ctx(ctx)?;
+        sqlx::query(staging::MARK_FINISHED)
+            .bind(s.run.0)
+            .execute(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        tx.commit().await.ctx(ctx)?;
+        Ok(Staged {
+            run: s.run,
+            tenant: s.tenant,
+            tenant_id: s.tenant_id,
+        })
+    }
+
+    pub(crate) async fn staged_changes(&self, s: &Staged) -> Result<StagedChanges> {
+        let ctx = || {
+            format!(
+                "comparing the sync staging of {} with its directory",
+                s.tenant
+            )
+        };
+        // One read transaction: a consistent snapshot.
+        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        check_run(&mut tx, &s.tenant, s.run, s.tenant_id, true).await?;
+        let (run, tenant) = (s.run.0, s.tenant_id);
+        let (members, departments): (i64, i64) = sqlx::query_as(staging::CURRENT_COUNTS)
+            .bind(tenant)
+            .fetch_one(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        let mut counts = [0i64; 4];
+        for (i, q) in [
+            staging::count_added_members(),
+            staging::COUNT_UPDATED_MEMBERS.to_string(),
+            staging::count_added_departments(),
+            staging::count_updated_departments(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            counts[i] = sqlx::query_scalar(sqlx::AssertSqlSafe(q))
+                .bind(run)
+                .bind(tenant)
+                .fetch_one(&mut *tx)
+                .await
+                .ctx(ctx)?;
+        }
+        let mut missing = DirectoryReader::new(ctx());
+        missing
+            .members(
+                sqlx::query_as(staging::MISSING_MEMBERS)
+                    .bind(run)
+                    .bind(tenant)
+                    .fetch(&mut *tx),
+            )
+            .await?;
+        missing
+            .links(
+                sqlx::query_as(staging::MISSING_MEMBER_LINKS)
+                    .bind(run)
+                    .bind(tenant)
+                    .fetch(&mut *tx),
+            )
+            .await?;
+        let missing_departments: Vec<i64> = sqlx::query_scalar(staging::MISSING_DEPARTMENTS)
+            .bind(run)
+            .bind(tenant)
+            .fetch_all(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        tx.commit().await.ctx(ctx)?;
+        let count = |n: i64, what| model::from_db_count(n, what);
+        Ok(StagedChanges {
+            members: count(members, "members")?,
+            departments: count(departments, "departments")?,
+            add_members: count(counts[0], "added members")?,
+            update_members: count(counts[1], "updated members")?,
+            add_departments: count(counts[2], "added departments")?,
+            update_departments: count(counts[3], "updated departments")?,
+            missing_members: missing.finish().members.into_values().collect(),
+            missing_departments,
+        })
+    }
+
+    pub(crate) async fn staged_diff(&self, s: &Staged) -> Result<DirectoryDiff> {
+        let ctx = || format!("reading the diff of the sync staging of {}", s.tenant);
+        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        check_run(&mut tx, &s.tenant, s.run, s.tenant_id, true).await?;
+        let (run, tenant) = (s.run.0, s.tenant_id);
+        let departments = |q: String| {
+            sqlx::query_as::<_, rows::DepartmentRow>(sqlx::AssertSqlSafe(q))
+                .bind(run)
+                .bind(tenant)
+        };
+        let add_departments = departments(staging::added_department_rows())
+            .fetch_all(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        let update_departments = departments(staging::updated_department_rows())
+            .fetch_all(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        let members = |q: String| {
+            sqlx::query_as::<_, rows::MemberRow>(sqlx::AssertSqlSafe(q))
+                .bind(run)
+                .bind(tenant)
+        };
+        let add_members = members(staging::added_member_rows())
+            .fetch_all(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        let update_members = members(staging::updated_member_rows())
+            .fetch_all(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        let links: Vec<rows::LinkRow> = sqlx::query_as(staging::STAGED_LINKS)
+            .bind(run)
+            .fetch_all(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        let missing = {
+            let mut m = DirectoryReader::new(ctx());
+            m.members(
+                sqlx::query_as(staging::MISSING_MEMBERS)
+                    .bind(run)
+                    .bind(tenant)
+                    .fetch(&mut *tx),
+            )
+            .await?;
+            m.finish()
+        };
+        let remove_departments: Vec<i64> = sqlx::query_scalar(staging::MISSING_DEPARTMENTS)
+            .bind(run)
+            .bind(tenant)
+            .fetch_all(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        tx.commit().await.ctx(ctx)?;
+        Ok(rows::staged_diff(rows::StagedDiffRows {
+            add_departments,
+            update_departments,
+            add_members,
+            update_members,
+            links,
+            remove_members: missing.members.into_keys().collect(),
+            remove_departments,
+        }))
+    }
+
+    pub(crate) async fn apply_staged(
+        &self,
+        s: Staged,
+        remove_members: &[String],
+        remove_departments: &[i64],
+        run: &SyncRunRecord,
+    ) -> Result<SyncRunId> {
+        let t = &s.tenant;
+        let ctx = || format!("applying a sync to {t}");
+        let mut tx = self.write_tx(ctx).await?;
+        let tenant = ensure_tenant(&mut tx, t).await?;
+        check_run(&mut tx, t, s.run, tenant, true).await?;
+        let mut written = 0u64;
+        if !remove_members.is_empty() {
+            // Cascades to member_departments.
+            written += sqlx::query("DELETE FROM members WHERE tenant_id = ?1 AND userid IN (SELECT value FROM json_each(?2))")
+                .bind(tenant)
+                .bind(json_array(remove_members)?)
+                .execute(&mut *tx)
+                .await
+                .ctx(ctx)?
+                .rows_affected();
+        }
+        if !remove_departments.is_empty() {
+            written += sqlx::query("DELETE FROM departments WHERE tenant_id = ?1 AND dept_id IN (SELECT value FROM json_each(?2))")
+                .bind(tenant)
+                .bind(json_array(remove_departments)?)
+                .execute(&mut *tx)
+                .await
+                .ctx(ctx)?
+                .rows_affected();
+        }
+        for q in staging::APPLY {
+            written += sqlx::query(q)
+                .bind(s.run.0)
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await
+                .ctx(ctx)?
+                .rows_affected();
+        }
+        let id = insert_run(&mut tx, tenant, run, written).await?;
+        tx.commit().await.ctx(ctx)?;
+        if let Err(e) = self.drop_staging(s.run).await {
+            tracing::warn!(tenant = %t, error = %e, "the applied sync's staging was not deleted; the next sync deletes it");
+        }
+        Ok(id)
+    }
+
+    pub(crate) async fn drop_staging(&self, run: StagingId) -> Result<()> {
+        let ctx = || format!("deleting sync staging run {run}");
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(ctx)?;
+        purge_runs(&mut tx, "SELECT id FROM staging_runs WHERE id = $1", run.0)
+            .await
+            .ctx(ctx)?;
+        tx.commit().await.ctx(ctx)
+    }
+
+    pub(crate) async fn member_count(&self, t: &TenantKey) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM members m JOIN tenants t ON t.id = m.tenant_id WHERE t.namespace = $1 AND t.name = $2",
+        )
+        .bind(&t.namespace)
+        .bind(&t.name)
+        .fetch_one(&self.pool)
+        .await
+        .ctx(|| format!("counting the members of {t}"))?;
+        model::from_db_count(n, "members")
+    }
+}
+
+/// Whether run `run` of tenant `tenant` is there (and, with `finished`, read
+/// to the end): else another sync of the tenant removed it.
+async fn check_run(
+    conn: &mut SqliteConnection,
+    t: &TenantKey,
+    run: StagingId,
+    tenant: i64,
+    finished: bool,
+) -> Result<()> {
+    let state: Option<i64> = sqlx::query_scalar(staging::RUN_STATE)
+        .bind(run.0)
+        .bind(tenant)
+        .fetch_optional(&mut *conn)
+        .await
+        .ctx(|| format!("checking sync staging run {run} of {t}"))?;
+    match state {
+        Some(f) if (f == 1) == finished => Ok(()),
+        Some(_) => Err(Error::InvalidInput {
+            context: format!("sync staging run {run} of {t}"),
+            reason: if finished {
+                "its read was not finished".into()
+            } else {
+                "its read was already finished".into()
+            },
+        }),
+        None => Err(Error::StagingLost {
+            tenant: t.clone(),
+            run,
+        }),
+    }
+}
+
+/// Deletes the staging runs `runs` selects (bound to `param`), rows first.
+async fn purge_runs(conn: &mut SqliteConnection, runs: &str, param: i64) -> sqlx::Result<()> {
+    for table in staging::ROW_TABLES {
+        sqlx::query(sqlx::AssertSqlSafe(staging::delete_rows_of(table, runs)))
+            .bind(param)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM staging_runs WHERE id IN ({runs})"
+    )))
+    .bind(param)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// At open: deletes staging runs older than a day and rows of runs that are gone.
+async fn purge_stale_staging(conn: &mut SqliteConnection) -> sqlx::Result<()> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let cutoff = model::to_micros(jiff::Timestamp::now()) - staging::STALE_AFTER_MICROS;
+    purge_runs(
+        &mut tx,
+        "SELECT id FROM staging_runs WHERE started_at < $1",
+        cutoff,
+    )
+    .await?;
+    for table in staging::ROW_TABLES {
+        sqlx::query(sqlx::AssertSqlSafe(staging::delete_orphans(table)))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
 }

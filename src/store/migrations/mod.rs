@@ -28,6 +28,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "binding identity and fence",
         include_str!("sqlite/0002_binding_identity.sql"),
     ),
+    (
+        3,
+        "sync staging",
+        include_str!("sqlite/0003_sync_staging.sql"),
+    ),
 ];
 
 /// (version, description, SQL) for PostgreSQL.
@@ -37,6 +42,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         2,
         "binding identity and fence",
         include_str!("postgres/0002_binding_identity.sql"),
+    ),
+    (
+        3,
+        "sync staging",
+        include_str!("postgres/0003_sync_staging.sql"),
     ),
 ];
 
@@ -80,4 +90,4 @@ pub(crate) async fn run<C: sqlx::migrate::Migrate>(
 }
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
