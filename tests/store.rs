@@ -1201,6 +1201,14 @@ async fn a_stale_leaders_writes_are_refused(db: &TestDb) {
     };
     let applied = old.apply_sync(&t, &DirectoryDiff::default(), &run).await;
     assert!(matches!(applied, Err(Error::Fenced { .. })), "{applied:?}");
+    // A sync's write path: a run staged by anyone is applied by no stale term.
+    let staged = stage_all(&store, &t, &org(3, 20, 0), 10).await;
+    let applied = old.apply_staged(staged, &[], &[], &run).await;
+    assert!(matches!(applied, Err(Error::Fenced { .. })), "{applied:?}");
+    assert!(
+        store.directory(&t).await.unwrap().members.is_empty(),
+        "a refused apply writes no member"
+    );
     // A term can never go back, and reads are never fenced.
     assert!(matches!(
         old.advance_fence(5).await,

@@ -452,6 +452,7 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
     progress.stop().await;
     let outcome = match outcome {
         Ok(outcome) => outcome,
+        Err(e) if !says_store_unavailable(&e) => return Err(e.into()),
         Err(e) => {
             // The store failed: the Tenant says so (its status is the API
             // server's, which still answers), and the reconcile is retried.
@@ -496,6 +497,14 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
     Ok(outcome
         .requeue_after
         .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Whether a failed reconciliation writes `StoreUnavailable` to the Tenant:
+/// not when the store refused a stale term's write, since this replica is no
+/// longer the leader and the status is the new leader's to write.
+fn says_store_unavailable(e: &crate::reconcile::Error) -> bool {
+    let crate::reconcile::Error::Store(store) = e;
+    !matches!(store, crate::store::Error::Fenced { .. })
 }
 
 /// Most bytes of an Event note (the API server refuses notes over 1 kB).
@@ -676,6 +685,21 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stale_terms_refused_write_is_not_reported_as_an_unusable_store() {
+        use crate::{reconcile::Error, store};
+        let fenced = Error::Store(store::Error::Fenced {
+            token: 5,
+            current: 6,
+        });
+        assert!(!says_store_unavailable(&fenced));
+        let down = Error::Store(store::Error::Corrupt {
+            context: "reading the ledger".into(),
+            reason: "bad row".into(),
+        });
+        assert!(says_store_unavailable(&down));
+    }
 
     #[test]
     fn namespace_takes_a_list_given_with_commas_or_repeated() {
