@@ -13,7 +13,8 @@ use std::process::Output;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use dingbind::api::{REBIND_FORBIDDEN_MESSAGE, Tenant};
+use dingbind::api::{REBIND_FORBIDDEN_MESSAGE, SyncProgress, Tenant, TenantStatus};
+use dingbind::controller::status;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use support::kube_env::KubeEnv;
@@ -603,6 +604,201 @@ async fn status_writes_are_never_refused_by_the_transition_rule() {
             r#"{"metadata":{"finalizers":["dingbind.dev/directory"]}}"#,
         ]),
     );
+}
+
+/// A status with the given fields, its conditions at whole seconds (as the API
+/// server stores them).
+fn status_of(value: Value) -> TenantStatus {
+    serde_json::from_value(value).expect("a TenantStatus")
+}
+
+fn ready(reason: &str) -> Value {
+    json!({"type": "Ready", "status": "True", "reason": reason, "message": "ok",
+           "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1})
+}
+
+async fn live_status(api: &Api<Tenant>, name: &str) -> TenantStatus {
+    api.get_status(name)
+        .await
+        .expect("get status")
+        .status
+        .unwrap_or_default()
+}
+
+/// An earlier release's status write: a merge patch by dingbind's field
+/// manager, which the API server records as an `Update`.
+async fn merge_patch_status(api: &Api<Tenant>, name: &str, status: Value) {
+    api.patch_status(
+        name,
+        &PatchParams::apply(status::MANAGER),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .expect("merge patch of status");
+}
+
+#[tokio::test]
+async fn status_is_written_whole_by_one_server_side_apply() {
+    let env = env_with_crd();
+    let client = env.client().await;
+    let ns = env.new_namespace("ssa");
+    ok(
+        "create",
+        apply_stdin(env, &tenant_yaml("ssa", &ns, "DingTalk"), &[]),
+    );
+    let api: Api<Tenant> = Api::namespaced(client, &ns);
+
+    let bound = status_of(json!({
+        "mode": "DingTalk", "boundCorpId": "dingssa", "observedGeneration": 1,
+        "directory": {"members": 3, "departments": 2, "progress": {"departments": 1, "members": 2}},
+        "conditions": [ready("Reconciled")],
+    }));
+    status::write(&api, "ssa", &bound).await.expect("apply");
+    assert_eq!(live_status(&api, "ssa").await, bound);
+
+    // A status that leaves fields out: the API server removes them.
+    let public = status_of(json!({
+        "mode": "Public", "unbindReason": "Requested", "unboundAt": "2026-01-02T00:00:00Z",
+        "conditions": [ready("PublicMode")],
+    }));
+    status::write(&api, "ssa", &public).await.expect("apply");
+    assert_eq!(live_status(&api, "ssa").await, public);
+
+    let live = api.get("ssa").await.expect("get");
+    let ours: Vec<_> = live
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.manager.as_deref() == Some(status::MANAGER))
+        .map(|e| (e.operation, e.subresource))
+        .collect();
+    assert_eq!(ours, [(Some("Apply".into()), Some("status".into()))]);
+}
+
+#[tokio::test]
+async fn a_status_merge_patched_by_an_earlier_release_is_adopted_then_applied_whole() {
+    let env = env_with_crd();
+    let client = env.client().await;
+    let ns = env.new_namespace("adopt");
+    let api: Api<Tenant> = Api::namespaced(client, &ns);
+    let old = json!({
+        "mode": "DingTalk", "boundCorpId": "dingold",
+        "directory": {"members": 3, "departments": 2, "progress": {"departments": 1, "members": 2}},
+        "conditions": [ready("Reconciled"),
+            {"type": "Reconciling", "status": "True", "reason": "Syncing", "message": "syncing",
+             "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+    });
+    let now = status_of(json!({
+        "mode": "DingTalk", "boundCorpId": "dingold",
+        "directory": {"members": 3, "departments": 2},
+        "conditions": [ready("Reconciled")],
+    }));
+    for name in ["adopted", "not-adopted"] {
+        ok(
+            "create",
+            apply_stdin(env, &tenant_yaml(name, &ns, "DingTalk"), &[]),
+        );
+        merge_patch_status(&api, name, old.clone()).await;
+    }
+
+    // Without the adoption, what the merge patch wrote outlives the apply:
+    // the reason the controller adopts first.
+    status::write(&api, "not-adopted", &now)
+        .await
+        .expect("apply");
+    let stale = live_status(&api, "not-adopted").await;
+    assert!(
+        stale
+            .directory
+            .as_ref()
+            .and_then(|d| d.progress.as_ref())
+            .is_some(),
+        "the merge-patched progress was expected to survive an apply without adoption: {stale:?}"
+    );
+
+    let tenant = api.get("adopted").await.expect("get");
+    status::adopt_merge_patched_fields(&api, &tenant)
+        .await
+        .expect("adopt");
+    status::write(&api, "adopted", &now).await.expect("apply");
+    assert_eq!(live_status(&api, "adopted").await, now);
+
+    // The adoption is conditional on the object read: a stale copy is refused.
+    merge_patch_status(&api, "adopted", json!({"observedGeneration": 1})).await;
+    let refused = status::adopt_merge_patched_fields(&api, &tenant).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(e)) if e.code == 409),
+        "a stale adoption was not refused with 409: {refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_later_sync_in_progress_is_written_as_reconciling_and_the_final_status_replaces_it() {
+    let env = env_with_crd();
+    let client = env.client().await;
+    let ns = env.new_namespace("progress");
+    ok(
+        "create",
+        apply_stdin(env, &tenant_yaml("long", &ns, "DingTalk"), &[]),
+    );
+    let api: Api<Tenant> = Api::namespaced(client, &ns);
+    let ready_status = status_of(json!({
+        "mode": "DingTalk", "boundCorpId": "dinglong", "observedGeneration": 1,
+        "directory": {"members": 3, "departments": 2},
+        "conditions": [ready("Reconciled")],
+    }));
+    status::write(&api, "long", &ready_status)
+        .await
+        .expect("apply");
+
+    let writer =
+        status::ProgressWriter::spawn(api.clone(), "long".into(), ready_status.clone(), Some(1));
+    let report = writer.reporter();
+    report(&SyncProgress {
+        departments: 5,
+        members: 1200,
+        started_at: None,
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let written = loop {
+        let s = live_status(&api, "long").await;
+        if s.directory
+            .as_ref()
+            .and_then(|d| d.progress.as_ref())
+            .is_some()
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no progress written: {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reconciling = written
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Reconciling")
+        .unwrap_or_else(|| panic!("no Reconciling condition while syncing: {written:?}"));
+    assert_eq!(
+        (reconciling.status.as_str(), reconciling.reason.as_str()),
+        ("True", "Syncing")
+    );
+    assert!(
+        reconciling.message.contains("1200 members"),
+        "{}",
+        reconciling.message
+    );
+    // Ready and the rest are as last written.
+    assert_eq!(written.mode, ready_status.mode);
+    assert_eq!(
+        written.conditions.iter().find(|c| c.type_ == "Ready"),
+        ready_status.conditions.first()
+    );
+
+    writer.stop().await;
+    status::write(&api, "long", &ready_status)
+        .await
+        .expect("apply");
+    assert_eq!(live_status(&api, "long").await, ready_status);
 }
 
 // ---------------------------------------------------------------------------

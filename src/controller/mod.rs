@@ -9,7 +9,7 @@ pub mod metrics;
 mod metrics_auth;
 mod records;
 pub mod server;
-mod status;
+pub mod status;
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -430,13 +430,24 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
     let secrets = read_secrets(tenant, &ctx.client).await?;
     let api: Api<Tenant> =
         Api::namespaced(ctx.client.clone(), &tenant.namespace().unwrap_or_default());
+    let name = tenant.name_any();
+    status::adopt_merge_patched_fields(&api, tenant).await?;
     // A Tenant seen for the first time says at once that it is being worked on.
-    if tenant.status.is_none() {
-        let first =
-            crate::core::kstatus::first_status(tenant.metadata.generation, Timestamp::now());
-        status::write(&api, tenant, &first).await?;
-    }
-    let progress = status::ProgressWriter::spawn(api.clone(), tenant.name_any());
+    let written = match &tenant.status {
+        Some(s) => s.clone(),
+        None => {
+            let first =
+                crate::core::kstatus::first_status(tenant.metadata.generation, Timestamp::now());
+            status::write(&api, &name, &first).await?;
+            first
+        }
+    };
+    let progress = status::ProgressWriter::spawn(
+        api.clone(),
+        name.clone(),
+        written,
+        tenant.metadata.generation,
+    );
     let report = progress.reporter();
     let record = ctx.records.get(&tenant.key());
     let outcome = ctx
@@ -463,7 +474,7 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
                 &crate::redact::redact(&e.to_string(), &[]),
                 Timestamp::now(),
             );
-            if let Err(write) = status::write(&api, tenant, &failed).await {
+            if let Err(write) = status::write(&api, &name, &failed).await {
                 tracing::warn!(error = %write, "cannot write the StoreUnavailable status");
             }
             return Err(e.into());
@@ -476,7 +487,7 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
     if let Some(spec) = &outcome.unbind_record {
         ctx.records.ensure(spec).await?;
     }
-    status::write(&api, tenant, &outcome.status).await?;
+    status::write(&api, &name, &outcome.status).await?;
     let reference = tenant.object_ref(&());
     for e in &outcome.events {
         let event = KubeEvent {

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::conditions;
-use crate::api::{TenantStatus, condition, reason};
+use crate::api::{SyncProgress, TenantStatus, condition, reason};
 
 /// What kstatus is to read from a Tenant's status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +83,25 @@ pub fn first_status(generation: Option<i64>, now: Timestamp) -> TenantStatus {
     };
     let first = progress(&status);
     set(&mut status.conditions, &first, generation, now);
+    status
+}
+
+/// The status written while a sync runs: the last written `status` with the
+/// sync's `progress` and, decided from it, `Reconciling=True Syncing`, so
+/// that a GitOps wait reads a long later sync as in progress, not as current.
+/// The reconciliation's final status replaces it.
+pub fn syncing(
+    mut status: TenantStatus,
+    progress_so_far: SyncProgress,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> TenantStatus {
+    status
+        .directory
+        .get_or_insert_with(Default::default)
+        .progress = Some(progress_so_far);
+    let now_progress = progress(&status);
+    set(&mut status.conditions, &now_progress, generation, now);
     status
 }
 
@@ -239,6 +258,32 @@ mod tests {
         };
         assert_eq!(reason, reason::SYNCING);
         assert!(message.contains("1200 members"), "{message}");
+    }
+
+    #[test]
+    fn a_later_sync_under_way_is_written_as_reconciling_over_a_ready_status() {
+        let mut ready = with_ready(true, reason::RECONCILED);
+        set(&mut ready.conditions, &Progress::Settled, Some(3), t(10));
+        let so_far = SyncProgress {
+            departments: 7,
+            members: 900,
+            started_at: None,
+        };
+        let s = syncing(ready.clone(), so_far.clone(), Some(3), t(20));
+        let r = conditions::get(&s.conditions, condition::RECONCILING).unwrap();
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str(), r.observed_generation),
+            ("True", reason::SYNCING, Some(3))
+        );
+        assert!(r.message.contains("900 members"), "{}", r.message);
+        assert!(conditions::get(&s.conditions, condition::STALLED).is_none());
+        // Everything else is the last written status, untouched.
+        assert_eq!(s.directory.as_ref().unwrap().progress, Some(so_far));
+        assert_eq!(
+            conditions::get(&s.conditions, condition::READY),
+            conditions::get(&ready.conditions, condition::READY)
+        );
+        assert_eq!(s.mode, ready.mode);
     }
 
     #[test]
