@@ -4,7 +4,7 @@
 //! record surviving) and DingTalk changes, a tenant is unbound exactly when the
 //! rules say, and once unbound it never operates in DingTalk mode again.
 
-use std::collections::BTreeMap;
+mod support;
 
 use dingbind::{
     api::{Mode, Tenant, TenantKey, UnbindReason, UnbindRecordSpec, condition},
@@ -17,6 +17,7 @@ use dingbind::{
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use support::fixtures::{SecretsBuilder, TenantBuilder, TenantFixture};
 
 const ORG: &str = r#"
 corps:
@@ -84,33 +85,16 @@ struct World0 {
 }
 
 fn tenant(spec: &Value) -> Tenant {
-    let mut t: Tenant = serde_json::from_value(json!({
-        "apiVersion": "dingbind.dev/v1alpha1",
-        "kind": "Tenant",
-        "metadata": {"name": "acme", "namespace": "prop"},
-        "spec": spec,
-    }))
-    .expect("tenant");
-    t.metadata.generation = Some(1);
-    t
+    TenantBuilder::new("acme")
+        .namespace("prop")
+        .with_spec(spec.clone())
+        .build()
 }
 
 fn secrets(t: &Tenant, password: bool) -> Secrets {
-    let mut data = BTreeMap::new();
-    data.insert(
-        "creds".to_string(),
-        BTreeMap::from([
-            ("appKey".to_string(), "acme-key".to_string()),
-            ("appSecret".to_string(), "acme-secret".to_string()),
-        ]),
-    );
-    if password {
-        data.insert(
-            "pw".to_string(),
-            BTreeMap::from([("password".to_string(), "s3cret".to_string())]),
-        );
-    }
-    Secrets::resolve(t, |name| data.get(name).cloned())
+    let s = SecretsBuilder::new("acme");
+    let s = if password { s } else { s.without_password() };
+    s.resolve(t)
 }
 
 fn at(start: Timestamp, secs: i64) -> Timestamp {
@@ -165,11 +149,13 @@ async fn run(initial_trial: Option<i64>, edits: Vec<Edit>) -> Result<(), TestCas
         name: "acme".into(),
     };
     let mut w = World0 {
-        spec: json!({
-            "mode": "DingTalk",
-            "dingtalk": {"corpId": "dingacme", "agentId": 1001, "credentialsSecretRef": {"name": "creds"}, "visibleScope": {"departments": [2]}},
-            "creator": {"email": "owner@acme.example", "passwordSecretRef": {"name": "pw"}},
-        }),
+        spec: Tenant::test("acme")
+            .corp("dingacme")
+            .credentials_secret("creds")
+            .password_secret("pw")
+            .creator_email("owner@acme.example")
+            .departments(&[2])
+            .spec(),
         agent_id: 1001,
         trial: initial_trial,
         password: true,

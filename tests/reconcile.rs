@@ -16,6 +16,7 @@ use dingbind::{
 };
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
+use support::fixtures::{SecretsBuilder, TenantBuilder, TenantFixture};
 
 const ORG: &str = r#"
 corps:
@@ -93,15 +94,10 @@ async fn envs() -> Vec<Env> {
 
 impl Env {
     fn tenant(&self, name: &str, spec: Value) -> Tenant {
-        let mut t: Tenant = serde_json::from_value(json!({
-            "apiVersion": "dingbind.dev/v1alpha1",
-            "kind": "Tenant",
-            "metadata": {"name": name, "namespace": self.ns},
-            "spec": spec,
-        }))
-        .expect("tenant");
-        t.metadata.generation = Some(1);
-        t
+        TenantBuilder::new(name)
+            .namespace(&self.ns)
+            .with_spec(spec)
+            .build()
     }
 
     fn key(&self, name: &str) -> TenantKey {
@@ -158,37 +154,25 @@ impl Env {
     }
 }
 
+/// The tenant of these tests: corp `dingacme`, Secrets `creds` and `pw`, and
+/// a creator who shares the email of the organization's `boss`.
+fn acme(name: &str) -> TenantBuilder {
+    Tenant::test(name)
+        .corp("dingacme")
+        .credentials_secret("creds")
+        .password_secret("pw")
+        .creator_email("owner@acme.example")
+}
+
+/// The Secrets of `acme`, with or without the creator's password.
 fn secrets(password: bool) -> Secrets {
-    let mut data = BTreeMap::new();
-    data.insert(
-        "creds".to_string(),
-        BTreeMap::from([
-            ("appKey".into(), "acme-key".into()),
-            ("appSecret".into(), "acme-secret".into()),
-        ]),
-    );
-    if password {
-        data.insert(
-            "pw".to_string(),
-            BTreeMap::from([("password".into(), "s3cret".into())]),
-        );
-    }
-    let probe = serde_json::from_value::<Tenant>(json!({
-        "apiVersion": "dingbind.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "x", "namespace": "n"},
-        "spec": {"mode": "DingTalk",
-                 "dingtalk": {"corpId": "dingacme", "agentId": 1001, "credentialsSecretRef": {"name": "creds"}, "visibleScope": {"allEmployees": true}},
-                 "creator": {"email": "owner@acme.example", "passwordSecretRef": {"name": "pw"}}}
-    }))
-    .expect("probe");
-    Secrets::resolve(&probe, |name| data.get(name).cloned())
+    let s = SecretsBuilder::new("acme");
+    let s = if password { s } else { s.without_password() };
+    s.resolve(&acme("acme").build())
 }
 
 fn spec(scope: Value) -> Value {
-    json!({
-        "mode": "DingTalk",
-        "dingtalk": {"corpId": "dingacme", "agentId": 1001, "credentialsSecretRef": {"name": "creds"}, "visibleScope": scope},
-        "creator": {"email": "owner@acme.example", "passwordSecretRef": {"name": "pw"}},
-    })
+    acme("acme").scope(scope).spec()
 }
 
 fn ready(o: &Outcome) -> (String, String) {

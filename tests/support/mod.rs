@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod e2e;
+pub mod fixtures;
 pub mod kube_env;
 pub mod org;
 pub mod postgres;
