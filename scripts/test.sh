@@ -36,4 +36,10 @@ if [[ -z "${KUBEBUILDER_ASSETS:-}" ]]; then
   export KUBEBUILDER_ASSETS
 fi
 
+# kstatus itself (sigs.k8s.io/cli-utils) for tests/kstatus.rs, built once.
+if [[ -z "${DINGBIND_KSTATUS:-}" ]]; then
+  DINGBIND_KSTATUS="$(scripts/kstatus.sh)"
+  export DINGBIND_KSTATUS
+fi
+
 cargo test --locked "$@"

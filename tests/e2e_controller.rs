@@ -1437,7 +1437,7 @@ async fn s14_a_trial_moved_earlier_is_refused_and_its_end_is_carried_out_while_s
     spec["suspend"] = json!(true);
     s.apply_ok("acme", spec).await;
     s.wait_tenant("acme", "Suspended", |t| {
-        expect_cond(t, condition::READY, "False", reason::SUSPENDED)
+        expect_cond(t, condition::READY, "True", reason::SUSPENDED)
     })
     .await;
     let t = wait_public(&s, "acme").await;

@@ -692,7 +692,7 @@ async fn suspended_tenants_are_left_alone() {
         request_sync(&mut t, "while-suspended");
         let calls = env.app_calls().await;
         let o = env.run(&mut t, &secrets(true)).await;
-        assert_eq!(ready(&o), ("False".into(), reason::SUSPENDED.into()));
+        assert_eq!(ready(&o), ("True".into(), reason::SUSPENDED.into()));
         assert_eq!(env.app_calls().await, calls, "no DingTalk call");
         assert_eq!(
             env.store.directory(&key).await.expect("directory"),

@@ -41,7 +41,7 @@ pub const NEEDS_A_PERSON: &[&str] = &[
 
 /// What kstatus reads from `status`. A sync under way (`directory.progress`,
 /// as the progress writer reports it; a finished status has none) is
-/// reconciling; `Ready=True` and a suspended tenant are settled; a `Ready`
+/// reconciling; `Ready=True` (a suspended tenant too) is settled; a `Ready`
 /// that needs a person is stalled; any other `Ready=False` (a first sync or an
 /// unbind waiting on DingTalk, DingTalk unavailable: checked again soon) is
 /// reconciling. Stalled and Reconciling carry `Ready`'s reason and message.
@@ -61,7 +61,7 @@ pub fn progress(status: &TenantStatus) -> Progress {
             message: "Waiting for the first reconciliation to finish.".into(),
         };
     };
-    if ready.status == "True" || ready.reason == reason::SUSPENDED {
+    if ready.status == "True" {
         return Progress::Settled;
     }
     let (reason, message) = (ready.reason.clone(), ready.message.clone());
@@ -176,7 +176,7 @@ mod tests {
         let table: &[(bool, &str, Progress)] = &[
             (true, reason::RECONCILED, Progress::Settled),
             (true, reason::PUBLIC_MODE, Progress::Settled),
-            (false, reason::SUSPENDED, Progress::Settled),
+            (true, reason::SUSPENDED, Progress::Settled),
             // Under way: checked again without anyone acting.
             (
                 false,

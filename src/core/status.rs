@@ -149,10 +149,12 @@ impl StatusBuilder {
 
     // -- Binding steps -------------------------------------------------------
 
-    /// `spec.suspend`: nothing is done but a trial's end, on time.
+    /// `spec.suspend`: nothing is done but a trial's end, on time. The spec
+    /// asks for nothing more, so `Ready` is `True` (reason `Suspended`): a
+    /// GitOps wait (kstatus reads any `Ready=False` as in progress) ends.
     pub fn suspended(&mut self, trial_end: Option<Timestamp>) {
         self.ready(
-            false,
+            true,
             reason::SUSPENDED,
             "Reconciliation is suspended (spec.suspend); a trial still ends on time.",
         );
@@ -1133,7 +1135,7 @@ mod tests {
         let mut b = builder(TenantStatus::default());
         b.suspended(None);
         let d = b.finish();
-        assert!(is(&d, condition::READY, "False", reason::SUSPENDED));
+        assert!(is(&d, condition::READY, "True", reason::SUSPENDED));
         assert_eq!(cond(&d, condition::RECONCILING), None);
         assert_eq!(cond(&d, condition::STALLED), None);
         assert_eq!(d.requeue_after, None);
