@@ -811,7 +811,7 @@ impl PgStore {
                     staging::copy_bool(&mut buf, flag);
                 }
                 buf.push(b'\t');
-                staging::copy_int_array(&mut buf, &m.dept_ids);
+                staging::copy_int_set(&mut buf, &m.dept_ids);
                 buf.push(b'\n');
                 seq += 1;
                 if buf.len() >= COPY_CHUNK {
@@ -846,18 +846,24 @@ impl PgStore {
     pub(crate) async fn finish_staging(&self, s: Staging) -> Result<Staged> {
         let ctx = || format!("finishing the sync staging of {}", s.tenant);
         let mut tx = self.write_tx(ctx).await?;
+        hash_joins(&mut tx).await.ctx(ctx)?;
         check_run(&mut tx, &s.tenant, s.run, s.tenant_id, false).await?;
         for q in [
             // COPY cannot skip duplicates: keep the last copy of a department
             // and the first of a member, as `desired_directory` does.
-            "DELETE FROM staging_departments WHERE ctid = ANY (ARRAY(SELECT ctid FROM (SELECT ctid, \
-             row_number() OVER (PARTITION BY dept_id ORDER BY seq DESC) AS n FROM staging_departments WHERE run_id = $1) x WHERE n > 1))",
-            "DELETE FROM staging_members WHERE ctid = ANY (ARRAY(SELECT ctid FROM (SELECT ctid, \
-             row_number() OVER (PARTITION BY userid ORDER BY seq) AS n FROM staging_members WHERE run_id = $1) x WHERE n > 1))",
+            "DELETE FROM staging_departments s USING (SELECT dept_id, max(seq) AS keep FROM staging_departments \
+             WHERE run_id = $1 GROUP BY dept_id HAVING count(*) > 1) d \
+             WHERE s.run_id = $1 AND s.dept_id = d.dept_id AND s.seq <> d.keep",
+            "DELETE FROM staging_members s USING (SELECT userid, min(seq) AS keep FROM staging_members \
+             WHERE run_id = $1 GROUP BY userid HAVING count(*) > 1) d \
+             WHERE s.run_id = $1 AND s.userid = d.userid AND s.seq <> d.keep",
             staging::NORMALIZE_PARENTS,
+            // Each (member, department) once without a unique index (whose
+            // upkeep cost more than the rest): a member is staged once now,
+            // and its departments were staged as a set.
             "INSERT INTO staging_links (run_id, userid, dept_id) SELECT s.run_id, s.userid, d.dept_id \
              FROM staging_members s CROSS JOIN LATERAL unnest(s.dept_ids) AS d(dept_id) WHERE s.run_id = $1 \
-             AND d.dept_id IN (SELECT dept_id FROM staging_departments WHERE run_id = $1) ON CONFLICT DO NOTHING",
+             AND d.dept_id IN (SELECT dept_id FROM staging_departments WHERE run_id = $1)",
             staging::MARK_FINISHED,
         ] {
             sqlx::query(q)
@@ -867,18 +873,7 @@ impl PgStore {
                 .ctx(ctx)?;
         }
         tx.commit().await.ctx(ctx)?;
-        // Fresh statistics, or the comparison is planned for empty tables.
-        for table in staging::ROW_TABLES {
-            sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {table}")))
-                .execute(&self.pool)
-                .await
-                .ctx(ctx)?;
-        }
-        Ok(Staged {
-            run: s.run,
-            tenant: s.tenant,
-            tenant_id: s.tenant_id,
-        })
+        Ok(Staged::new(s.run, s.tenant, s.tenant_id))
     }
 
     pub(crate) async fn staged_changes(&self, s: &Staged) -> Result<StagedChanges> {
@@ -893,6 +888,7 @@ impl PgStore {
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await
             .ctx(ctx)?;
+        hash_joins(&mut tx).await.ctx(ctx)?;
         check_run(&mut tx, &s.tenant, s.run, s.tenant_id, true).await?;
         let (run, tenant) = (s.run.0, s.tenant_id);
         let (members, departments): (i64, i64) = sqlx::query_as(staging::CURRENT_COUNTS)
@@ -900,6 +896,16 @@ impl PgStore {
             .fetch_one(&mut *tx)
             .await
             .ctx(ctx)?;
+        if (members, departments) == (0, 0) {
+            // A first load: everything staged is new, nothing is missing.
+            let (add_members, add_departments): (i64, i64) = sqlx::query_as(staging::STAGED_COUNTS)
+                .bind(run)
+                .fetch_one(&mut *tx)
+                .await
+                .ctx(ctx)?;
+            tx.commit().await.ctx(ctx)?;
+            return staging::first_load(s, add_members, add_departments);
+        }
         let mut counts = [0i64; 4];
         for (i, q) in [
             staging::count_added_members(),
@@ -942,7 +948,7 @@ impl PgStore {
             .ctx(ctx)?;
         tx.commit().await.ctx(ctx)?;
         let count = |n: i64, what| model::from_db_count(n, what);
-        Ok(StagedChanges {
+        let changes = StagedChanges {
             members: count(members, "members")?,
             departments: count(departments, "departments")?,
             add_members: count(counts[0], "added members")?,
@@ -951,7 +957,9 @@ impl PgStore {
             update_departments: count(counts[3], "updated departments")?,
             missing_members: missing.finish().members.into_values().collect(),
             missing_departments,
-        })
+        };
+        let _ = s.counted.set(staging::Counted::of(&changes));
+        Ok(changes)
     }
 
     pub(crate) async fn staged_diff(&self, s: &Staged) -> Result<DirectoryDiff> {
@@ -961,6 +969,7 @@ impl PgStore {
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await
             .ctx(ctx)?;
+        hash_joins(&mut tx).await.ctx(ctx)?;
         check_run(&mut tx, &s.tenant, s.run, s.tenant_id, true).await?;
         let (run, tenant) = (s.run.0, s.tenant_id);
         let departments = |q: String| {
@@ -1033,6 +1042,7 @@ impl PgStore {
         let t = &s.tenant;
         let ctx = || format!("applying a sync to {t}");
         let mut tx = self.write_tx(ctx).await?;
+        hash_joins(&mut tx).await.ctx(ctx)?;
         let tenant = ensure_tenant(&mut tx, t).await?;
         // Locked: a newer sync of the tenant cannot remove it meanwhile.
         check_run(&mut tx, t, s.run, tenant, true).await?;
@@ -1064,7 +1074,7 @@ impl PgStore {
                     .ctx(ctx)?
                     .rows_affected();
         }
-        for q in staging::APPLY {
+        for q in staging::apply_statements(s.counted.get()) {
             written += sqlx::query(q)
                 .bind(s.run.0)
                 .bind(tenant)
@@ -1101,6 +1111,17 @@ impl PgStore {
         .ctx(|| format!("counting the members of {t}"))?;
         model::from_db_count(n, "members")
     }
+}
+
+/// Plans the rest of the transaction without nested loops. The staged
+/// statements join a whole run with a whole directory, where hash joins are
+/// linear; the planner, with the statistics of tables just filled (or none),
+/// expects a few rows and picks nested loops that cost a lookup per row.
+async fn hash_joins(tx: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query("SET LOCAL enable_nestloop = off")
+        .execute(tx)
+        .await
+        .map(|_| ())
 }
 
 /// Whether run `run` of tenant `tenant` is there (and, with `finished`, read

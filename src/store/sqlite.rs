@@ -819,11 +819,7 @@ impl SqliteStore {
             .await
             .ctx(ctx)?;
         tx.commit().await.ctx(ctx)?;
-        Ok(Staged {
-            run: s.run,
-            tenant: s.tenant,
-            tenant_id: s.tenant_id,
-        })
+        Ok(Staged::new(s.run, s.tenant, s.tenant_id))
     }
 
     pub(crate) async fn staged_changes(&self, s: &Staged) -> Result<StagedChanges> {
@@ -842,6 +838,16 @@ impl SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .ctx(ctx)?;
+        if (members, departments) == (0, 0) {
+            // A first load: everything staged is new, nothing is missing.
+            let (add_members, add_departments): (i64, i64) = sqlx::query_as(staging::STAGED_COUNTS)
+                .bind(run)
+                .fetch_one(&mut *tx)
+                .await
+                .ctx(ctx)?;
+            tx.commit().await.ctx(ctx)?;
+            return staging::first_load(s, add_members, add_departments);
+        }
         let mut counts = [0i64; 4];
         for (i, q) in [
             staging::count_added_members(),
@@ -884,7 +890,7 @@ impl SqliteStore {
             .ctx(ctx)?;
         tx.commit().await.ctx(ctx)?;
         let count = |n: i64, what| model::from_db_count(n, what);
-        Ok(StagedChanges {
+        let changes = StagedChanges {
             members: count(members, "members")?,
             departments: count(departments, "departments")?,
             add_members: count(counts[0], "added members")?,
@@ -893,7 +899,9 @@ impl SqliteStore {
             update_departments: count(counts[3], "updated departments")?,
             missing_members: missing.finish().members.into_values().collect(),
             missing_departments,
-        })
+        };
+        let _ = s.counted.set(staging::Counted::of(&changes));
+        Ok(changes)
     }
 
     pub(crate) async fn staged_diff(&self, s: &Staged) -> Result<DirectoryDiff> {
@@ -993,7 +1001,7 @@ impl SqliteStore {
                 .ctx(ctx)?
                 .rows_affected();
         }
-        for q in staging::APPLY {
+        for q in staging::apply_statements(s.counted.get()) {
             written += sqlx::query(q)
                 .bind(s.run.0)
                 .bind(tenant)

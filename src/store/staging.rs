@@ -23,6 +23,8 @@
 //! tests check it against [`crate::core::directory::diff`] on generated
 //! directories.
 
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
 
 use crate::api::TenantKey;
@@ -68,6 +70,81 @@ pub struct Staged {
     pub(crate) run: StagingId,
     pub(crate) tenant: TenantKey,
     pub(crate) tenant_id: i64,
+    /// What `staged_changes` counted, if it ran: `apply_staged` skips the
+    /// statements that have nothing to do.
+    pub(crate) counted: OnceLock<Counted>,
+}
+
+impl Staged {
+    pub(crate) fn new(run: StagingId, tenant: TenantKey, tenant_id: i64) -> Self {
+        Self {
+            run,
+            tenant,
+            tenant_id,
+            counted: OnceLock::new(),
+        }
+    }
+}
+
+/// The additions and updates `staged_changes` counted. They still hold when
+/// the run is applied: a tenant's directory has one writer at a time (its
+/// reconciliation, fenced to the leader's term), and nothing else writes it
+/// between the comparison and the apply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counted {
+    pub add_departments: u64,
+    pub update_departments: u64,
+    pub add_members: u64,
+    pub update_members: u64,
+}
+
+impl Counted {
+    pub(crate) fn of(changes: &StagedChanges) -> Self {
+        Self {
+            add_departments: changes.add_departments,
+            update_departments: changes.update_departments,
+            add_members: changes.add_members,
+            update_members: changes.update_members,
+        }
+    }
+}
+
+/// The changes of a first load (the directory is empty): every staged row is
+/// an addition and nothing is missing, so nothing needs comparing.
+pub(crate) fn first_load(
+    s: &Staged,
+    members: i64,
+    departments: i64,
+) -> super::Result<StagedChanges> {
+    let count = |n: i64, what| super::model::from_db_count(n, what);
+    let changes = StagedChanges {
+        add_members: count(members, "staged members")?,
+        add_departments: count(departments, "staged departments")?,
+        ..StagedChanges::default()
+    };
+    let _ = s.counted.set(Counted::of(&changes));
+    Ok(changes)
+}
+
+/// The [`APPLY`] statements that have something to do, in order: all of them
+/// when nothing was counted. An unchanged sync runs none.
+pub(crate) fn apply_statements(counted: Option<&Counted>) -> Vec<&'static str> {
+    let Some(c) = counted else {
+        return APPLY.to_vec();
+    };
+    let links = c.add_members > 0 || c.update_members > 0;
+    [
+        (INSERT_DEPARTMENTS, c.add_departments > 0),
+        (UPDATE_DEPARTMENTS, c.update_departments > 0),
+        (INSERT_MEMBERS, c.add_members > 0),
+        (UPDATE_MEMBERS, c.update_members > 0),
+        // A staged member's departments changed only if it counts as updated.
+        (DELETE_STALE_LINKS, c.update_members > 0),
+        (INSERT_LINKS, links),
+    ]
+    .into_iter()
+    .filter_map(|(q, needed)| needed.then_some(q))
+    .collect()
 }
 
 impl Staged {
@@ -127,6 +204,10 @@ pub(crate) const NORMALIZE_PARENTS: &str = "UPDATE staging_departments SET paren
 
 /// Marks run $1 read and normalized.
 pub(crate) const MARK_FINISHED: &str = "UPDATE staging_runs SET finished = true WHERE id = $1";
+
+/// Staged counts: (members, departments) of run $1.
+pub(crate) const STAGED_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM staging_members WHERE run_id = $1), \
+     (SELECT COUNT(*) FROM staging_departments WHERE run_id = $1)";
 
 /// Current counts: (members, departments) of tenant $1.
 pub(crate) const CURRENT_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM members WHERE tenant_id = $1), \
@@ -323,8 +404,12 @@ pub(crate) fn copy_int(out: &mut Vec<u8>, n: i64) {
     out.extend_from_slice(n.to_string().as_bytes());
 }
 
-/// Appends a `bigint[]` field, e.g. `{2,5}`.
-pub(crate) fn copy_int_array(out: &mut Vec<u8>, ns: &[i64]) {
+/// Appends a `bigint[]` field holding the set `ns`, ascending and each once,
+/// e.g. `{2,5}`.
+pub(crate) fn copy_int_set(out: &mut Vec<u8>, ns: &[i64]) {
+    let mut ns = ns.to_vec();
+    ns.sort_unstable();
+    ns.dedup();
     out.push(b'{');
     for (i, n) in ns.iter().enumerate() {
         if i > 0 {
@@ -340,18 +425,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_the_apply_statements_with_something_to_do_run() {
+        assert_eq!(apply_statements(None), APPLY.to_vec());
+        assert!(apply_statements(Some(&Counted::default())).is_empty());
+        let renamed = Counted {
+            update_departments: 1,
+            ..Counted::default()
+        };
+        assert_eq!(apply_statements(Some(&renamed)), [UPDATE_DEPARTMENTS]);
+        let joined = Counted {
+            add_members: 1,
+            ..Counted::default()
+        };
+        assert_eq!(
+            apply_statements(Some(&joined)),
+            [INSERT_MEMBERS, INSERT_LINKS]
+        );
+        let moved = Counted {
+            update_members: 1,
+            ..Counted::default()
+        };
+        assert_eq!(
+            apply_statements(Some(&moved)),
+            [UPDATE_MEMBERS, DELETE_STALE_LINKS, INSERT_LINKS]
+        );
+    }
+
+    #[test]
     fn copy_text_escapes_what_the_format_reserves() {
         let mut out = Vec::new();
         copy_field(&mut out, "a\tb\\c\nd\re 张");
         out.push(b'\t');
         copy_opt(&mut out, None);
         out.push(b'\t');
-        copy_int_array(&mut out, &[2, -5]);
+        copy_int_set(&mut out, &[2, -5, 2]);
         out.push(b'\t');
-        copy_int_array(&mut out, &[]);
+        copy_int_set(&mut out, &[]);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "a\\tb\\\\c\\nd\\re 张\t\\N\t{2,-5}\t{}"
+            "a\\tb\\\\c\\nd\\re 张\t\\N\t{-5,2}\t{}"
         );
     }
 }

@@ -33,6 +33,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "sync staging",
         include_str!("sqlite/0003_sync_staging.sql"),
     ),
+    (
+        4,
+        "staging links unindexed",
+        include_str!("sqlite/0004_staging_links_unindexed.sql"),
+    ),
 ];
 
 /// (version, description, SQL) for PostgreSQL.
@@ -47,6 +52,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         3,
         "sync staging",
         include_str!("postgres/0003_sync_staging.sql"),
+    ),
+    (
+        4,
+        "staging links unindexed",
+        include_str!("postgres/0004_staging_links_unindexed.sql"),
     ),
 ];
 
@@ -90,4 +100,4 @@ pub(crate) async fn run<C: sqlx::migrate::Migrate>(
 }
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
