@@ -13,6 +13,7 @@ pub mod binding;
 pub mod conditions;
 pub mod desired;
 pub mod directory;
+pub mod dirty;
 pub mod events;
 pub mod guard;
 pub mod kstatus;
