@@ -11,9 +11,14 @@
 pub mod absence;
 pub mod binding;
 pub mod conditions;
+#[cfg(test)]
+mod convergence;
 pub mod desired;
 pub mod directory;
+pub mod dirty;
+pub mod events;
 pub mod guard;
+pub mod incremental;
 pub mod kstatus;
 pub mod schedule;
 pub mod scope;
