@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use dingbind::{
     api::{Mode, SYNC_REQUESTED_AT, Tenant, TenantKey, UnbindReason, condition, reason},
     core::conditions,
+    core::dirty::Dirty,
     dingtalk,
     reconcile::{Outcome, Reconciler, Secrets},
     sim::{OrgFile, SimHandle, Simulator, World},
@@ -284,6 +285,145 @@ async fn a_member_who_left_is_removed_on_a_requested_sync() {
             Some("2026-11-26T10:00:00Z")
         );
         assert_eq!(o.status.directory.as_ref().unwrap().removed, 1);
+    }
+}
+
+impl Env {
+    /// Reconciles with what events marked, and keeps the status on the object.
+    async fn run_with_events(&self, t: &mut Tenant, dirty: &Dirty) -> Outcome {
+        let outcome = self
+            .rec
+            .reconcile_with_events(t, &secrets(true), None, dirty, Timestamp::now(), &|_| {})
+            .await
+            .expect("reconcile");
+        t.status = Some(outcome.status.clone());
+        outcome
+    }
+}
+
+/// `status.directory.lastSyncTime`, to the second (as the status is stored).
+fn last_sync_second(o: &Outcome) -> Option<i64> {
+    o.status
+        .directory
+        .as_ref()?
+        .last_sync_time
+        .as_ref()
+        .map(|t| t.0.as_second())
+}
+
+fn users(ids: &[&str]) -> Dirty {
+    Dirty {
+        users: ids.iter().map(|s| s.to_string()).collect(),
+        ..Dirty::default()
+    }
+}
+
+#[tokio::test]
+async fn a_leaver_an_event_names_is_removed_by_reading_only_them() {
+    for env in envs().await {
+        let mut t = env.tenant("acme", spec(json!({"departments": [2, 4]})));
+        let first = env.run(&mut t, &secrets(true)).await;
+        let synced_at = last_sync_second(&first);
+        assert!(env.members("acme").await.contains("s2"));
+        env.admin(reqwest::Method::POST, "corps/dingacme/users/s2/leave", None)
+            .await;
+        // Without the event, nothing is read within the interval.
+        let before = env.app_calls().await;
+        env.run(&mut t, &secrets(true)).await;
+        let quiet = env.app_calls().await - before;
+        assert!(env.members("acme").await.contains("s2"));
+
+        let before = env.app_calls().await;
+        let o = env.run_with_events(&mut t, &users(&["s2"])).await;
+        let calls = env.app_calls().await - before;
+        assert!(!env.members("acme").await.contains("s2"));
+        // The reconciliation's own reads, and one user/get for the leaver.
+        assert_eq!(calls, quiet + 1, "calls of the incremental sync");
+        let report = o.sync.as_ref().expect("a sync ran");
+        assert!(report.incremental);
+        assert_eq!(report.run.removed, 1);
+        let dir = o.status.directory.as_ref().unwrap();
+        assert_eq!(
+            last_sync_second(&o),
+            synced_at,
+            "only a full sync advances lastSyncTime"
+        );
+        assert_eq!(dir.members as usize, env.members("acme").await.len());
+        assert!(
+            o.events
+                .iter()
+                .any(|e| e.reason == reason::DIRECTORY_UPDATED),
+            "{:?}",
+            o.events
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_member_an_event_names_is_added_moved_and_updated_as_a_full_sync_would() {
+    for env in envs().await {
+        let mut t = env.tenant("acme", spec(json!({"departments": [2]})));
+        env.run(&mut t, &secrets(true)).await;
+        // e1 moves into Sales' subtree, n1 joins, s1 is renamed.
+        for (path, body) in [
+            (
+                "corps/dingacme/users/e1",
+                json!({"name": "Eng One", "deptIds": [3]}),
+            ),
+            (
+                "corps/dingacme/users/n1",
+                json!({"name": "New", "deptIds": [2]}),
+            ),
+            (
+                "corps/dingacme/users/s1",
+                json!({"name": "Sales Lead", "deptIds": [2]}),
+            ),
+        ] {
+            env.admin(reqwest::Method::PUT, path, Some(body)).await;
+        }
+        env.run_with_events(&mut t, &users(&["e1", "n1", "s1"]))
+            .await;
+        let incremental = env.store.directory(&env.key("acme")).await.unwrap();
+        // A full sync of the same organization finds the same directory.
+        request_sync(&mut t, "check");
+        let full = env.run(&mut t, &secrets(true)).await;
+        let d = full.status.directory.as_ref().unwrap();
+        assert_eq!((d.added, d.updated, d.removed), (0, 0, 0), "{d:?}");
+        assert_eq!(
+            env.store.directory(&env.key("acme")).await.unwrap(),
+            incremental
+        );
+        assert!(incremental.members.contains_key("n1") && incremental.members.contains_key("e1"));
+        assert_eq!(incremental.members["s1"].name, "Sales Lead");
+    }
+}
+
+#[tokio::test]
+async fn events_that_only_a_full_sync_answers_run_one() {
+    for env in envs().await {
+        let mut t = env.tenant("acme", spec(json!({"departments": [2]})));
+        let first = env.run(&mut t, &secrets(true)).await;
+        let synced_at = first
+            .status
+            .directory
+            .as_ref()
+            .unwrap()
+            .last_sync_time
+            .clone();
+        env.admin(reqwest::Method::POST, "corps/dingacme/users/s2/leave", None)
+            .await;
+        let gap = Dirty {
+            full_sync: true,
+            ..Dirty::default()
+        };
+        let o = env.run_with_events(&mut t, &gap).await;
+        assert!(!o.sync.as_ref().expect("a sync ran").incremental);
+        assert!(!env.members("acme").await.contains("s2"));
+        assert_ne!(
+            o.status.directory.as_ref().unwrap().last_sync_time,
+            synced_at,
+            "a full sync advances lastSyncTime"
+        );
     }
 }
 

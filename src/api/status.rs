@@ -165,6 +165,10 @@ pub mod reason {
     pub const SCOPE_UPDATED: &str = "ScopeUpdated";
     pub const SCOPE_MATCHES: &str = "ScopeMatches";
     pub const SYNCED: &str = "Synced";
+    /// An Event: an incremental sync (events from DingTalk) changed the directory.
+    pub const DIRECTORY_UPDATED: &str = "DirectoryUpdated";
+    /// An Event: someone changed the app's visible scope in DingTalk.
+    pub const SCOPE_CHANGED_IN_DINGTALK: &str = "ScopeChangedInDingTalk";
     pub const SYNCING: &str = "Syncing";
     pub const DELETION_THRESHOLD_EXCEEDED: &str = "DeletionThresholdExceeded";
     /// An Event: `dingbind.dev/approve-deletions` names another count than the held removals.

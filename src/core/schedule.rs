@@ -16,6 +16,34 @@ pub enum SyncTrigger {
     Interval,
     /// A new value of the `dingbind.dev/sync-requested-at` annotation.
     Requested(String),
+    /// Events from DingTalk that only a full sync answers: a connection gap
+    /// longer than the redelivery window, too many changes, an unreadable
+    /// event.
+    Events,
+}
+
+/// The sync a reconciliation runs, events from DingTalk counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncKind {
+    /// None: the directory is as last synced, as far as anyone knows.
+    None,
+    /// The whole scope read again.
+    Full(SyncTrigger),
+    /// Only what events marked dirty read again
+    /// ([`super::incremental::Incremental`]).
+    Incremental,
+}
+
+/// Which sync runs: a full sync that is due anyway answers every event too;
+/// otherwise events that need a full sync ask for one, and users or
+/// departments that events marked ask for an incremental sync.
+pub fn sync_kind(decision: &SyncDecision, dirty: &super::dirty::Dirty) -> SyncKind {
+    match &decision.trigger {
+        Some(trigger) => SyncKind::Full(trigger.clone()),
+        None if dirty.full_sync => SyncKind::Full(SyncTrigger::Events),
+        None if dirty.needs_sync() => SyncKind::Incremental,
+        None => SyncKind::None,
+    }
 }
 
 /// What decides whether a sync is due: the time, the last sync, the
@@ -197,6 +225,58 @@ pub fn requeue_after(
             .unwrap_or(Duration::from_secs(1))
             .max(Duration::from_secs(1)),
         None => Duration::from_secs(1),
+    }
+}
+
+#[cfg(test)]
+mod events_tests {
+    use super::*;
+    use crate::core::dirty::Dirty;
+
+    fn decided(trigger: Option<SyncTrigger>) -> SyncDecision {
+        SyncDecision {
+            trigger,
+            approved: None,
+            last_handled_sync_request: None,
+            last_handled_approval: None,
+            last_handled_approval_if_released: None,
+            next_sync: None,
+        }
+    }
+
+    #[test]
+    fn a_due_full_sync_answers_the_events_and_events_ask_for_the_least_sync_that_answers_them() {
+        let leaver = Dirty {
+            users: ["u1".to_string()].into(),
+            ..Dirty::default()
+        };
+        let gap = Dirty {
+            full_sync: true,
+            ..Dirty::default()
+        };
+        let scope_only = Dirty {
+            scope: true,
+            binding: true,
+            ..Dirty::default()
+        };
+        let interval = Some(SyncTrigger::Interval);
+        assert_eq!(
+            sync_kind(&decided(interval.clone()), &leaver),
+            SyncKind::Full(SyncTrigger::Interval)
+        );
+        assert_eq!(
+            sync_kind(&decided(interval), &Dirty::default()),
+            SyncKind::Full(SyncTrigger::Interval)
+        );
+        assert_eq!(sync_kind(&decided(None), &leaver), SyncKind::Incremental);
+        assert_eq!(
+            sync_kind(&decided(None), &gap),
+            SyncKind::Full(SyncTrigger::Events)
+        );
+        // A scope or app-state change is answered by the reconciliation
+        // itself (it reads both every time): no directory read.
+        assert_eq!(sync_kind(&decided(None), &scope_only), SyncKind::None);
+        assert_eq!(sync_kind(&decided(None), &Dirty::default()), SyncKind::None);
     }
 }
 

@@ -5,7 +5,7 @@
 //! observes, calls one transition per fact, and acts; it never picks a
 //! reason or words a message.
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -363,6 +363,57 @@ impl StatusBuilder {
         } else {
             self.synced(result);
         }
+    }
+
+    /// An incremental sync (what events marked, read again) ran to its end.
+    /// The directory's counts follow it; the last full sync's time, figures
+    /// and generation stay: only a full sync reads the whole scope, and the
+    /// periodic one stays the safety net.
+    pub fn incremental_ran(&mut self, result: &SyncResult) {
+        let d = self.status.directory.get_or_insert_with(Default::default);
+        d.departments = result.departments;
+        d.members = result.members;
+        d.pending_deletions = result.held;
+        d.unconfirmed = result.unconfirmed;
+        d.progress = None;
+        if result.held > 0 {
+            self.held(result.held);
+            return;
+        }
+        let mut msg = format!(
+            "Directory updated from DingTalk's events: +{} ~{} -{}; {} members, {} departments.",
+            result.added, result.updated, result.removed, result.members, result.departments
+        );
+        if result.unconfirmed > 0 {
+            msg.push_str(&format!(
+                " {} members DingTalk did not confirm gone are kept, and checked again.",
+                result.unconfirmed
+            ));
+            self.warn(reason::REMOVALS_UNCONFIRMED, msg.clone());
+        }
+        if (result.added, result.updated, result.removed) != (0, 0, 0) {
+            self.event(reason::DIRECTORY_UPDATED, msg);
+        }
+    }
+
+    /// The app's visible scope was changed in DingTalk's console (an event
+    /// names who did it); the scope step has made it the declared one again
+    /// if it differed.
+    pub fn scope_changed_in_dingtalk(&mut self, operators: &BTreeSet<String>) {
+        let who = if operators.is_empty() {
+            "someone".to_string()
+        } else {
+            format!(
+                "unionId {}",
+                operators.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        };
+        self.event(
+            reason::SCOPE_CHANGED_IN_DINGTALK,
+            format!(
+                "The app's visible scope was changed in DingTalk by {who}; the declared scope (spec.dingtalk.visibleScope) is what dingbind keeps."
+            ),
+        );
     }
 
     fn held(&mut self, held: u64) {
@@ -978,6 +1029,60 @@ mod tests {
         assert_eq!(dir.synced_generation, None);
         assert_eq!(dir.members, 10, "what was synced before stays");
         assert_eq!(d.requeue_after, Some(RECHECK));
+    }
+
+    #[test]
+    fn an_incremental_sync_updates_the_counts_and_keeps_the_last_full_syncs_time() {
+        let last_full = Timestamp::from_second(1_000).unwrap();
+        let previous = TenantStatus {
+            directory: Some(DirectoryStatus {
+                members: 10,
+                departments: 3,
+                last_sync_time: Some(Time(last_full)),
+                added: 10,
+                synced_generation: GENERATION,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut b = builder(previous);
+        b.incremental_ran(&SyncResult {
+            members: 9,
+            departments: 3,
+            removed: 1,
+            ..synced(0, 1, 0)
+        });
+        let d = b.finish();
+        let dir = d.status.directory.clone().unwrap();
+        assert_eq!((dir.members, dir.departments), (9, 3));
+        assert_eq!(dir.last_sync_time, Some(Time(last_full)));
+        assert_eq!((dir.added, dir.synced_generation), (10, GENERATION));
+        assert_eq!(events(&d), [(false, reason::DIRECTORY_UPDATED)]);
+        assert!(d.events[0].note.contains("-1"), "{}", d.events[0].note);
+
+        // Nothing changed: no Event. Removals held: held, as a full sync's.
+        let mut b = builder(TenantStatus::default());
+        b.incremental_ran(&synced(0, 0, 0));
+        assert!(b.finish().events.is_empty());
+        let mut b = builder(TenantStatus::default());
+        b.incremental_ran(&synced(0, 0, 40));
+        let d = b.finish();
+        assert!(is(
+            &d,
+            condition::DIRECTORY_SYNCED,
+            "False",
+            reason::DELETION_THRESHOLD_EXCEEDED
+        ));
+        assert_eq!(d.status.directory.unwrap().pending_deletions, 40);
+    }
+
+    #[test]
+    fn a_scope_changed_in_dingtalk_names_who_changed_it() {
+        let mut b = builder(TenantStatus::default());
+        b.scope_changed_in_dingtalk(&["union-admin-1".to_string()].into());
+        let d = b.finish();
+        assert_eq!(events(&d), [(false, reason::SCOPE_CHANGED_IN_DINGTALK)]);
+        assert!(d.events[0].note.contains("unionId union-admin-1"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod budget;
 pub mod read;
 
+mod incremental;
 mod operate;
 mod outcome;
 mod secrets;
@@ -23,6 +24,7 @@ use crate::{
     api::{Mode, SyncProgress, Tenant, TenantKey, TenantStatus, UnbindReason, UnbindRecordSpec},
     core::{
         binding::{self, Binding, Proofs, RecordedTrial, Step, Unbind},
+        dirty::Dirty,
         status::StatusBuilder,
     },
     dingtalk::{self, AppClient, Secret, TokenSource},
@@ -121,14 +123,31 @@ impl Reconciler {
 
     /// One reconciliation of `tenant` at `now`. `record` is the cluster's
     /// `UnbindRecord` of the tenant, if one exists; `progress` is told how a
-    /// long sync advances. One span per reconciliation, naming the tenant:
-    /// every log line of it carries the name.
-    #[tracing::instrument(name = "reconcile", skip_all, fields(tenant = %tenant.key()))]
+    /// long sync advances.
     pub async fn reconcile(
         &self,
         tenant: &Tenant,
         secrets: &Secrets,
         record: Option<&UnbindRecordSpec>,
+        now: Timestamp,
+        progress: &(dyn Fn(&SyncProgress) + Send + Sync),
+    ) -> Result<Outcome, Error> {
+        self.reconcile_with_events(tenant, secrets, record, &Dirty::default(), now, progress)
+            .await
+    }
+
+    /// [`Reconciler::reconcile`], with what events from DingTalk marked since
+    /// the last one (`dirty`): users and departments to read again (an
+    /// incremental sync, unless a full one is due anyway), a full sync, the
+    /// scope changed in DingTalk. One span per reconciliation, naming the
+    /// tenant: every log line of it carries the name.
+    #[tracing::instrument(name = "reconcile", skip_all, fields(tenant = %tenant.key()))]
+    pub async fn reconcile_with_events(
+        &self,
+        tenant: &Tenant,
+        secrets: &Secrets,
+        record: Option<&UnbindRecordSpec>,
+        dirty: &Dirty,
         now: Timestamp,
         progress: &(dyn Fn(&SyncProgress) + Send + Sync),
     ) -> Result<Outcome, Error> {
@@ -143,6 +162,7 @@ impl Reconciler {
         };
         let mut run = Run::new(
             tenant,
+            dirty,
             StatusBuilder::new(tenant.metadata.generation, previous, now),
         );
         let binding = ledger.binding.as_ref();

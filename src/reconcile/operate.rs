@@ -4,12 +4,15 @@
 
 use std::time::Duration;
 
-use super::{Error, Reconciler, Secrets, outcome::Run, unbind::account_of};
+use super::{
+    Error, Reconciler, Secrets, incremental::Ran, outcome::Run, sync::creator_identity,
+    unbind::account_of,
+};
 use crate::{
     api::{DingTalkSpec, ObservedScope, SyncProgress, Tenant, TenantKey},
     core::{
         binding::{self, Binding},
-        schedule,
+        schedule::{self, SyncKind, SyncTrigger},
         scope::{DesiredScope, delta},
         status::{BindingFailure, NewBinding},
     },
@@ -35,6 +38,7 @@ impl Reconciler {
         binding: Option<&Binding>,
         progress: &(dyn Fn(&SyncProgress) + Send + Sync),
     ) -> Result<(), Error> {
+        let dirty = run.events;
         let Some(dt) = tenant.spec.dingtalk.as_ref() else {
             run.status.dingtalk_spec_missing();
             return Ok(());
@@ -118,7 +122,12 @@ impl Reconciler {
         // 2. The visible scope.
         let desired = DesiredScope::from_spec(&dt.visible_scope);
         match self.push_scope(&app, dt, &desired).await {
-            Ok((observed, corrected)) => run.status.scope_in_sync(observed, corrected),
+            Ok((observed, corrected)) => {
+                if dirty.scope {
+                    run.status.scope_changed_in_dingtalk(&dirty.scope_operators);
+                }
+                run.status.scope_in_sync(observed, corrected)
+            }
             Err(e) => {
                 run.status.scope_failed(&e.to_string());
                 return Ok(());
@@ -136,7 +145,22 @@ impl Reconciler {
             run.status.now(),
         );
         run.status.sync_decided(&decision);
-        if let Some(trigger) = &decision.trigger
+        let mut kind = schedule::sync_kind(&decision, dirty);
+        if kind == SyncKind::Incremental {
+            let creator = creator_identity(tenant);
+            match self
+                .sync_incremental(key, tenant, &app, &desired, &creator, dirty, run)
+                .await?
+            {
+                Ok(Ran::Applied) => {}
+                Ok(Ran::NeedsFullSync) => kind = SyncKind::Full(SyncTrigger::Events),
+                Err(e) => {
+                    run.status.sync_failed(&SyncTrigger::Events, &e.to_string());
+                    return Ok(());
+                }
+            }
+        }
+        if let SyncKind::Full(trigger) = &kind
             && let Err(e) = self
                 .sync(
                     key,

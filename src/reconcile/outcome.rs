@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use crate::{
     api::{Tenant, TenantStatus, UnbindRecordSpec},
-    core::status::{Decided, StatusBuilder},
+    core::{
+        dirty::Dirty,
+        status::{Decided, StatusBuilder},
+    },
     store::SyncRunRecord,
 };
 
@@ -30,21 +33,26 @@ pub struct Outcome {
 pub struct SyncReport {
     pub run: SyncRunRecord,
     pub duration: Duration,
+    /// Only what events marked was read again (not the whole scope).
+    pub incremental: bool,
 }
 
-/// One reconciliation under way: the Tenant, the status core builds from
-/// what the steps observe, and what the runner must act on afterwards.
+/// One reconciliation under way: the Tenant, what events from DingTalk
+/// marked since the last one, the status core builds from what the steps
+/// observe, and what the runner must act on afterwards.
 pub(super) struct Run<'a> {
     pub(super) tenant: &'a Tenant,
+    pub(super) events: &'a Dirty,
     pub(super) status: StatusBuilder,
     pub(super) record: Option<UnbindRecordSpec>,
     pub(super) sync: Option<SyncReport>,
 }
 
 impl<'a> Run<'a> {
-    pub(super) fn new(tenant: &'a Tenant, status: StatusBuilder) -> Self {
+    pub(super) fn new(tenant: &'a Tenant, events: &'a Dirty, status: StatusBuilder) -> Self {
         Self {
             tenant,
+            events,
             status,
             record: None,
             sync: None,

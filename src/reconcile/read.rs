@@ -76,7 +76,7 @@ pub async fn read_scope(
     Ok(Fetched { departments, users })
 }
 
-fn department(d: dingtalk::types::Department) -> Department {
+pub(super) fn department(d: dingtalk::types::Department) -> Department {
     Department {
         id: d.dept_id,
         parent_id: d.parent_id,

@@ -121,6 +121,7 @@ impl Reconciler {
         run.sync = Some(SyncReport {
             run: record,
             duration,
+            incremental: false,
         });
         Ok(Ok(()))
     }
@@ -163,7 +164,7 @@ impl StagedPlan {
     }
 }
 
-fn creator_identity(tenant: &Tenant) -> CreatorIdentity {
+pub(super) fn creator_identity(tenant: &Tenant) -> CreatorIdentity {
     tenant
         .spec
         .creator
