@@ -12,6 +12,7 @@ pub mod controller;
 pub mod core;
 pub mod dev;
 pub mod dingtalk;
+pub mod events;
 pub mod reconcile;
 pub mod redact;
 pub mod signal;

@@ -1,7 +1,9 @@
 //! The admin API under `/_sim/`: change the world "from the DingTalk side",
 //! set faults, read counters, reset. JSON in and out; errors are
 //! `{"error": "..."}` with 400 (invalid), 404 (not found) or 409 (conflict).
-//! Not rate limited, not counted, no faults.
+//! Not rate limited, not counted, no faults. Every change to a directory or
+//! an app also pushes the event DingTalk would send (`changes.rs`) through
+//! the Stream gateway, whose faults and counters are under `/_sim/stream`.
 
 use std::sync::Arc;
 
@@ -14,7 +16,10 @@ use axum::routing::{get, post, put};
 use serde::Deserialize;
 
 use super::Shared;
+use super::changes;
 use super::faults::FaultsPatch;
+use super::gateway::publish;
+use super::hub::{StreamFaults, StreamFaultsPatch, StreamStats};
 use super::model::ModelError;
 use super::org_file::{AppSpec, CorpSpec, DeptSpec, ScopeSpec, UserSpec};
 
@@ -36,6 +41,12 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_sim/stats", get(get_stats))
         .route("/_sim/tokens/expire", post(expire_tokens))
         .route("/_sim/reset", post(reset))
+        .route("/_sim/stream", get(get_stream))
+        .route(
+            "/_sim/stream/faults",
+            get(get_stream_faults).put(put_stream_faults),
+        )
+        .route("/_sim/stream/disconnect", post(stream_disconnect))
 }
 
 /// An admin error as `{"error": …}` with a status.
@@ -131,10 +142,12 @@ async fn put_department(
         parent_id: body.parent_id,
         order: body.order,
     };
-    s.lock()
-        .world
-        .corp_mut(&corp_id)?
-        .put_department(dept.clone())?;
+    let mut inner = s.lock();
+    let corp = inner.world.corp_mut(&corp_id)?;
+    let existed = corp.departments.contains_key(&id);
+    corp.put_department(dept.clone())?;
+    let events = changes::department_put(id, existed, jiff::Timestamp::now());
+    publish(&mut inner, &corp_id, events);
     Ok(Json(dept))
 }
 
@@ -143,7 +156,13 @@ async fn delete_department(
     State(s): State<Arc<Shared>>,
     Path((corp_id, id)): Path<(String, i64)>,
 ) -> Result<StatusCode, AdminError> {
-    s.lock().world.corp_mut(&corp_id)?.delete_department(id)?;
+    let mut inner = s.lock();
+    inner.world.corp_mut(&corp_id)?.delete_department(id)?;
+    publish(
+        &mut inner,
+        &corp_id,
+        changes::department_removed(id, jiff::Timestamp::now()),
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -213,7 +232,18 @@ async fn put_user(
         boss: f.boss,
         active: f.active,
     };
-    s.lock().world.corp_mut(&corp_id)?.put_user(user.clone())?;
+    let mut inner = s.lock();
+    let corp = inner.world.corp_mut(&corp_id)?;
+    let before = corp.user(&user.userid).ok();
+    corp.put_user(user.clone())?;
+    let reactivated = before.as_ref().is_some_and(|b| !b.active) && user.active;
+    let events = changes::user_put(
+        &user.userid,
+        before.is_some(),
+        reactivated,
+        jiff::Timestamp::now(),
+    );
+    publish(&mut inner, &corp_id, events);
     Ok(Json(user))
 }
 
@@ -223,10 +253,13 @@ async fn delete_user(
     State(s): State<Arc<Shared>>,
     Path((corp_id, userid)): Path<(String, String)>,
 ) -> Result<StatusCode, AdminError> {
-    s.lock()
+    let mut inner = s.lock();
+    let now = jiff::Timestamp::now();
+    inner
         .world
         .corp_mut(&corp_id)?
-        .remove_user(&userid, "delete", jiff::Timestamp::now())?;
+        .remove_user(&userid, "delete", now)?;
+    publish(&mut inner, &corp_id, changes::user_left(&userid, now));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -236,11 +269,14 @@ async fn leave(
     State(s): State<Arc<Shared>>,
     Path((corp_id, userid)): Path<(String, String)>,
 ) -> AdminResult<crate::dingtalk::types::LeaveRecord> {
-    Ok(Json(s.lock().world.corp_mut(&corp_id)?.remove_user(
-        &userid,
-        "leave",
-        jiff::Timestamp::now(),
-    )?))
+    let mut inner = s.lock();
+    let now = jiff::Timestamp::now();
+    let record = inner
+        .world
+        .corp_mut(&corp_id)?
+        .remove_user(&userid, "leave", now)?;
+    publish(&mut inner, &corp_id, changes::user_left(&userid, now));
+    Ok(Json(record))
 }
 
 /// Body of `PUT /_sim/corps/{corpId}/apps/{agentId}`. With `appKey` and
@@ -281,12 +317,25 @@ async fn put_app(
         inner.stats.app(&key);
     }
     let corp = inner.world.corp_mut(&corp_id)?;
+    let before = corp
+        .apps
+        .get(&agent_id)
+        .cloned()
+        .ok_or(ModelError::AppNotFound(agent_id))?;
     corp.update_app(agent_id, body.enabled, body.visible_scope)?;
     let app = corp
         .apps
         .get(&agent_id)
         .cloned()
         .ok_or(ModelError::AppNotFound(agent_id))?;
+    // A new app's first settings are no change DingTalk would announce.
+    if exists {
+        let inner = &mut *inner;
+        let rng = &mut inner.rng;
+        let events =
+            changes::app_changed(&corp_id, &before, &app, || super::hub::random_id(rng, 32));
+        publish(inner, &corp_id, events);
+    }
     Ok(Json(app))
 }
 
@@ -326,5 +375,63 @@ async fn reset(State(s): State<Arc<Shared>>) -> StatusCode {
     inner.faults = inner.initial_faults.clone();
     inner.limiter.clear();
     inner.stats = super::api::fresh_stats(&inner.initial_world);
+    let faults = inner.initial_stream_faults.clone();
+    inner.stream.reset(faults);
     StatusCode::NO_CONTENT
+}
+
+/// `GET /_sim/stream`: the Stream gateway's counters, open connections and
+/// pending events.
+async fn get_stream(State(s): State<Arc<Shared>>) -> Json<StreamStats> {
+    Json(s.lock().stream.stats())
+}
+
+async fn get_stream_faults(State(s): State<Arc<Shared>>) -> Json<StreamFaults> {
+    Json(s.lock().stream.faults.clone())
+}
+
+/// `PUT /_sim/stream/faults`: changes the given fields; answers the new settings.
+async fn put_stream_faults(
+    State(s): State<Arc<Shared>>,
+    Body(patch): Body<StreamFaultsPatch>,
+) -> AdminResult<StreamFaults> {
+    patch
+        .check()
+        .map_err(|e| AdminError(StatusCode::BAD_REQUEST, e))?;
+    let mut inner = s.lock();
+    inner.stream.faults.apply(patch);
+    Ok(Json(inner.stream.faults.clone()))
+}
+
+/// Body of `POST /_sim/stream/disconnect`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DisconnectBody {
+    /// Only this app's connections (every app's when absent).
+    #[serde(default)]
+    app_key: Option<String>,
+    /// Send a SYSTEM disconnect first (and close `disconnectGraceMs` later),
+    /// or drop the connection without a word.
+    #[serde(default = "yes")]
+    system_message: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /_sim/stream/disconnect`: ends open connections; answers
+/// `{"connections": N}`.
+async fn stream_disconnect(
+    State(s): State<Arc<Shared>>,
+    Body(body): Body<DisconnectBody>,
+) -> Json<serde_json::Value> {
+    let mut guard = s.lock();
+    let inner = &mut *guard;
+    let n = inner.stream.disconnect(
+        body.app_key.as_deref(),
+        body.system_message,
+        body.reason.as_deref().unwrap_or("connection is expired"),
+        &mut inner.rng,
+        std::time::Instant::now(),
+    );
+    Json(serde_json::json!({ "connections": n }))
 }

@@ -7,11 +7,17 @@
 //! - `org_file`: the YAML/JSON schema of `--org` and the admin API.
 //! - `generate`: deterministic large organizations.
 //! - `api` / `admin`: the HTTP endpoints. `faults`, `ratelimit`, `stats`: what they apply and count.
+//! - `gateway`: the Stream gateway (`connections/open`, the WebSocket); `hub`
+//!   its state, `frames` its frames, `changes` the events each admin change sends.
 
 pub mod admin;
 pub mod api;
+pub mod changes;
 pub mod faults;
+pub mod frames;
+pub mod gateway;
 pub mod generate;
+pub mod hub;
 pub mod model;
 pub mod org_file;
 pub mod ratelimit;
@@ -19,12 +25,13 @@ pub mod stats;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use faults::Faults;
+pub use hub::{StreamFaults, StreamStats};
 pub use model::World;
 pub use org_file::OrgFile;
 
@@ -64,6 +71,10 @@ pub(crate) struct Inner {
     pub limiter: ratelimit::WindowLimiter,
     pub stats: stats::SimStats,
     pub rng: fastrand::Rng,
+    /// The Stream gateway: tickets, connections, events waiting for an ack.
+    pub stream: hub::Hub,
+    /// What `POST /_sim/reset` returns the gateway's faults to.
+    pub initial_stream_faults: StreamFaults,
 }
 
 /// State shared by all handlers.
@@ -71,6 +82,8 @@ pub(crate) struct Shared {
     inner: Mutex<Inner>,
     /// Origin of the 1-second rate-limit windows and of token lifetimes.
     started: std::time::Instant,
+    /// The address served (the Stream endpoint when a request has no `Host`).
+    addr: SocketAddr,
 }
 
 impl Shared {
@@ -123,16 +136,21 @@ impl Simulator {
                 limiter: ratelimit::WindowLimiter::default(),
                 stats,
                 rng: seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
+                stream: hub::Hub::new(StreamFaults::default()),
+                initial_stream_faults: StreamFaults::default(),
             }),
             started: std::time::Instant::now(),
+            addr: local,
         });
+        let ticker = tokio::spawn(gateway::ticker(Arc::downgrade(&shared)));
         let app = api::routes()
+            .merge(gateway::routes())
             .merge(admin::routes())
             .layer(axum::middleware::from_fn_with_state(
                 shared.clone(),
                 api::v1_request_id,
             ))
-            .with_state(shared);
+            .with_state(shared.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -146,6 +164,8 @@ impl Simulator {
             addr: local,
             shutdown: Some(tx),
             task: Some(task),
+            shared: Arc::downgrade(&shared),
+            ticker,
         })
     }
 }
@@ -155,6 +175,10 @@ pub struct SimHandle {
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
+    /// To drop the Stream connections on shutdown (they outlive the server's
+    /// graceful shutdown otherwise).
+    shared: Weak<Shared>,
+    ticker: JoinHandle<()>,
 }
 
 impl SimHandle {
@@ -167,8 +191,17 @@ impl SimHandle {
         format!("http://{}", self.addr)
     }
 
+    /// Drops every Stream connection and stops the gateway's ticker.
+    fn stop_stream(&self) {
+        self.ticker.abort();
+        if let Some(shared) = self.shared.upgrade() {
+            shared.lock().stream.drop_all();
+        }
+    }
+
     /// Stops accepting, finishes the requests in flight, and returns.
     pub async fn shutdown(mut self) -> Result<(), Error> {
+        self.stop_stream();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -184,6 +217,7 @@ impl SimHandle {
 
 impl Drop for SimHandle {
     fn drop(&mut self) {
+        self.stop_stream();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
