@@ -744,6 +744,7 @@ async fn crash_and_restart(backend: Backend) {
         identity: "pod-0".into(),
         qps: 4,
         lease_duration: 4,
+        ..ControllerOpts::default()
     };
     let first = s.start_controller(slow.clone());
     s.credentials("acme", &corp).await;
@@ -876,6 +877,7 @@ async fn s08_a_sync_killed_inside_its_store_transaction_is_rolled_back_and_conve
         identity: "pod-0".into(),
         qps: 20,
         lease_duration: 4,
+        ..ControllerOpts::default()
     };
     let first = s.start_controller(opts.clone());
     s.credentials("acme", &corp).await;
@@ -1811,5 +1813,91 @@ async fn s18_a_tenant_that_does_not_load_is_skipped_and_the_others_are_reconcile
             .then_some(())
             .ok_or(body)
     })
+    .await;
+}
+
+// ===========================================================================
+// 19. Events from DingTalk (Stream mode)
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s19_events_bring_a_leaver_a_joiner_and_a_disabled_app_to_the_tenant_within_seconds() {
+    let corp = "dingbind19";
+    let mut s = Scenario::new("events", Backend::Sqlite, vec![small_corp(corp)]).await;
+    s.start_controller(ControllerOpts {
+        events: true,
+        ..ControllerOpts::default()
+    });
+    s.credentials("acme", corp).await;
+    s.secret("acme-creator", &[("password", "correct-horse")])
+        .await;
+    // A long interval: only events can bring a change in before the test ends.
+    let mut spec = dingtalk_spec("acme", corp, json!({"departments": [2, 3]}));
+    spec["sync"] = json!({"interval": "6h"});
+    s.apply_ok("acme", spec.clone()).await;
+    s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    // The app's first Stream connection asks for one full sync more (events
+    // from before it may have been missed): two runs, then quiet.
+    let key = dingbind::api::TenantKey {
+        namespace: s.ns.clone(),
+        name: "acme".into(),
+    };
+    s.eventually("acme: the full sync of the first connection", || async {
+        let runs = s
+            .store
+            .sync_runs(&key, 10)
+            .await
+            .map_err(|e| e.to_string())?;
+        (runs.len() >= 2)
+            .then_some(())
+            .ok_or(format!("{} sync runs", runs.len()))
+    })
+    .await;
+    let listsub = endpoint_stat(dingbind::dingtalk::types::Api::DeptListSub, "calls");
+    let scope_reads = stat(&s.sim_stats().await, &listsub);
+    assert!(member_ids(&s.directory("acme").await).contains("zhang"));
+
+    // Zhang leaves, a newcomer joins Sales: no annotation, no periodic sync.
+    s.sim_leave(corp, "zhang").await;
+    s.sim_put_user(corp, "newbie", &[2]).await;
+    let creator = format!("owner@{corp}.example");
+    let expected = userids_in_scope(&s.sim_corp(corp).await, &[2, 3], &[], &creator);
+    assert!(!expected.contains("zhang") && expected.contains("newbie"));
+    s.wait_members("acme", &expected).await;
+    let t = s
+        .wait_tenant("acme", "the counts follow the events", |t| {
+            let members = members_in_status(t);
+            (members == Some(expected.len() as u64))
+                .then_some(())
+                .ok_or(format!("status says {members:?} members"))
+        })
+        .await;
+    assert_eq!(
+        stat(&s.sim_stats().await, &listsub),
+        scope_reads,
+        "the change came by an incremental sync: the scope was not walked again"
+    );
+    assert_eq!(handled_request(&t), None);
+    s.wait_event("acme", "Normal", reason::DIRECTORY_UPDATED)
+        .await;
+
+    // An unbind waits for the app to be disabled; disabling it in DingTalk
+    // completes the unbind at once, well before the 30 s recheck.
+    spec["mode"] = json!("Public");
+    s.apply_ok("acme", spec).await;
+    s.wait_tenant("acme", "AppStillEnabled", |t| {
+        expect_cond(t, condition::READY, "False", reason::APP_STILL_ENABLED)
+    })
+    .await;
+    s.sim_app(corp, json!({"enabled": false})).await;
+    s.eventually_within(
+        "acme: unbound within seconds of the app being disabled",
+        Duration::from_secs(15),
+        || async {
+            let t = s.tenant("acme").await?;
+            (status_mode(&t) == Some(Mode::Public))
+                .then_some(())
+                .ok_or(format!("mode {:?}", status_mode(&t)))
+        },
+    )
     .await;
 }

@@ -35,8 +35,9 @@ use metrics::{ErrorLabels, Metrics};
 use server::{Health, WatchHealth};
 
 use crate::{
-    api::{FINALIZER, SyncProgress, Tenant, TenantKey},
+    api::{FINALIZER, Mode, SyncProgress, Tenant, TenantKey},
     dingtalk,
+    events::{EventsHub, StreamConfig},
     reconcile::{Reconciler, Secrets},
     store::Store,
     telemetry::LogFormat,
@@ -103,6 +104,19 @@ pub struct ControllerArgs {
     /// Log format.
     #[arg(long, env = "DINGBIND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Events from DingTalk: `stream` holds one Stream-mode connection per
+    /// app on the leader (docs/events.md), `off` relies on the periodic sync.
+    #[arg(long, env = "DINGBIND_EVENTS", value_enum, default_value_t = EventsMode::Stream)]
+    pub events: EventsMode,
+}
+
+/// How the controller hears of changes in DingTalk.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventsMode {
+    /// Stream mode: outbound connections to DingTalk's gateway.
+    Stream,
+    /// No events: only the periodic and requested syncs.
+    Off,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +165,8 @@ pub struct Context {
     /// The client's DingTalk counters as last added to the metrics: each
     /// call is exported once, however many reconciliations run at a time.
     pub exported: std::sync::Mutex<dingtalk::StatsSnapshot>,
+    /// Events from DingTalk (`None`: `--events off`).
+    pub events: Option<Arc<EventsHub>>,
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
@@ -259,6 +275,8 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
             metrics: metrics.clone(),
             unreadable: Default::default(),
             exported: Default::default(),
+            events: (args.events == EventsMode::Stream)
+                .then(|| EventsHub::new(StreamConfig::with_base_url(&args.dingtalk_api_url))),
         });
         // One controller per watched namespace (each with its own Tenant and
         // Secret watches), sharing the reconciler.
@@ -325,7 +343,17 @@ async fn run_controller(
         })
         .reflect(writer)
         .applied_objects();
-    let controller = Controller::for_stream(trigger, store.clone());
+    // Tenants that events from DingTalk marked, to reconcile now.
+    let (marked_tx, marked) = tokio::sync::mpsc::unbounded_channel::<TenantKey>();
+    if let Some(hub) = &ctx.events {
+        hub.lead(namespace, marked_tx);
+    }
+    let marked = futures::stream::unfold(marked, |mut rx| async move {
+        let key = rx.recv().await?;
+        Some((ObjectRef::new(&key.name).within(&key.namespace), rx))
+    });
+    let events = ctx.events.clone();
+    let controller = Controller::for_stream(trigger, store.clone()).reconcile_on(marked);
     tracing::info!("leading: reconciling Tenants");
     let reconciling = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
@@ -356,13 +384,18 @@ async fn run_controller(
         });
     // Losing the Lease (or a new term) stops at once: in-flight reconciles are
     // dropped mid-way, not finished (the store's fence refuses them anyway).
-    tokio::select! {
+    let result = tokio::select! {
         () = reconciling => {
             tracing::info!("controller stopped");
             Ok(())
         }
         _ = leading.wait_for(|t| *t != term) => Err(Error::LostLeadership),
+    };
+    // Only the leader holds connections to DingTalk.
+    if let Some(hub) = events {
+        hub.step_down().await;
     }
+    result
 }
 
 /// Errors of one reconciliation; they are retried with backoff.
@@ -410,6 +443,9 @@ async fn reconcile(object: Arc<Watched>, ctx: Arc<Context>) -> Result<Action, Re
             Finalizer::Apply(t) => apply(&t, &ctx).await,
             Finalizer::Cleanup(t) => {
                 ctx.reconciler.cleanup(&t).await?;
+                if let Some(hub) = &ctx.events {
+                    hub.forget(&t.key());
+                }
                 tracing::info!(tenant = %t.key(), policy = ?t.spec.deletion_policy, "tenant deleted");
                 Ok(Action::await_change())
             }
@@ -450,17 +486,28 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
     );
     let report = progress.reporter();
     let record = ctx.records.get(&tenant.key());
+    let key = tenant.key();
+    let marked = ctx
+        .events
+        .as_ref()
+        .map(|hub| hub.start(&key))
+        .unwrap_or_default();
     let outcome = ctx
         .reconciler
-        .reconcile(
+        .reconcile_with_events(
             tenant,
             &secrets,
             record.as_ref(),
+            &marked,
             Timestamp::now(),
             &move |p: &SyncProgress| report(p),
         )
         .await;
     progress.stop().await;
+    if let Some(hub) = &ctx.events {
+        hub.finish(&key, marked, outcome.is_ok());
+        serve_events(hub, tenant, &secrets, outcome.as_ref().ok());
+    }
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(e) if !says_store_unavailable(&e) => return Err(e.into()),
@@ -691,6 +738,28 @@ fn hostname() -> String {
         })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| format!("dingbind-{}", std::process::id()))
+}
+
+/// Whether `tenant`, as it stands after its reconciliation, needs events
+/// from DingTalk: a bound tenant in DingTalk mode, not suspended, with
+/// credentials, is served by its app's connection; any other is forgotten.
+fn serve_events(
+    hub: &EventsHub,
+    tenant: &Tenant,
+    secrets: &Secrets,
+    outcome: Option<&crate::reconcile::Outcome>,
+) {
+    let key = tenant.key();
+    let status = outcome.map(|o| &o.status);
+    let corp = status
+        .filter(|s| s.mode == Some(Mode::DingTalk) && !tenant.spec.suspend)
+        .and_then(|s| s.bound_corp_id.as_deref());
+    match (corp, &secrets.credentials) {
+        (Some(corp), Some(Ok(credentials))) => hub.serve(&key, corp, credentials),
+        // A failed reconciliation keeps what it had.
+        _ if outcome.is_none() => {}
+        _ => hub.forget(&key),
+    }
 }
 
 #[cfg(test)]

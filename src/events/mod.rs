@@ -1,13 +1,15 @@
 //! Events from DingTalk, the shell around `core::events`: Stream mode, one
 //! long-lived connection per app (`stream.rs`), a ticket asked for before
-//! every connect (`open.rs`), what it observed (`stats.rs`), and what can go
-//! wrong (`error.rs`). Every decision (the answer to a frame, de-duplication,
+//! every connect (`open.rs`), what it observed (`stats.rs`), what can go
+//! wrong (`error.rs`), and the routing of what the connections receive to
+//! the tenants of each app (`hub.rs`). Every decision (the answer to a frame, de-duplication,
 //! the backoff, the gap that needs a full sync) is `core::events`'s; this
 //! module owns the sockets and the clock. What it hands on are
 //! [`StreamEvent`]s on a `tokio::sync::mpsc` channel; acting on them is the
 //! reconciler's. See `docs/events.md`.
 
 pub mod error;
+pub mod hub;
 pub mod open;
 pub mod stats;
 pub mod stream;
@@ -18,6 +20,7 @@ use crate::core::events::Event;
 use crate::dingtalk::{API_BASE_URL, Secret};
 
 pub use error::StreamError;
+pub use hub::EventsHub;
 pub use stats::{StreamStats, StreamStatus};
 pub use stream::{StreamHandle, spawn};
 

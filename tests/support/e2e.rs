@@ -324,6 +324,10 @@ pub struct ControllerOpts {
     pub identity: String,
     pub qps: u32,
     pub lease_duration: u64,
+    /// Events from DingTalk in Stream mode (`--events stream`); off unless
+    /// the scenario is about them, so that the others see only the syncs
+    /// they ask for.
+    pub events: bool,
 }
 
 impl Default for ControllerOpts {
@@ -332,6 +336,7 @@ impl Default for ControllerOpts {
             identity: "replica-a".into(),
             qps: 20,
             lease_duration: 15,
+            events: false,
         }
     }
 }
@@ -423,6 +428,7 @@ impl Scenario {
             .args(["--lease-name", &format!("e2e-{}", self.ns)])
             .args(["--lease-duration", &opts.lease_duration.to_string()])
             .args(["--identity", &opts.identity])
+            .args(["--events", if opts.events { "stream" } else { "off" }])
             .env("KUBECONFIG", &self.cluster.operator)
             .env("RUST_LOG", "info,dingbind=debug")
             .env_remove("DINGBIND_NAMESPACE")
