@@ -149,6 +149,11 @@ impl Dev {
     /// Starts `dingbind dev` on a copy of `examples/tenants/` and waits until
     /// every example tenant has a status.
     fn start() -> Dev {
+        Dev::start_with(&[])
+    }
+
+    /// `dingbind dev` on a copy of the examples, with `args` added.
+    fn start_with(args: &[&str]) -> Dev {
         let root = tempfile::tempdir().unwrap();
         copy_dir(
             &Path::new(MANIFEST_DIR).join("examples/tenants"),
@@ -165,6 +170,7 @@ impl Dev {
             .arg("--org")
             .arg(Path::new(MANIFEST_DIR).join("examples/org.yaml"))
             .args(["--store", &store, "--sim-listen", &addr])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -505,8 +511,48 @@ fn a_scope_edit_is_followed_by_the_directory() {
 }
 
 #[test]
-fn a_member_who_left_is_removed_on_a_requested_sync() {
+fn a_member_who_left_is_removed_by_the_event_without_a_sync_request() {
     let dev = Dev::start();
+    wait_until_settled(&dev);
+    // The app's first Stream connection asks for one more full sync (events
+    // from before it are unknown): wait for it, so that only the event can
+    // bring the leave in.
+    dev.wait("globex's full sync after its first connection", |d| {
+        let full_syncs = d
+            .log()
+            .lines()
+            .filter(|l| {
+                l.contains("tenant=tenants/globex")
+                    && l.contains("reconcile::sync: directory synced")
+            })
+            .count();
+        (full_syncs >= 2).then_some(())
+    });
+    let before = dev.status("globex");
+    dev.admin("POST", "/_sim/corps/dingglobex/users/g-eng2/leave", None);
+    dev.wait("g-eng2 gone from globex's directory", |d| {
+        (!d.members("globex").contains("g-eng2")).then_some(())
+    });
+    let s = dev.wait_for_status("globex", "the count follows", |s| {
+        members_count(s) == Some(5)
+    });
+    // No request handled: the event brought the change, read by an
+    // incremental sync.
+    assert_eq!(
+        s["lastHandledSyncRequest"],
+        before["lastHandledSyncRequest"]
+    );
+    dev.wait_for_log("the incremental sync", |l| {
+        l.contains("tenant=tenants/globex")
+            && l.contains("directory updated from events")
+            && l.contains("removed=1")
+    });
+}
+
+#[test]
+fn a_member_who_left_is_removed_on_a_requested_sync() {
+    // Without events: only the request brings the change in.
+    let dev = Dev::start_with(&["--events", "off"]);
     wait_until_settled(&dev);
     let record = dev.admin("POST", "/_sim/corps/dingglobex/users/g-eng1/leave", None);
     assert_eq!(record["userId"], "g-eng1", "{record}");
@@ -985,11 +1031,6 @@ fn readme_local_mode_commands_work() {
         },
         Step {
             matches: "/leave",
-            check: |_| {},
-            done: false,
-        },
-        Step {
-            matches: "sync-requested-at",
             check: |d| {
                 d.wait_for_status("globex", "4 members", globex_members(4));
             },

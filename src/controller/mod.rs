@@ -35,9 +35,9 @@ use metrics::{ErrorLabels, Metrics};
 use server::{Health, WatchHealth};
 
 use crate::{
-    api::{FINALIZER, Mode, SyncProgress, Tenant, TenantKey},
+    api::{FINALIZER, SyncProgress, Tenant, TenantKey},
     dingtalk,
-    events::{EventsHub, StreamConfig},
+    events::{EventsHub, EventsMode, StreamConfig},
     reconcile::{Reconciler, Secrets},
     store::Store,
     telemetry::LogFormat,
@@ -108,15 +108,6 @@ pub struct ControllerArgs {
     /// app on the leader (docs/events.md), `off` relies on the periodic sync.
     #[arg(long, env = "DINGBIND_EVENTS", value_enum, default_value_t = EventsMode::Stream)]
     pub events: EventsMode,
-}
-
-/// How the controller hears of changes in DingTalk.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventsMode {
-    /// Stream mode: outbound connections to DingTalk's gateway.
-    Stream,
-    /// No events: only the periodic and requested syncs.
-    Off,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -506,7 +497,7 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
     progress.stop().await;
     if let Some(hub) = &ctx.events {
         hub.finish(&key, marked, outcome.is_ok());
-        serve_events(hub, tenant, &secrets, outcome.as_ref().ok());
+        hub.follow(tenant, &secrets, outcome.as_ref().ok());
     }
     let outcome = match outcome {
         Ok(outcome) => outcome,
@@ -738,28 +729,6 @@ fn hostname() -> String {
         })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| format!("dingbind-{}", std::process::id()))
-}
-
-/// Whether `tenant`, as it stands after its reconciliation, needs events
-/// from DingTalk: a bound tenant in DingTalk mode, not suspended, with
-/// credentials, is served by its app's connection; any other is forgotten.
-fn serve_events(
-    hub: &EventsHub,
-    tenant: &Tenant,
-    secrets: &Secrets,
-    outcome: Option<&crate::reconcile::Outcome>,
-) {
-    let key = tenant.key();
-    let status = outcome.map(|o| &o.status);
-    let corp = status
-        .filter(|s| s.mode == Some(Mode::DingTalk) && !tenant.spec.suspend)
-        .and_then(|s| s.bound_corp_id.as_deref());
-    match (corp, &secrets.credentials) {
-        (Some(corp), Some(Ok(credentials))) => hub.serve(&key, corp, credentials),
-        // A failed reconciliation keeps what it had.
-        _ if outcome.is_none() => {}
-        _ => hub.forget(&key),
-    }
 }
 
 #[cfg(test)]

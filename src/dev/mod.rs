@@ -9,6 +9,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::SocketAddr,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -18,6 +19,7 @@ use crate::validate::admission::{self as accept, ACCEPTED, Accepted, Admission};
 use crate::{
     api::{SyncProgress, TenantKey, TenantStatus},
     dingtalk,
+    events::{EventsHub, EventsMode, StreamConfig},
     reconcile::{Reconciler, Secrets},
     sim::{OrgFile, Simulator, World},
     store::Store,
@@ -58,6 +60,10 @@ pub struct DevArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Events from the (simulated) DingTalk: `stream` as the controller's
+    /// leader hears them, `off` for only the periodic and requested syncs.
+    #[arg(long, value_enum, default_value_t = EventsMode::Stream)]
+    pub events: EventsMode,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -129,10 +135,18 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
         .with_sync_memory(args.sync_memory);
     tracing::info!(dir = %args.dir.display(), store = store.url(), "watching Tenants; edit a file to reconcile it, Ctrl-C to stop");
 
+    // Events from DingTalk in Stream mode, as the controller's leader hears
+    // them: a marked tenant is reconciled at once.
+    let events = EventsHub::new(StreamConfig::with_base_url(&url));
+    let (marked_tx, mut marked) = tokio::sync::mpsc::unbounded_channel();
+    if args.events == EventsMode::Stream {
+        events.lead(None, marked_tx);
+    }
     let mut dev = Dev {
         validator: TenantValidator::new(),
         store,
         reconciler,
+        events: events.clone(),
         manifests: Manifests::default(),
         due: HashMap::new(),
         files: BTreeMap::new(),
@@ -156,9 +170,13 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
         dev.reconcile_due().await?;
         tokio::select! {
             () = &mut stop => break,
+            Some(key) = marked.recv() => {
+                dev.due.insert(key, Instant::now());
+            }
             () = tokio::time::sleep(POLL) => {}
         }
     }
+    events.step_down().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -167,6 +185,8 @@ struct Dev {
     validator: TenantValidator,
     store: Store,
     reconciler: Reconciler,
+    /// Events from DingTalk, and what they marked.
+    events: Arc<EventsHub>,
     manifests: Manifests,
     /// When each tenant is next reconciled.
     due: HashMap<TenantKey, Instant>,
@@ -280,6 +300,7 @@ impl Dev {
         };
         if let Ok(t) = accept::tenant(&accepted, None) {
             self.reconciler.cleanup(&t).await?;
+            self.events.forget(key);
             tracing::info!(tenant = %key, file = %file.display(), policy = ?t.spec.deletion_policy, "tenant removed; the binding ledger is kept");
         }
         Ok(())
@@ -328,10 +349,21 @@ impl Dev {
         let progress = move |p: &SyncProgress| {
             tracing::info!(tenant = %tenant_key, departments = p.departments, members = p.members, "sync in progress");
         };
+        let marked = self.events.start(key);
         let outcome = self
             .reconciler
-            .reconcile(&tenant, &secrets, None, Timestamp::now(), &progress)
-            .await?;
+            .reconcile_with_events(
+                &tenant,
+                &secrets,
+                None,
+                &marked,
+                Timestamp::now(),
+                &progress,
+            )
+            .await;
+        self.events.finish(key, marked, outcome.is_ok());
+        let outcome = outcome?;
+        self.events.follow(&tenant, &secrets, Some(&outcome));
         for e in &outcome.events {
             if e.warning {
                 tracing::warn!(tenant = %key, reason = e.reason, "{}", e.note);

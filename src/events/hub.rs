@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 
 use super::{StreamApp, StreamConfig, StreamEvent, StreamHandle, StreamItem, StreamStatus};
-use crate::api::TenantKey;
+use crate::api::{Mode, Tenant, TenantKey};
 use crate::core::dirty::{self, Dirty, Pending};
-use crate::reconcile::Credentials;
+use crate::reconcile::{Credentials, Outcome, Secrets};
 
 /// Events waiting to be routed, at most (a full channel makes the
 /// connections wait: DingTalk redelivers what is not acked in time).
@@ -133,6 +133,23 @@ impl EventsHub {
         }
         if let Some(app) = state.apps.get_mut(&credentials.app_key) {
             app.tenants.insert(key.clone(), corp_id.to_string());
+        }
+    }
+
+    /// Serves or forgets `tenant` as it stands after a reconciliation
+    /// (`outcome`; `None`: it failed, and what it had stays): a bound tenant
+    /// in DingTalk mode, not suspended, with credentials, is served by its
+    /// app's connection; any other is forgotten.
+    pub fn follow(&self, tenant: &Tenant, secrets: &Secrets, outcome: Option<&Outcome>) {
+        let Some(outcome) = outcome else { return };
+        let key = tenant.key();
+        let s = &outcome.status;
+        let corp = (s.mode == Some(Mode::DingTalk) && !tenant.spec.suspend)
+            .then_some(s.bound_corp_id.as_deref())
+            .flatten();
+        match (corp, &secrets.credentials) {
+            (Some(corp), Some(Ok(credentials))) => self.serve(&key, corp, credentials),
+            _ => self.forget(&key),
         }
     }
 

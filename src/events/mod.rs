@@ -19,6 +19,17 @@ use std::time::Duration;
 use crate::core::events::Event;
 use crate::dingtalk::{API_BASE_URL, Secret};
 
+/// How a runner (`dingbind controller`, `dingbind dev`) hears of changes in
+/// DingTalk.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EventsMode {
+    /// Stream mode: outbound connections to DingTalk's gateway.
+    #[default]
+    Stream,
+    /// No events: only the periodic and requested syncs.
+    Off,
+}
+
 pub use error::StreamError;
 pub use hub::EventsHub;
 pub use stats::{StreamStats, StreamStatus};
