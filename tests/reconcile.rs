@@ -399,6 +399,38 @@ async fn a_member_an_event_names_is_added_moved_and_updated_as_a_full_sync_would
 }
 
 #[tokio::test]
+async fn leavers_named_by_events_pass_the_delete_guard_like_a_full_sync() {
+    for env in envs().await {
+        let spec = acme("acme")
+            .departments(&[2, 4])
+            .max_deletions(json!(1))
+            .spec();
+        let mut t = env.tenant("acme", spec);
+        env.run(&mut t, &secrets(true)).await;
+        let before = env.members("acme").await;
+        for u in ["s1", "s2", "e1"] {
+            env.admin(
+                reqwest::Method::POST,
+                &format!("corps/dingacme/users/{u}/leave"),
+                None,
+            )
+            .await;
+        }
+        let o = env
+            .run_with_events(&mut t, &users(&["s1", "s2", "e1"]))
+            .await;
+        assert!(o.sync.as_ref().expect("a sync ran").incremental);
+        assert_eq!(env.members("acme").await, before, "nobody removed");
+        assert_eq!(o.status.directory.as_ref().unwrap().pending_deletions, 3);
+        let c = conditions::get(&o.status.conditions, condition::DIRECTORY_SYNCED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", reason::DELETION_THRESHOLD_EXCEEDED)
+        );
+    }
+}
+
+#[tokio::test]
 async fn events_that_only_a_full_sync_answers_run_one() {
     for env in envs().await {
         let mut t = env.tenant("acme", spec(json!({"departments": [2]})));
