@@ -1835,6 +1835,8 @@ async fn s19_events_bring_a_leaver_a_joiner_and_a_disabled_app_to_the_tenant_wit
     spec["sync"] = json!({"interval": "6h"});
     s.apply_ok("acme", spec.clone()).await;
     s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    s.wait_tenant("acme", "EventsConnected", events_connected)
+        .await;
     // The app's first Stream connection asks for one full sync more (events
     // from before it may have been missed): two runs, then quiet.
     let key = dingbind::api::TenantKey {
@@ -1879,6 +1881,11 @@ async fn s19_events_bring_a_leaver_a_joiner_and_a_disabled_app_to_the_tenant_wit
     assert_eq!(handled_request(&t), None);
     s.wait_event("acme", "Normal", reason::DIRECTORY_UPDATED)
         .await;
+    let events = t.status.as_ref().and_then(|s| s.events.clone());
+    assert!(
+        events.is_some_and(|e| e.events_received >= 2 && e.last_event_time.is_some()),
+        "status.events counts the leave and the join"
+    );
 
     // An unbind waits for the app to be disabled; disabling it in DingTalk
     // completes the unbind at once, well before the 30 s recheck.
@@ -1900,4 +1907,97 @@ async fn s19_events_bring_a_leaver_a_joiner_and_a_disabled_app_to_the_tenant_wit
         },
     )
     .await;
+}
+
+/// `EventsConnected=True` (`Connected`) with `status.events.connectedSince`.
+fn events_connected(t: &Tenant) -> Result<(), String> {
+    expect_cond(t, condition::EVENTS_CONNECTED, "True", reason::CONNECTED)?;
+    let since = t
+        .status
+        .as_ref()
+        .and_then(|s| s.events.as_ref())
+        .and_then(|e| e.connected_since.as_ref());
+    since
+        .map(|_| ())
+        .ok_or("no status.events.connectedSince".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s20_a_scope_changed_in_dingtalk_is_corrected_and_a_dropped_connection_loses_no_change() {
+    let corp = "dingbind20";
+    let mut s = Scenario::new("events-drift", Backend::Sqlite, vec![small_corp(corp)]).await;
+    s.start_controller(ControllerOpts {
+        events: true,
+        ..ControllerOpts::default()
+    });
+    s.credentials("acme", corp).await;
+    s.secret("acme-creator", &[("password", "correct-horse")])
+        .await;
+    let mut spec = dingtalk_spec("acme", corp, json!({"departments": [2, 3]}));
+    spec["sync"] = json!({"interval": "6h"});
+    s.apply_ok("acme", spec).await;
+    s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    s.wait_tenant("acme", "EventsConnected", events_connected)
+        .await;
+    assert_eq!(s.sim_scope(corp).await.0, BTreeSet::from([2, 3]));
+
+    // An admin adds Finance to the app's scope in DingTalk's console: the
+    // event brings the declared scope back, and says who changed it.
+    s.sim_app(corp, json!({"visibleScope": {"deptIds": [2, 3, 5]}}))
+        .await;
+    let e = s
+        .wait_event("acme", "Normal", reason::SCOPE_CHANGED_IN_DINGTALK)
+        .await;
+    assert!(
+        e.note.as_deref().is_some_and(|n| n.contains("unionId")),
+        "the Event names the operator: {:?}",
+        e.note
+    );
+    s.eventually_within(
+        "acme: the declared scope is back in DingTalk",
+        Duration::from_secs(15),
+        || async {
+            let depts = s.sim_scope(corp).await.0;
+            (depts == BTreeSet::from([2, 3]))
+                .then_some(())
+                .ok_or(format!("scope {depts:?}"))
+        },
+    )
+    .await;
+
+    // The connection drops and cannot be opened again for a while; a
+    // change made meanwhile waits in DingTalk and arrives on the new
+    // connection, without a full sync.
+    let listsub = endpoint_stat(dingbind::dingtalk::types::Api::DeptListSub, "calls");
+    let scope_reads = stat(&s.sim_stats().await, &listsub);
+    s.sim_stream_faults(json!({"refuseOpenNext": 3})).await;
+    s.sim_stream_drop(corp).await;
+    s.wait_tenant("acme", "EventsConnected=False", |t| {
+        expect_cond(
+            t,
+            condition::EVENTS_CONNECTED,
+            "False",
+            reason::DISCONNECTED,
+        )
+    })
+    .await;
+    s.sim_leave(corp, "li").await;
+    let creator = format!("owner@{corp}.example");
+    let expected = userids_in_scope(&s.sim_corp(corp).await, &[2, 3], &[], &creator);
+    assert!(!expected.contains("li"));
+    s.wait_members("acme", &expected).await;
+    let t = s
+        .wait_tenant("acme", "EventsConnected again", events_connected)
+        .await;
+    let reconnects = t
+        .status
+        .as_ref()
+        .and_then(|s| s.events.as_ref())
+        .map(|e| e.reconnects);
+    assert!(reconnects >= Some(1), "reconnects: {reconnects:?}");
+    assert_eq!(
+        stat(&s.sim_stats().await, &listsub),
+        scope_reads,
+        "the change came by its event: the scope was not walked again"
+    );
 }

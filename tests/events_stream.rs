@@ -158,11 +158,26 @@ fn no_more_events(rx: &mut mpsc::Receiver<StreamEvent>) -> bool {
     true
 }
 
-async fn connected(rx: &mut mpsc::Receiver<StreamEvent>) -> bool {
+/// The next connection's `needs_full_sync`; `reconnect` must be as given.
+async fn connected_as(rx: &mut mpsc::Receiver<StreamEvent>, reconnect: bool) -> bool {
     match next(rx).await {
-        StreamItem::Connected { needs_full_sync } => needs_full_sync,
+        StreamItem::Connected {
+            needs_full_sync,
+            reconnect: r,
+        } => {
+            assert_eq!(r, reconnect, "reconnect");
+            needs_full_sync
+        }
         other => panic!("a connection first, got {other:?}"),
     }
+}
+
+async fn connected(rx: &mut mpsc::Receiver<StreamEvent>) -> bool {
+    connected_as(rx, false).await
+}
+
+async fn reconnected(rx: &mut mpsc::Receiver<StreamEvent>) -> bool {
+    connected_as(rx, true).await
 }
 
 async fn leave(sim: &SimHandle, userid: &str) {
@@ -412,7 +427,7 @@ async fn a_system_disconnect_opens_the_new_connection_before_dropping_the_old() 
     assert_eq!(n["connections"], 1);
     // A change while the connection is being replaced is not lost.
     leave(&sim, "u1").await;
-    assert!(!connected(&mut rx).await, "no gap: no full sync");
+    assert!(!reconnected(&mut rx).await, "no gap: no full sync");
     let event = next_event(&mut rx).await;
     assert_eq!(event.event_type.as_deref(), Some("user_leave_org"));
     // The old connection was closed by the client: the simulator would
@@ -451,7 +466,15 @@ async fn a_dropped_connection_reconnects_after_the_backoff_with_a_new_ticket() {
         Some(json!({"systemMessage": false})),
     )
     .await;
-    assert!(!connected(&mut rx).await, "a short gap needs no full sync");
+    assert_eq!(
+        next(&mut rx).await,
+        StreamItem::Disconnected,
+        "the drop is handed on"
+    );
+    assert!(
+        !reconnected(&mut rx).await,
+        "a short gap needs no full sync"
+    );
     let stats = handle.stats().snapshot();
     assert_eq!((stats.tickets, stats.reconnects), (2, 1));
     assert!(
@@ -535,7 +558,12 @@ async fn a_wrong_secret_is_refused_and_retried_after_the_backoff_without_being_l
     let last = stats.last_error.expect("the refusal recorded");
     assert!(last.contains("authFailed"), "{last}");
     assert!(!last.contains(wrong), "{last}");
-    assert!(rx.try_recv().is_err(), "nothing handed on");
+    assert_eq!(
+        rx.try_recv().map(|e| e.item),
+        Ok(StreamItem::Disconnected),
+        "the first failure is handed on"
+    );
+    assert!(rx.try_recv().is_err(), "once: the retries are not");
     handle.stop().await;
     let g = gateway(&sim).await;
     assert!(count(&g, "/opensRefused") >= 3, "{g}");

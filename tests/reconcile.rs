@@ -11,7 +11,7 @@ use dingbind::{
     core::conditions,
     core::dirty::Dirty,
     dingtalk,
-    reconcile::{Outcome, Reconciler, Secrets},
+    reconcile::{EventsSeen, Outcome, Reconciler, Secrets},
     sim::{OrgFile, SimHandle, Simulator, World},
     store::{LedgerEntry, Store},
 };
@@ -291,9 +291,13 @@ async fn a_member_who_left_is_removed_on_a_requested_sync() {
 impl Env {
     /// Reconciles with what events marked, and keeps the status on the object.
     async fn run_with_events(&self, t: &mut Tenant, dirty: &Dirty) -> Outcome {
+        let seen = EventsSeen {
+            dirty: dirty.clone(),
+            channel: None,
+        };
         let outcome = self
             .rec
-            .reconcile_with_events(t, &secrets(true), None, dirty, Timestamp::now(), &|_| {})
+            .reconcile_with_events(t, &secrets(true), None, &seen, Timestamp::now(), &|_| {})
             .await
             .expect("reconcile");
         t.status = Some(outcome.status.clone());

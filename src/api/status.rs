@@ -40,8 +40,12 @@ pub struct TenantStatus {
     /// annotation and set it again to approve a later hold of the same count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_approval: Option<String>,
-    /// Conditions: `Ready`, `Bound`, `ScopeInSync`, `DirectorySynced`, and
-    /// kstatus's `Reconciling` and `Stalled` (each present only while `True`).
+    /// The channel events from DingTalk arrive by, while the tenant is bound
+    /// and the runner listens (`--events stream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventsStatus>,
+    /// Conditions: `Ready`, `Bound`, `ScopeInSync`, `DirectorySynced`,
+    /// `EventsConnected`, and kstatus's `Reconciling` and `Stalled` (each present only while `True`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -78,6 +82,36 @@ pub struct ObservedScope {
     /// Only administrators can see the app.
     #[serde(default)]
     pub only_admin_visible: bool,
+}
+
+/// How events from DingTalk reach dingbind.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum EventDelivery {
+    /// Stream mode: an outbound WebSocket per app, held by the leader.
+    Stream,
+}
+
+/// The events channel of a tenant, as of its last reconciliation. One
+/// connection serves every Tenant of an app: the counts are the app's.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsStatus {
+    pub mode: EventDelivery,
+    /// Since when the current connection is open (absent: not connected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_since: Option<Time>,
+    /// When the last new event arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_time: Option<Time>,
+    /// New events received since the connection's runner started.
+    #[serde(default)]
+    pub events_received: u64,
+    /// Redeliveries of events already received: acknowledged and dropped.
+    #[serde(default)]
+    pub duplicates_dropped: u64,
+    /// Connections opened again after a drop or a disconnect from DingTalk.
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 /// Counts and timing of the tenant's directory.
@@ -144,6 +178,8 @@ pub mod condition {
     pub const BOUND: &str = "Bound";
     pub const SCOPE_IN_SYNC: &str = "ScopeInSync";
     pub const DIRECTORY_SYNCED: &str = "DirectorySynced";
+    /// Events from DingTalk arrive (present while the runner listens for the tenant).
+    pub const EVENTS_CONNECTED: &str = "EventsConnected";
     /// kstatus: work the spec asked for is under way (present only while `True`).
     pub const RECONCILING: &str = "Reconciling";
     /// kstatus: nothing changes until a person acts (present only while `True`).
@@ -170,6 +206,12 @@ pub mod reason {
     /// An Event: someone changed the app's visible scope in DingTalk.
     pub const SCOPE_CHANGED_IN_DINGTALK: &str = "ScopeChangedInDingTalk";
     pub const SYNCING: &str = "Syncing";
+    /// `EventsConnected`: the Stream connection is open.
+    pub const CONNECTED: &str = "Connected";
+    /// `EventsConnected`: the first connection is being opened.
+    pub const CONNECTING: &str = "Connecting";
+    /// `EventsConnected`: the connection was lost or cannot be opened.
+    pub const DISCONNECTED: &str = "Disconnected";
     pub const DELETION_THRESHOLD_EXCEEDED: &str = "DeletionThresholdExceeded";
     /// An Event: `dingbind.dev/approve-deletions` names another count than the held removals.
     pub const APPROVAL_MISMATCH: &str = "ApprovalMismatch";

@@ -21,6 +21,12 @@ pub struct EndpointLabels {
     pub endpoint: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventTypeLabels {
+    /// DingTalk's `eventType` (`user_leave_org`…), `unknown` when absent.
+    pub r#type: String,
+}
+
 /// Every metric dingbind exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -36,6 +42,11 @@ pub struct Metrics {
     pub dingtalk_throttles: Family<EndpointLabels, Counter>,
     pub leader: Gauge,
     pub tenants_unreadable: Gauge,
+    pub events_received: Family<EventTypeLabels, Counter>,
+    pub event_lag: Histogram,
+    pub stream_connections: Counter,
+    pub stream_reconnects: Counter,
+    pub stream_disconnects: Counter,
 }
 
 impl Metrics {
@@ -55,6 +66,11 @@ impl Metrics {
             dingtalk_throttles: Family::default(),
             leader: Gauge::default(),
             tenants_unreadable: Gauge::default(),
+            events_received: Family::default(),
+            event_lag: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 15.0, 60.0, 300.0]),
+            stream_connections: Counter::default(),
+            stream_reconnects: Counter::default(),
+            stream_disconnects: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("dingbind");
         r.register("reconciles", "Reconciliations run", m.reconciles.clone());
@@ -113,6 +129,57 @@ impl Metrics {
             "Tenants skipped because they do not load as the Tenant type",
             m.tenants_unreadable.clone(),
         );
+        r.register(
+            "events_received",
+            "New events from DingTalk (duplicates dropped), by eventType",
+            m.events_received.clone(),
+        );
+        r.register(
+            "event_lag_seconds",
+            "From an event's eventBornTime to its arrival",
+            m.event_lag.clone(),
+        );
+        r.register(
+            "stream_connections",
+            "Stream connections opened to DingTalk",
+            m.stream_connections.clone(),
+        );
+        r.register(
+            "stream_reconnects",
+            "Stream connections opened again after a drop or a disconnect",
+            m.stream_reconnects.clone(),
+        );
+        r.register(
+            "stream_disconnects",
+            "Stream connections lost, or not opened",
+            m.stream_disconnects.clone(),
+        );
         m
+    }
+
+    /// Counts what a Stream connection observed at `now`.
+    pub fn observe_stream(&self, item: &crate::events::StreamItem, now: jiff::Timestamp) {
+        use crate::events::StreamItem;
+        match item {
+            StreamItem::Connected { reconnect, .. } => {
+                self.stream_connections.inc();
+                if *reconnect {
+                    self.stream_reconnects.inc();
+                }
+            }
+            StreamItem::Disconnected => {
+                self.stream_disconnects.inc();
+            }
+            StreamItem::Event(e) => {
+                let labels = EventTypeLabels {
+                    r#type: e.event_type.clone().unwrap_or_else(|| "unknown".into()),
+                };
+                self.events_received.get_or_create(&labels).inc();
+                if let Some(born) = e.born_at {
+                    let lag = now.duration_since(born).as_secs_f64().max(0.0);
+                    self.event_lag.observe(lag);
+                }
+            }
+        }
     }
 }

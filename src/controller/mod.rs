@@ -266,8 +266,15 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
             metrics: metrics.clone(),
             unreadable: Default::default(),
             exported: Default::default(),
-            events: (args.events == EventsMode::Stream)
-                .then(|| EventsHub::new(StreamConfig::with_base_url(&args.dingtalk_api_url))),
+            events: (args.events == EventsMode::Stream).then(|| {
+                let metrics = metrics.clone();
+                EventsHub::observed(
+                    StreamConfig::with_base_url(&args.dingtalk_api_url),
+                    Some(Box::new(move |item| {
+                        metrics.observe_stream(item, Timestamp::now())
+                    })),
+                )
+            }),
         });
         // One controller per watched namespace (each with its own Tenant and
         // Secret watches), sharing the reconciler.
@@ -478,7 +485,7 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
     let report = progress.reporter();
     let record = ctx.records.get(&tenant.key());
     let key = tenant.key();
-    let marked = ctx
+    let seen = ctx
         .events
         .as_ref()
         .map(|hub| hub.start(&key))
@@ -489,14 +496,14 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, ReconcileError>
             tenant,
             &secrets,
             record.as_ref(),
-            &marked,
+            &seen,
             Timestamp::now(),
             &move |p: &SyncProgress| report(p),
         )
         .await;
     progress.stop().await;
     if let Some(hub) = &ctx.events {
-        hub.finish(&key, marked, outcome.is_ok());
+        hub.finish(&key, seen.dirty, outcome.is_ok());
         hub.follow(tenant, &secrets, outcome.as_ref().ok());
     }
     let outcome = match outcome {

@@ -10,6 +10,7 @@
 
 pub mod absence;
 pub mod binding;
+pub mod channel;
 pub mod conditions;
 #[cfg(test)]
 mod convergence;

@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{
     binding::{Identity, Repairs, Unbind, Unmet},
+    channel::{self, ChannelFacts},
     conditions, kstatus,
     schedule::{self, SyncDecision, SyncTrigger},
 };
@@ -600,6 +601,31 @@ impl StatusBuilder {
         self.status.bound_corp_id = None;
         self.status.directory = None;
         self.status.visible_scope = None;
+    }
+
+    // -- Events from DingTalk ------------------------------------------------
+
+    /// The channel events arrive by (`None`: the runner does not listen for
+    /// this tenant). Only a bound tenant in DingTalk mode shows one.
+    pub fn events_channel(&mut self, channel: Option<&ChannelFacts>) {
+        let listening =
+            self.status.mode == Some(Mode::DingTalk) && self.status.bound_corp_id.is_some();
+        match channel.filter(|_| listening) {
+            Some(facts) => {
+                let (events, connected) = channel::describe(facts);
+                self.status.events = Some(events);
+                self.set(
+                    condition::EVENTS_CONNECTED,
+                    connected.status,
+                    connected.reason,
+                    &connected.message,
+                );
+            }
+            None => {
+                self.status.events = None;
+                conditions::remove(&mut self.status.conditions, condition::EVENTS_CONNECTED);
+            }
+        }
     }
 
     /// The finished decision, with the kstatus conditions decided from the others.
@@ -1305,5 +1331,73 @@ mod tests {
         let again = b.finish().status;
         let ready = conditions::get(&again.conditions, condition::READY).unwrap();
         assert_eq!(ready.last_transition_time, Time(t(0)));
+    }
+
+    #[test]
+    fn a_bound_tenant_shows_its_events_channel_and_a_public_one_none() {
+        let connected = ChannelFacts {
+            connected_since: Some(t(-60)),
+            events_received: 3,
+            ..Default::default()
+        };
+        let mut b = builder(TenantStatus::default());
+        b.bound("ding-acme", None);
+        b.events_channel(Some(&connected));
+        let d = b.finish();
+        assert!(is(
+            &d,
+            condition::EVENTS_CONNECTED,
+            "True",
+            reason::CONNECTED
+        ));
+        assert_eq!(d.status.events.as_ref().unwrap().events_received, 3);
+
+        // Not listened for any more (public now): both go.
+        let mut b = builder(d.status);
+        b.public();
+        b.events_channel(Some(&connected));
+        let d = b.finish();
+        assert_eq!(cond(&d, condition::EVENTS_CONNECTED), None);
+        assert_eq!(d.status.events, None);
+    }
+
+    #[test]
+    fn a_lost_connection_flips_events_connected_but_not_ready() {
+        let mut b = builder(TenantStatus::default());
+        b.bound("ding-acme", None);
+        b.events_channel(Some(&ChannelFacts {
+            connected_since: Some(t(-60)),
+            ..Default::default()
+        }));
+        let before = b.finish();
+        let ready_before = cond(&before, condition::READY);
+
+        let mut b = StatusBuilder::new(GENERATION, before.status, t(30));
+        b.bound("ding-acme", None);
+        b.events_channel(Some(&ChannelFacts {
+            last_error: Some("the socket closed".into()),
+            open_failures: 1,
+            ..Default::default()
+        }));
+        let d = b.finish();
+        assert!(is(
+            &d,
+            condition::EVENTS_CONNECTED,
+            "False",
+            reason::DISCONNECTED
+        ));
+        let c = conditions::get(&d.status.conditions, condition::EVENTS_CONNECTED).unwrap();
+        assert_eq!(c.last_transition_time, Time(t(30)));
+        assert_eq!(cond(&d, condition::READY), ready_before);
+    }
+
+    #[test]
+    fn a_runner_that_does_not_listen_shows_no_channel() {
+        let mut b = builder(TenantStatus::default());
+        b.bound("ding-acme", None);
+        b.events_channel(None);
+        let d = b.finish();
+        assert_eq!(cond(&d, condition::EVENTS_CONNECTED), None);
+        assert_eq!(d.status.events, None);
     }
 }

@@ -349,19 +349,12 @@ impl Dev {
         let progress = move |p: &SyncProgress| {
             tracing::info!(tenant = %tenant_key, departments = p.departments, members = p.members, "sync in progress");
         };
-        let marked = self.events.start(key);
+        let seen = self.events.start(key);
         let outcome = self
             .reconciler
-            .reconcile_with_events(
-                &tenant,
-                &secrets,
-                None,
-                &marked,
-                Timestamp::now(),
-                &progress,
-            )
+            .reconcile_with_events(&tenant, &secrets, None, &seen, Timestamp::now(), &progress)
             .await;
-        self.events.finish(key, marked, outcome.is_ok());
+        self.events.finish(key, seen.dirty, outcome.is_ok());
         let outcome = outcome?;
         self.events.follow(&tenant, &secrets, Some(&outcome));
         for e in &outcome.events {

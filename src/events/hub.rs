@@ -13,16 +13,23 @@ use tokio::sync::mpsc;
 
 use super::{StreamApp, StreamConfig, StreamEvent, StreamHandle, StreamItem, StreamStatus};
 use crate::api::{Mode, Tenant, TenantKey};
-use crate::core::dirty::{self, Dirty, Pending};
-use crate::reconcile::{Credentials, Outcome, Secrets};
+use crate::core::{
+    channel::ChannelFacts,
+    dirty::{self, Dirty, Pending},
+};
+use crate::reconcile::{Credentials, EventsSeen, Outcome, Secrets};
 
 /// Events waiting to be routed, at most (a full channel makes the
 /// connections wait: DingTalk redelivers what is not acked in time).
 const CHANNEL: usize = 1024;
 
+/// Told of everything the connections observe, at arrival (metrics).
+pub type Observer = Box<dyn Fn(&StreamItem) + Send + Sync>;
+
 /// The Stream connections of a runner and what they marked.
 pub struct EventsHub {
     config: StreamConfig,
+    observer: Option<Observer>,
     state: Mutex<State>,
     events: mpsc::Sender<StreamEvent>,
 }
@@ -48,9 +55,15 @@ impl EventsHub {
     /// A hub whose connections use `config`; it routes what they receive
     /// until it is dropped.
     pub fn new(config: StreamConfig) -> Arc<Self> {
+        Self::observed(config, None)
+    }
+
+    /// [`EventsHub::new`], telling `observer` of each item first.
+    pub fn observed(config: StreamConfig, observer: Option<Observer>) -> Arc<Self> {
         let (events, mut received) = mpsc::channel(CHANNEL);
         let hub = Arc::new(Self {
             config,
+            observer,
             state: Mutex::new(State::default()),
             events,
         });
@@ -161,15 +174,23 @@ impl EventsHub {
         state.pending.remove(key);
     }
 
-    /// What events marked for `key` since its last batch, to reconcile with
-    /// now; `Dirty::default()` when nothing waits or a batch still runs.
-    /// Hand it back with [`EventsHub::finish`].
-    pub fn start(&self, key: &TenantKey) -> Dirty {
-        self.state()
+    /// What events told of `key` since its last batch, to reconcile with
+    /// now: what they marked (nothing when nothing waits or a batch still
+    /// runs; hand it back with [`EventsHub::finish`]) and the channel that
+    /// serves it.
+    pub fn start(&self, key: &TenantKey) -> EventsSeen {
+        let mut state = self.state();
+        let dirty = state
             .pending
             .get_mut(key)
             .and_then(Pending::start)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let channel = state
+            .apps
+            .values()
+            .find(|app| app.tenants.contains_key(key))
+            .map(|app| facts(app.handle.stats().snapshot()));
+        EventsSeen { dirty, channel }
     }
 
     /// The batch from [`EventsHub::start`] is done; a failed one waits again.
@@ -196,12 +217,17 @@ impl EventsHub {
     /// Marks what `event` asks of each tenant of its app, and has them
     /// reconciled.
     fn route(&self, event: StreamEvent) {
+        if let Some(observe) = &self.observer {
+            observe(&event.item);
+        }
         let mut state = self.state();
         let Some(app) = state.apps.get(&event.app_key) else {
             return;
         };
         let tenants: Vec<TenantKey> = match &event.item {
-            StreamItem::Connected { .. } => app.tenants.keys().cloned().collect(),
+            StreamItem::Connected { .. } | StreamItem::Disconnected => {
+                app.tenants.keys().cloned().collect()
+            }
             // An event names its organization; an app serves one.
             StreamItem::Event(e) => app
                 .tenants
@@ -213,13 +239,15 @@ impl EventsHub {
         for key in tenants {
             let pending = state.pending.entry(key.clone()).or_default();
             match &event.item {
-                StreamItem::Connected { needs_full_sync } => {
+                // Reconciled either way: `EventsConnected` follows the connection.
+                StreamItem::Connected {
+                    needs_full_sync, ..
+                } => {
                     if *needs_full_sync {
                         pending.mark_full_sync();
-                    } else {
-                        continue;
                     }
                 }
+                StreamItem::Disconnected => {}
                 StreamItem::Event(e) => {
                     let change =
                         dirty::change(e.event_type.as_deref().unwrap_or_default(), &e.data);
@@ -231,6 +259,18 @@ impl EventsHub {
             }
             trigger(&state, &key);
         }
+    }
+}
+
+fn facts(s: super::StreamStatus) -> ChannelFacts {
+    ChannelFacts {
+        connected_since: s.connected_since,
+        last_event_at: s.last_event_at,
+        events_received: s.events_received,
+        duplicates_dropped: s.duplicates_dropped,
+        reconnects: s.reconnects,
+        open_failures: s.open_failures,
+        last_error: s.last_error,
     }
 }
 

@@ -105,7 +105,14 @@ pub enum StreamItem {
     /// A connection opened. `needs_full_sync`: the previous one was last
     /// alive longer ago than DingTalk redelivers, or there was none
     /// (`core::events::gap_needs_full_sync`): events may have been missed.
-    Connected { needs_full_sync: bool },
+    /// `reconnect`: an earlier connection of the app was open before.
+    Connected {
+        needs_full_sync: bool,
+        reconnect: bool,
+    },
+    /// The connection was lost, or none could be opened (sent once until
+    /// the next [`StreamItem::Connected`]).
+    Disconnected,
     /// An event seen for the first time (already acked).
     Event(Event),
 }

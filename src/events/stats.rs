@@ -63,14 +63,17 @@ impl StreamStats {
         s.last_error = Some(error);
     }
 
-    pub(crate) fn connected(&self, now: Timestamp) {
+    /// A connection opened; `true` when it is a reconnect.
+    pub(crate) fn connected(&self, now: Timestamp) -> bool {
         let mut s = self.lock();
-        if s.connections > 0 {
+        let reconnect = s.connections > 0;
+        if reconnect {
             s.reconnects += 1;
         }
         s.connections += 1;
         s.connected_since = Some(now);
         s.last_alive = Some(now);
+        reconnect
     }
 
     pub(crate) fn alive(&self, now: Timestamp) {

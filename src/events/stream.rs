@@ -102,6 +102,8 @@ impl Connection {
         let mut backoff = Backoff::default();
         let mut seen = Seen::default();
         let mut next: Option<Box<Socket>> = None;
+        // A `Disconnected` went out since the last `Connected` (or start).
+        let mut told_down = false;
         loop {
             let socket = match next.take() {
                 Some(socket) => socket,
@@ -115,6 +117,10 @@ impl Connection {
                         Err(e) => {
                             tracing::warn!(app_key = %self.app.key(), error = %e, "cannot open the Stream connection");
                             self.stats.open_failed(e.to_string());
+                            if !told_down && !self.tell(StreamItem::Disconnected).await {
+                                return;
+                            }
+                            told_down = true;
                             if self.pause(&mut backoff, &mut stopped).await {
                                 return;
                             }
@@ -125,14 +131,15 @@ impl Connection {
             };
             let now = Timestamp::now();
             let needs_full_sync = gap_needs_full_sync(self.stats.last_alive(), now);
-            self.stats.connected(now);
+            let reconnect = self.stats.connected(now);
             tracing::info!(app_key = %self.app.key(), needs_full_sync, "Stream connected");
             let opened = Instant::now();
-            let connected = StreamEvent {
-                app_key: self.app.app_key.clone(),
-                item: StreamItem::Connected { needs_full_sync },
+            told_down = false;
+            let connected = StreamItem::Connected {
+                needs_full_sync,
+                reconnect,
             };
-            if self.events.send(connected).await.is_err() {
+            if !self.tell(connected).await {
                 return;
             }
             let end = self.serve(socket, &mut seen, &mut stopped).await;
@@ -149,12 +156,25 @@ impl Connection {
                 End::Failed(e) => {
                     tracing::warn!(app_key = %self.app.key(), error = %e, "Stream connection lost");
                     self.stats.disconnected(Some(e.to_string()));
+                    if !self.tell(StreamItem::Disconnected).await {
+                        return;
+                    }
+                    told_down = true;
                     if self.pause(&mut backoff, &mut stopped).await {
                         return;
                     }
                 }
             }
         }
+    }
+
+    /// Hands `item` on; `false` when nobody listens any more.
+    async fn tell(&self, item: StreamItem) -> bool {
+        let event = StreamEvent {
+            app_key: self.app.app_key.clone(),
+            item,
+        };
+        self.events.send(event).await.is_ok()
     }
 
     /// Waits for the backoff's next delay; `true` when told to stop meanwhile.

@@ -24,6 +24,7 @@ use crate::{
     api::{Mode, SyncProgress, Tenant, TenantKey, TenantStatus, UnbindReason, UnbindRecordSpec},
     core::{
         binding::{self, Binding, Proofs, RecordedTrial, Step, Unbind},
+        channel::ChannelFacts,
         dirty::Dirty,
         status::StatusBuilder,
     },
@@ -41,6 +42,15 @@ pub use sync::{Plan, SyncPlan};
 pub enum Error {
     #[error("directory store: {0}")]
     Store(#[from] crate::store::Error),
+}
+
+/// What events from DingTalk told the runner about a tenant since its last
+/// reconciliation: what they marked, and the channel they arrive by (`None`:
+/// the runner does not listen for it).
+#[derive(Clone, Debug, Default)]
+pub struct EventsSeen {
+    pub dirty: Dirty,
+    pub channel: Option<ChannelFacts>,
 }
 
 /// Store document holding each tenant's latest status (also read by `dingbind status`).
@@ -132,14 +142,21 @@ impl Reconciler {
         now: Timestamp,
         progress: &(dyn Fn(&SyncProgress) + Send + Sync),
     ) -> Result<Outcome, Error> {
-        self.reconcile_with_events(tenant, secrets, record, &Dirty::default(), now, progress)
-            .await
+        self.reconcile_with_events(
+            tenant,
+            secrets,
+            record,
+            &EventsSeen::default(),
+            now,
+            progress,
+        )
+        .await
     }
 
-    /// [`Reconciler::reconcile`], with what events from DingTalk marked since
-    /// the last one (`dirty`): users and departments to read again (an
+    /// [`Reconciler::reconcile`], with what events from DingTalk told since
+    /// the last one (`events`): users and departments to read again (an
     /// incremental sync, unless a full one is due anyway), a full sync, the
-    /// scope changed in DingTalk. One span per reconciliation, naming the
+    /// scope changed in DingTalk; and the channel, for `EventsConnected`. One span per reconciliation, naming the
     /// tenant: every log line of it carries the name.
     #[tracing::instrument(name = "reconcile", skip_all, fields(tenant = %tenant.key()))]
     pub async fn reconcile_with_events(
@@ -147,7 +164,7 @@ impl Reconciler {
         tenant: &Tenant,
         secrets: &Secrets,
         record: Option<&UnbindRecordSpec>,
-        dirty: &Dirty,
+        events: &EventsSeen,
         now: Timestamp,
         progress: &(dyn Fn(&SyncProgress) + Send + Sync),
     ) -> Result<Outcome, Error> {
@@ -162,7 +179,7 @@ impl Reconciler {
         };
         let mut run = Run::new(
             tenant,
-            dirty,
+            &events.dirty,
             StatusBuilder::new(tenant.metadata.generation, previous, now),
         );
         let binding = ledger.binding.as_ref();
@@ -202,6 +219,7 @@ impl Reconciler {
                     .await?
             }
         }
+        run.status.events_channel(events.channel.as_ref());
         let outcome = run.finish();
         self.store
             .put_document(

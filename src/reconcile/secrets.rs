@@ -13,6 +13,7 @@ pub struct Credentials {
 }
 
 /// What the caller found about the Secrets a Tenant references.
+#[derive(Clone)]
 pub struct Secrets {
     /// `None` when the spec names no credentials; `Err(message)` when they cannot be read.
     pub credentials: Option<Result<Credentials, String>>,

@@ -61,6 +61,14 @@ pub struct StreamFaults {
     pub ignore_acks_next: u32,
     /// The next N `connections/open` calls fail with HTTP 500 `systemBusy`.
     pub refuse_open_next: u32,
+    /// The next N events are lost: never delivered (a quota run out, a
+    /// push DingTalk gave up on).
+    pub drop_next: u32,
+    /// Each event's first delivery waits this long.
+    pub delay_ms: u64,
+    /// And up to this much more, at random per event: events produced
+    /// closer together than this may arrive in another order.
+    pub delay_jitter_ms: u64,
 }
 
 impl Default for StreamFaults {
@@ -73,6 +81,9 @@ impl Default for StreamFaults {
             duplicate_next: 0,
             ignore_acks_next: 0,
             refuse_open_next: 0,
+            drop_next: 0,
+            delay_ms: 0,
+            delay_jitter_ms: 0,
         }
     }
 }
@@ -88,6 +99,9 @@ pub struct StreamFaultsPatch {
     pub duplicate_next: Option<u32>,
     pub ignore_acks_next: Option<u32>,
     pub refuse_open_next: Option<u32>,
+    pub drop_next: Option<u32>,
+    pub delay_ms: Option<u64>,
+    pub delay_jitter_ms: Option<u64>,
 }
 
 /// The longest delay a knob accepts: one day.
@@ -101,6 +115,8 @@ impl StreamFaultsPatch {
             ("redeliveryWindowMs", self.redelivery_window_ms),
             ("pingIntervalMs", self.ping_interval_ms),
             ("disconnectGraceMs", self.disconnect_grace_ms),
+            ("delayMs", self.delay_ms),
+            ("delayJitterMs", self.delay_jitter_ms),
         ] {
             if let Some(v) = v
                 && v > MAX_STREAM_DELAY_MS
@@ -128,6 +144,9 @@ impl StreamFaults {
             duplicate_next,
             ignore_acks_next,
             refuse_open_next,
+            drop_next,
+            delay_ms,
+            delay_jitter_ms,
         } = patch;
         set(&mut self.redeliver_after_ms, redeliver_after_ms);
         set(&mut self.redelivery_window_ms, redelivery_window_ms);
@@ -136,6 +155,9 @@ impl StreamFaults {
         set(&mut self.duplicate_next, duplicate_next);
         set(&mut self.ignore_acks_next, ignore_acks_next);
         set(&mut self.refuse_open_next, refuse_open_next);
+        set(&mut self.drop_next, drop_next);
+        set(&mut self.delay_ms, delay_ms);
+        set(&mut self.delay_jitter_ms, delay_jitter_ms);
     }
 }
 
@@ -172,6 +194,8 @@ pub struct StreamStats {
     pub nacks: u64,
     /// Events given up after the redelivery window.
     pub expired: u64,
+    /// Events lost by `dropNext`.
+    pub dropped: u64,
     pub system_pings: u64,
     /// Answers to a SYSTEM ping echoing its data.
     pub pongs: u64,
@@ -218,6 +242,8 @@ struct Pending {
     data: Value,
     born_ms: i64,
     pushed_at: Instant,
+    /// Not delivered before this (`delayMs`, `delayJitterMs`).
+    not_before: Instant,
     /// The last delivery: the connection and when (`None`: to deliver now).
     sent: Option<(ConnId, Instant)>,
     /// Every messageId it was sent under: an ack of any of them counts.
@@ -372,6 +398,12 @@ impl Hub {
             self.stats.expired += 1;
         }
         self.stats.events_pushed += 1;
+        if self.faults.drop_next > 0 {
+            self.faults.drop_next -= 1;
+            self.stats.dropped += 1;
+            return;
+        }
+        let delay = self.faults.delay_ms + rng.u64(..=self.faults.delay_jitter_ms);
         let twice = self.faults.duplicate_next > 0;
         if twice {
             self.faults.duplicate_next -= 1;
@@ -385,6 +417,7 @@ impl Hub {
             data: event.data,
             born_ms: event.born_ms,
             pushed_at: now,
+            not_before: now + Duration::from_millis(delay),
             sent: None,
             message_ids: Vec::new(),
         });
@@ -403,6 +436,9 @@ impl Hub {
         let Some(p) = self.pending.get(index) else {
             return;
         };
+        if now < p.not_before {
+            return;
+        }
         let live: Vec<ConnId> = self
             .conns
             .iter()
@@ -728,6 +764,49 @@ mod tests {
         hub.answer(conn, &ack_of(&sent[1]));
         assert_eq!(hub.stats().acks, 1);
         assert!(hub.stats().pending.is_empty());
+    }
+
+    #[test]
+    fn faults_drop_events_and_delay_them_out_of_order() {
+        let mut hub = Hub::default();
+        hub.faults.drop_next = 1;
+        let mut rng = fastrand::Rng::with_seed(6);
+        let t0 = Instant::now();
+        let (tx, mut rx) = unbounded_channel();
+        hub.connect("k", tx, &mut rng, t0);
+        hub.push(event(), &mut rng, t0);
+        hub.tick(&mut rng, t0 + Duration::from_secs(10));
+        assert!(texts(&mut rx).is_empty(), "a dropped event never comes");
+        assert_eq!(hub.stats().dropped, 1);
+        assert!(hub.stats().pending.is_empty());
+
+        // Each event waits 1 s plus up to 1 s: produced 1 ms apart, some
+        // arrive in another order.
+        hub.faults.delay_ms = 1_000;
+        hub.faults.delay_jitter_ms = 1_000;
+        let mut names = Vec::new();
+        for i in 0..20 {
+            let mut e = event();
+            e.data = json!({"userId": [format!("u{i}")]});
+            hub.push(e, &mut rng, t0 + Duration::from_millis(i));
+            names.push(format!("u{i}"));
+        }
+        hub.tick(&mut rng, t0 + Duration::from_millis(999));
+        assert!(texts(&mut rx).is_empty(), "nothing before the delay");
+        let mut arrived = Vec::new();
+        for ms in (1_000..=2_100).step_by(50) {
+            hub.tick(&mut rng, t0 + Duration::from_millis(ms));
+            for t in texts(&mut rx) {
+                let frame: Value = serde_json::from_str(&t).expect("json");
+                let data: Value =
+                    serde_json::from_str(frame["data"].as_str().expect("data")).expect("json");
+                arrived.push(data["userId"][0].as_str().expect("id").to_string());
+            }
+        }
+        let mut sorted = arrived.clone();
+        sorted.sort_by_key(|n| n[1..].parse::<u32>().expect("number"));
+        assert_eq!(sorted, names, "every event arrives once");
+        assert_ne!(arrived, names, "not in the order produced");
     }
 
     #[test]

@@ -718,6 +718,22 @@ impl Scenario {
             .await;
     }
 
+    /// Changes the Stream gateway's faults (`PUT /_sim/stream/faults`).
+    pub async fn sim_stream_faults(&self, body: Value) {
+        self.sim(reqwest::Method::PUT, "/_sim/stream/faults", Some(body))
+            .await;
+    }
+
+    /// Drops the Stream connections of `corp`'s app without a SYSTEM
+    /// disconnect (a network failure, as the client sees it).
+    pub async fn sim_stream_drop(&self, corp: &str) {
+        let body = json!({"appKey": format!("{corp}-key"), "systemMessage": false});
+        let v = self
+            .sim(reqwest::Method::POST, "/_sim/stream/disconnect", Some(body))
+            .await;
+        assert_eq!(v["connections"], json!(1), "one connection dropped: {v}");
+    }
+
     pub async fn sim_stats(&self) -> Value {
         self.sim(reqwest::Method::GET, "/_sim/stats", None).await
     }
