@@ -9,6 +9,7 @@
 //! Production and tests differ only in [`Config::oapi_base_url`] and
 //! [`Config::api_base_url`]; the simulator serves both families on one address.
 
+pub mod callback_crypto;
 mod endpoints;
 pub mod error;
 pub mod ratelimit;
