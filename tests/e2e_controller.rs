@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dingbind::api::{
-    APPROVE_DELETIONS, BINDING_IDENTITY_MESSAGE, Mode, REBIND_FORBIDDEN_MESSAGE, SYNC_REQUESTED_AT,
-    TRIAL_RULE_MESSAGE, Tenant, UnbindReason, condition, reason, record_name,
+    APPROVE_DELETIONS, BINDING_IDENTITY_MESSAGE, EventDelivery, Mode, REBIND_FORBIDDEN_MESSAGE,
+    SYNC_REQUESTED_AT, TRIAL_RULE_MESSAGE, Tenant, UnbindReason, condition, reason, record_name,
 };
 use dingbind::core::directory::Directory;
 use dingbind::sim::generate::{GenSpec, generate};
@@ -2000,4 +2000,73 @@ async fn s20_a_scope_changed_in_dingtalk_is_corrected_and_a_dropped_connection_l
         scope_reads,
         "the change came by its event: the scope was not walked again"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s21_events_by_http_push_bring_a_leaver_to_the_tenant_within_seconds() {
+    let corp = "dingbind21";
+    let mut s = Scenario::new("events-http", Backend::Sqlite, vec![small_corp(corp)]).await;
+    let addr = free_addr();
+    s.start_controller(ControllerOpts {
+        events: true,
+        events_addr: Some(addr),
+        ..ControllerOpts::default()
+    });
+    let (token, aes_key) = ("pushtoken42", "4g5j64qlyl3zvetqxz5jiocdr586fn2zvjpa8zls3ij");
+    s.secret(
+        "acme-dingtalk",
+        &[
+            ("appKey", &format!("{corp}-key")),
+            ("appSecret", &format!("{corp}-secret")),
+            ("token", token),
+            ("aesKey", aes_key),
+        ],
+    )
+    .await;
+    s.secret("acme-creator", &[("password", "correct-horse")])
+        .await;
+    let mut spec = dingtalk_spec("acme", corp, json!({"departments": [2, 3]}));
+    spec["sync"] = json!({"interval": "6h"});
+    spec["dingtalk"]["events"] = json!({"mode": "HTTP"});
+    s.apply_ok("acme", spec).await;
+    s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    s.wait_tenant("acme", "EventsConnected=True Receiving", |t| {
+        expect_cond(t, condition::EVENTS_CONNECTED, "True", reason::RECEIVING)
+    })
+    .await;
+
+    // The console's HTTP push settings: saved once the URL answers check_url.
+    let url = format!("http://{addr}/dingtalk/events/{}/acme", s.ns);
+    s.sim_callback(corp, &url, token, aes_key).await;
+    s.sim_leave(corp, "zhang").await;
+    let creator = format!("owner@{corp}.example");
+    let expected = userids_in_scope(&s.sim_corp(corp).await, &[2, 3], &[], &creator);
+    assert!(!expected.contains("zhang"));
+    s.wait_members("acme", &expected).await;
+    s.wait_event("acme", "Normal", reason::DIRECTORY_UPDATED)
+        .await;
+    let t = s
+        .wait_tenant("acme", "status.events counts the push", |t| {
+            let e = t.status.as_ref().and_then(|s| s.events.clone());
+            match e {
+                Some(e) if e.mode == EventDelivery::Http && e.events_received >= 1 => Ok(()),
+                other => Err(format!("status.events {other:?}")),
+            }
+        })
+        .await;
+    assert_eq!(handled_request(&t), None, "no sync was requested");
+    let pushed = s.sim(reqwest::Method::GET, "/_sim/http-push", None).await;
+    assert!(
+        pushed["succeeded"].as_u64() >= Some(2) && pushed["failed"] == json!(0),
+        "check_url and the event answered: {pushed}"
+    );
+
+    // A push with another token's signature is refused, and changes nothing.
+    let forged = reqwest::Client::new()
+        .post(format!("{url}?msg_signature=0000&timestamp=1&nonce=x"))
+        .json(&json!({"encrypt": "AAAA"}))
+        .send()
+        .await
+        .expect("the receiver answers");
+    assert_eq!(forged.status(), reqwest::StatusCode::FORBIDDEN);
 }

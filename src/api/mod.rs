@@ -156,6 +156,29 @@ pub struct DingTalkSpec {
 
     /// Who can see the app, and so who is in the tenant's directory.
     pub visible_scope: VisibleScope,
+
+    /// How events from DingTalk reach dingbind (docs/events.md). Without
+    /// it, Stream mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventsSpec>,
+}
+
+/// How events from DingTalk reach dingbind.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsSpec {
+    /// `Stream` (the default: outbound connections, no Ingress) or `HTTP`
+    /// (DingTalk posts each event to dingbind's receiver, `--events-addr`;
+    /// the credentials Secret then holds `token` and `aesKey`).
+    #[serde(default)]
+    pub mode: EventDelivery,
+}
+
+impl DingTalkSpec {
+    /// The way events arrive: `spec.dingtalk.events.mode`, Stream by default.
+    pub fn event_delivery(&self) -> EventDelivery {
+        self.events.as_ref().map(|e| e.mode).unwrap_or_default()
+    }
 }
 
 /// Reference to the Secret with the app's appKey and appSecret.
@@ -173,6 +196,23 @@ pub struct CredentialsSecretRef {
     #[serde(default = "default_app_secret_key")]
     #[schemars(length(min = 1, max = 253))]
     pub app_secret_key: String,
+    /// Key holding HTTP push's signature token (read with `events.mode: HTTP`).
+    #[serde(default = "default_token_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub token_key: String,
+    /// Key holding HTTP push's aes_key, 43 letters and digits (read with
+    /// `events.mode: HTTP`).
+    #[serde(default = "default_aes_key_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub aes_key_key: String,
+}
+
+fn default_token_key() -> String {
+    "token".into()
+}
+
+fn default_aes_key_key() -> String {
+    "aesKey".into()
 }
 
 fn default_app_key_key() -> String {

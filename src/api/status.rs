@@ -85,10 +85,17 @@ pub struct ObservedScope {
 }
 
 /// How events from DingTalk reach dingbind.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum EventDelivery {
     /// Stream mode: an outbound WebSocket per app, held by the leader.
+    #[default]
     Stream,
+    /// HTTP push: DingTalk posts each event, signed and encrypted, to
+    /// dingbind's receiver.
+    #[serde(rename = "HTTP")]
+    Http,
 }
 
 /// The events channel of a tenant, as of its last reconciliation. One
@@ -212,6 +219,10 @@ pub mod reason {
     pub const CONNECTING: &str = "Connecting";
     /// `EventsConnected`: the connection was lost or cannot be opened.
     pub const DISCONNECTED: &str = "Disconnected";
+    /// `EventsConnected`: HTTP push, and the receiver takes the tenant's pushes.
+    pub const RECEIVING: &str = "Receiving";
+    /// `EventsConnected`: HTTP push, but no receiver (`--events-addr`) or no keys.
+    pub const RECEIVER_UNAVAILABLE: &str = "ReceiverUnavailable";
     pub const DELETION_THRESHOLD_EXCEEDED: &str = "DeletionThresholdExceeded";
     /// An Event: `dingbind.dev/approve-deletions` names another count than the held removals.
     pub const APPROVAL_MISMATCH: &str = "ApprovalMismatch";

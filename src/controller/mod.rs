@@ -108,6 +108,11 @@ pub struct ControllerArgs {
     /// app on the leader (docs/events.md), `off` relies on the periodic sync.
     #[arg(long, env = "DINGBIND_EVENTS", value_enum, default_value_t = EventsMode::Stream)]
     pub events: EventsMode,
+    /// Where DingTalk's HTTP pushes are received, for tenants with
+    /// `events.mode: HTTP` (`POST /dingtalk/events/{namespace}/{name}`);
+    /// off unless given. Every replica listens; only the leader takes them.
+    #[arg(long, env = "DINGBIND_EVENTS_ADDR")]
+    pub events_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +225,33 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         })
     };
 
+    let events = (args.events == EventsMode::Stream).then(|| {
+        let metrics = metrics.clone();
+        EventsHub::observed(
+            StreamConfig::with_base_url(&args.dingtalk_api_url),
+            Some(Box::new(move |item| {
+                metrics.observe_stream(item, Timestamp::now())
+            })),
+        )
+    });
+    let receiver = match (&events, args.events_addr) {
+        (Some(hub), Some(addr)) => {
+            let (hub, mut rx) = (hub.clone(), stop_rx.clone());
+            Some(tokio::spawn(async move {
+                crate::events::http::serve(addr, hub, async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+                .map_err(|source| Error::Serve { addr, source })
+            }))
+        }
+        (None, Some(_)) => {
+            tracing::warn!("--events-addr is ignored with --events off");
+            None
+        }
+        _ => None,
+    };
+
     // Serve probes while waiting for the Lease: a standby replica is healthy and ready.
     health.set_ready(true);
     let identity = args.identity.clone().unwrap_or_else(hostname);
@@ -266,15 +298,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
             metrics: metrics.clone(),
             unreadable: Default::default(),
             exported: Default::default(),
-            events: (args.events == EventsMode::Stream).then(|| {
-                let metrics = metrics.clone();
-                EventsHub::observed(
-                    StreamConfig::with_base_url(&args.dingtalk_api_url),
-                    Some(Box::new(move |item| {
-                        metrics.observe_stream(item, Timestamp::now())
-                    })),
-                )
-            }),
+            events,
         });
         // One controller per watched namespace (each with its own Tenant and
         // Secret watches), sharing the reconciler.
@@ -303,6 +327,11 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     metrics.leader.set(0);
     health.set_ready(false);
     let _ = stop_tx.send(true);
+    if let Some(receiver) = receiver
+        && let Ok(Err(e)) = receiver.await
+    {
+        tracing::warn!(error = %e, "HTTP push receiver");
+    }
     if let Ok(Err(e)) = server.await {
         tracing::warn!(error = %e, "metrics server");
     }

@@ -368,11 +368,14 @@ mod tests {
                 name: "creds".into(),
                 app_key_key: "appKey".into(),
                 app_secret_key: "appSecret".into(),
+                token_key: "token".into(),
+                aes_key_key: "aesKey".into(),
             },
             visible_scope: VisibleScope {
                 all_employees: true,
                 ..Default::default()
             },
+            events: None,
         }
     }
 

@@ -12,7 +12,10 @@ use crate::api::{EventDelivery, EventsStatus, reason};
 /// every Tenant of an app shares it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChannelFacts {
-    /// Since when the current connection is open (`None`: not connected).
+    pub delivery: EventDelivery,
+    /// Stream: since when the current connection is open (`None`: not
+    /// connected). HTTP: since when the receiver takes the tenant's pushes
+    /// (`None`: it cannot, `last_error` says why).
     pub connected_since: Option<Timestamp>,
     /// When the last new event arrived.
     pub last_event_at: Option<Timestamp>,
@@ -36,13 +39,16 @@ pub struct Connected {
 /// `status.events` and the `EventsConnected` condition for `facts`.
 pub fn describe(facts: &ChannelFacts) -> (EventsStatus, Connected) {
     let events = EventsStatus {
-        mode: EventDelivery::Stream,
+        mode: facts.delivery,
         connected_since: facts.connected_since.map(Time),
         last_event_time: facts.last_event_at.map(Time),
         events_received: facts.events_received,
         duplicates_dropped: facts.duplicates_dropped,
         reconnects: facts.reconnects,
     };
+    if facts.delivery == EventDelivery::Http {
+        return (events, http(facts));
+    }
     let connected = match (&facts.connected_since, &facts.last_error) {
         (Some(since), _) => Connected {
             status: true,
@@ -66,6 +72,27 @@ pub fn describe(facts: &ChannelFacts) -> (EventsStatus, Connected) {
         },
     };
     (events, connected)
+}
+
+/// HTTP push: no connection, a receiver that takes the tenant's pushes.
+fn http(facts: &ChannelFacts) -> Connected {
+    match (&facts.connected_since, &facts.last_error) {
+        (Some(since), _) => Connected {
+            status: true,
+            reason: reason::RECEIVING,
+            message: format!(
+                "DingTalk's HTTP pushes to this tenant's URL are taken since {since}: changes reach the directory within seconds."
+            ),
+        },
+        (None, error) => Connected {
+            status: false,
+            reason: reason::RECEIVER_UNAVAILABLE,
+            message: format!(
+                "HTTP pushes cannot be taken: {}. Meanwhile changes reach the directory at the periodic sync.",
+                error.as_deref().unwrap_or("the receiver is not running")
+            ),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -124,5 +151,23 @@ mod tests {
         assert!(c.message.contains("authFailed"), "{}", c.message);
         assert!(c.message.contains("periodic sync"), "{}", c.message);
         assert_eq!(events.events_received, 4, "counts survive a drop");
+    }
+
+    #[test]
+    fn http_push_is_receiving_or_says_why_not() {
+        let (events, c) = describe(&ChannelFacts {
+            delivery: EventDelivery::Http,
+            connected_since: Some(t(5)),
+            ..Default::default()
+        });
+        assert_eq!((c.status, c.reason), (true, "Receiving"));
+        assert_eq!(events.mode, EventDelivery::Http);
+        let (_, c) = describe(&ChannelFacts {
+            delivery: EventDelivery::Http,
+            last_error: Some("no --events-addr".into()),
+            ..Default::default()
+        });
+        assert_eq!((c.status, c.reason), (false, "ReceiverUnavailable"));
+        assert!(c.message.contains("--events-addr"), "{}", c.message);
     }
 }

@@ -7,17 +7,23 @@
 //! routes.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use jiff::Timestamp;
 
 use tokio::sync::mpsc;
 
 use super::{StreamApp, StreamConfig, StreamEvent, StreamHandle, StreamItem, StreamStatus};
-use crate::api::{Mode, Tenant, TenantKey};
+use crate::api::{EventDelivery, Mode, Tenant, TenantKey};
 use crate::core::{
     channel::ChannelFacts,
     dirty::{self, Dirty, Pending},
+    events::{Event, Seen},
+    push::{self, Push},
 };
-use crate::reconcile::{Credentials, EventsSeen, Outcome, Secrets};
+use crate::dingtalk::callback_crypto::{CallbackCrypto, CryptoError, Reply};
+use crate::reconcile::{CallbackKeys, Credentials, EventsSeen, Outcome, Secrets};
 
 /// Events waiting to be routed, at most (a full channel makes the
 /// connections wait: DingTalk redelivers what is not acked in time).
@@ -30,6 +36,8 @@ pub type Observer = Box<dyn Fn(&StreamItem) + Send + Sync>;
 pub struct EventsHub {
     config: StreamConfig,
     observer: Option<Observer>,
+    /// An HTTP receiver (`--events-addr`) takes pushes for this runner.
+    receiver: AtomicBool,
     state: Mutex<State>,
     events: mpsc::Sender<StreamEvent>,
 }
@@ -38,6 +46,8 @@ pub struct EventsHub {
 struct State {
     /// By appKey: the connection and the tenants it serves (with their corpId).
     apps: HashMap<String, App>,
+    /// Tenants in HTTP push mode, by key.
+    http: HashMap<TenantKey, HttpTenant>,
     /// What events marked, per tenant.
     pending: HashMap<TenantKey, Pending>,
     /// Where a marked tenant is sent to be reconciled: the runner of its
@@ -49,6 +59,34 @@ struct App {
     secret: crate::dingtalk::Secret,
     handle: StreamHandle,
     tenants: BTreeMap<TenantKey, String>,
+}
+
+/// A tenant whose events DingTalk pushes over HTTP, and what its pushes did.
+struct HttpTenant {
+    corp_id: String,
+    /// The keys to check and open its pushes, or why there are none.
+    crypto: Result<CallbackCrypto, String>,
+    /// Since when its pushes are taken (`crypto` is `Ok`).
+    since: Option<Timestamp>,
+    last_event_at: Option<Timestamp>,
+    received: u64,
+    duplicates: u64,
+    seen: Seen,
+}
+
+/// Why an HTTP push was not taken (the receiver's answer says it).
+#[derive(Debug, thiserror::Error)]
+pub enum PushRefusal {
+    #[error("this replica does not lead: events are the leader's")]
+    NotLeading,
+    #[error("no tenant here takes HTTP pushes at this URL")]
+    UnknownTenant,
+    #[error("this tenant cannot take HTTP pushes: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Crypto(#[from] CryptoError),
+    #[error("{0}")]
+    Unreadable(#[from] push::PushError),
 }
 
 impl EventsHub {
@@ -64,6 +102,7 @@ impl EventsHub {
         let hub = Arc::new(Self {
             config,
             observer,
+            receiver: AtomicBool::new(false),
             state: Mutex::new(State::default()),
             events,
         });
@@ -99,6 +138,7 @@ impl EventsHub {
             let mut state = self.state();
             state.triggers.clear();
             state.pending.clear();
+            state.http.clear();
             state.apps.drain().map(|(_, app)| app).collect()
         };
         for app in apps {
@@ -160,10 +200,126 @@ impl EventsHub {
         let corp = (s.mode == Some(Mode::DingTalk) && !tenant.spec.suspend)
             .then_some(s.bound_corp_id.as_deref())
             .flatten();
-        match (corp, &secrets.credentials) {
-            (Some(corp), Some(Ok(credentials))) => self.serve(&key, corp, credentials),
+        let delivery = tenant
+            .spec
+            .dingtalk
+            .as_ref()
+            .map(|d| d.event_delivery())
+            .unwrap_or_default();
+        match (corp, &secrets.credentials, delivery) {
+            (Some(corp), Some(Ok(credentials)), EventDelivery::Stream) => {
+                self.state().http.remove(&key);
+                self.serve(&key, corp, credentials);
+            }
+            (Some(corp), Some(Ok(credentials)), EventDelivery::Http) => {
+                self.take_pushes(&key, corp, credentials, secrets.callback.as_ref());
+            }
             _ => self.forget(&key),
         }
+    }
+
+    /// An HTTP receiver takes pushes for this runner from now on.
+    pub fn enable_http(&self) {
+        self.receiver.store(true, Ordering::Relaxed);
+    }
+
+    /// `key` (HTTP push mode) takes DingTalk's pushes, checked and opened
+    /// with `keys` (the owner key is the app's appKey); without a receiver
+    /// or keys, it records why not.
+    fn take_pushes(
+        &self,
+        key: &TenantKey,
+        corp_id: &str,
+        credentials: &Credentials,
+        keys: Option<&Result<CallbackKeys, String>>,
+    ) {
+        let mut state = self.state();
+        if state.triggers.is_empty() {
+            return;
+        }
+        // Not served by a Stream connection any more.
+        forget_in(&mut state, key, None);
+        let crypto = if !self.receiver.load(Ordering::Relaxed) {
+            Err("this runner has no HTTP receiver (start it with --events-addr)".to_string())
+        } else {
+            match keys {
+                Some(Ok(k)) => {
+                    CallbackCrypto::new(k.token.expose(), k.aes_key.expose(), &credentials.app_key)
+                        .map_err(|e| e.to_string())
+                }
+                Some(Err(message)) => Err(message.clone()),
+                None => Err("the credentials Secret holds no HTTP push keys".to_string()),
+            }
+        };
+        let now = Timestamp::now();
+        let since = crypto.is_ok().then_some(now);
+        let entry = state.http.entry(key.clone()).or_insert_with(|| HttpTenant {
+            corp_id: corp_id.to_string(),
+            crypto: Err(String::new()),
+            since,
+            last_event_at: None,
+            received: 0,
+            duplicates: 0,
+            seen: Seen::default(),
+        });
+        entry.corp_id = corp_id.to_string();
+        entry.since = match (&crypto, entry.since) {
+            (Ok(_), Some(before)) => Some(before),
+            _ => since,
+        };
+        entry.crypto = crypto;
+    }
+
+    /// One HTTP push for `key`: checked, opened, de-duplicated, marked (the
+    /// tenant is reconciled after the answer), and answered with the
+    /// encrypted `success` DingTalk expects.
+    pub fn receive_push(
+        &self,
+        key: &TenantKey,
+        signature: &str,
+        timestamp: &str,
+        nonce: &str,
+        encrypt: &str,
+    ) -> Result<Reply, PushRefusal> {
+        let mut state = self.state();
+        if state.triggers.is_empty() {
+            return Err(PushRefusal::NotLeading);
+        }
+        let now = Timestamp::now();
+        let tenant = state.http.get_mut(key).ok_or(PushRefusal::UnknownTenant)?;
+        let crypto = tenant
+            .crypto
+            .as_ref()
+            .map_err(|why| PushRefusal::Unavailable(why.clone()))?;
+        let plaintext = crypto.open(signature, timestamp, nonce, encrypt)?;
+        let push = push::read(&plaintext)?;
+        let mut random = [0u8; 16];
+        random.iter_mut().for_each(|b| *b = fastrand::u8(..));
+        let reply_nonce: String = (0..16).map(|_| fastrand::alphanumeric()).collect();
+        let reply = crypto.reply(
+            "success",
+            &now.as_millisecond().to_string(),
+            &reply_nonce,
+            random,
+        );
+        let Push::Event(event) = push else {
+            return Ok(reply);
+        };
+        let id = event.event_id.clone().unwrap_or_default();
+        if !tenant.seen.first_time(&id, now) {
+            tenant.duplicates += 1;
+            return Ok(reply);
+        }
+        tenant.received += 1;
+        tenant.last_event_at = Some(now);
+        let ours = event.corp_id.as_deref().is_none_or(|c| c == tenant.corp_id);
+        if let Some(observe) = &self.observer {
+            observe(&StreamItem::Event(event.clone()));
+        }
+        if ours {
+            mark(&mut state, key, &event);
+        }
+        Ok(reply)
     }
 
     /// `key` no longer needs events (public, suspended, deleted, no
@@ -171,6 +327,7 @@ impl EventsHub {
     pub fn forget(&self, key: &TenantKey) {
         let mut state = self.state();
         forget_in(&mut state, key, None);
+        state.http.remove(key);
         state.pending.remove(key);
     }
 
@@ -185,11 +342,22 @@ impl EventsHub {
             .get_mut(key)
             .and_then(Pending::start)
             .unwrap_or_default();
-        let channel = state
-            .apps
-            .values()
-            .find(|app| app.tenants.contains_key(key))
-            .map(|app| facts(app.handle.stats().snapshot()));
+        let channel = match state.http.get(key) {
+            Some(t) => Some(ChannelFacts {
+                delivery: EventDelivery::Http,
+                connected_since: t.since,
+                last_event_at: t.last_event_at,
+                events_received: t.received,
+                duplicates_dropped: t.duplicates,
+                last_error: t.crypto.as_ref().err().cloned(),
+                ..ChannelFacts::default()
+            }),
+            None => state
+                .apps
+                .values()
+                .find(|app| app.tenants.contains_key(key))
+                .map(|app| facts(app.handle.stats().snapshot())),
+        };
         EventsSeen { dirty, channel }
     }
 
@@ -237,33 +405,40 @@ impl EventsHub {
                 .collect(),
         };
         for key in tenants {
-            let pending = state.pending.entry(key.clone()).or_default();
             match &event.item {
                 // Reconciled either way: `EventsConnected` follows the connection.
                 StreamItem::Connected {
                     needs_full_sync, ..
                 } => {
                     if *needs_full_sync {
-                        pending.mark_full_sync();
+                        state
+                            .pending
+                            .entry(key.clone())
+                            .or_default()
+                            .mark_full_sync();
                     }
+                    trigger(&state, &key);
                 }
-                StreamItem::Disconnected => {}
-                StreamItem::Event(e) => {
-                    let change =
-                        dirty::change(e.event_type.as_deref().unwrap_or_default(), &e.data);
-                    if change == dirty::Change::Ignored {
-                        continue;
-                    }
-                    pending.mark(&change);
-                }
+                StreamItem::Disconnected => trigger(&state, &key),
+                StreamItem::Event(e) => mark(&mut state, &key, e),
             }
-            trigger(&state, &key);
         }
     }
 }
 
+/// Marks what `event` asks of `key`, and has it reconciled.
+fn mark(state: &mut State, key: &TenantKey, event: &Event) {
+    let change = dirty::change(event.event_type.as_deref().unwrap_or_default(), &event.data);
+    if change == dirty::Change::Ignored {
+        return;
+    }
+    state.pending.entry(key.clone()).or_default().mark(&change);
+    trigger(state, key);
+}
+
 fn facts(s: super::StreamStatus) -> ChannelFacts {
     ChannelFacts {
+        delivery: EventDelivery::Stream,
         connected_since: s.connected_since,
         last_event_at: s.last_event_at,
         events_received: s.events_received,

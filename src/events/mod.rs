@@ -9,6 +9,7 @@
 //! reconciler's. See `docs/events.md`.
 
 pub mod error;
+pub mod http;
 pub mod hub;
 pub mod open;
 pub mod stats;

@@ -35,7 +35,7 @@ use crate::{
 use budget::SyncMemory;
 use outcome::Run;
 pub use outcome::{Event, Outcome, SyncReport};
-pub use secrets::{Credentials, Secrets};
+pub use secrets::{CallbackKeys, Credentials, Secrets};
 pub use sync::{Plan, SyncPlan};
 
 #[derive(Debug, thiserror::Error)]

@@ -3,13 +3,23 @@
 
 use std::collections::BTreeMap;
 
-use crate::{api::Tenant, dingtalk};
+use crate::{
+    api::{EventDelivery, Tenant},
+    dingtalk,
+};
 
 /// The app credentials read from the Tenant's Secret.
 #[derive(Clone)]
 pub struct Credentials {
     pub app_key: String,
     pub app_secret: dingtalk::Secret,
+}
+
+/// HTTP push's keys, read from the credentials Secret (`events.mode: HTTP`).
+#[derive(Clone)]
+pub struct CallbackKeys {
+    pub token: dingtalk::Secret,
+    pub aes_key: dingtalk::Secret,
 }
 
 /// What the caller found about the Secrets a Tenant references.
@@ -19,6 +29,9 @@ pub struct Secrets {
     pub credentials: Option<Result<Credentials, String>>,
     /// The creator's password Secret exists and holds a non-empty password.
     pub creator_password_set: bool,
+    /// HTTP push's keys: `None` unless `events.mode` is `HTTP`; `Err(message)`
+    /// when the Secret lacks them.
+    pub callback: Option<Result<CallbackKeys, String>>,
 }
 
 impl Secrets {
@@ -49,6 +62,25 @@ impl Secrets {
                 },
             }
         });
+        let callback = tenant
+            .spec
+            .dingtalk
+            .as_ref()
+            .filter(|d| d.event_delivery() == EventDelivery::Http)
+            .map(|d| {
+                let r = &d.credentials_secret_ref;
+                let data = lookup(&r.name).unwrap_or_default();
+                match (data.get(&r.token_key), data.get(&r.aes_key_key)) {
+                    (Some(t), Some(k)) if !t.is_empty() && !k.is_empty() => Ok(CallbackKeys {
+                        token: dingtalk::Secret::new(t.as_str()),
+                        aes_key: dingtalk::Secret::new(k.as_str()),
+                    }),
+                    _ => Err(format!(
+                        "Secret {ns}/{} lacks the keys {} and {} (HTTP push's token and aes_key, events.mode: HTTP).",
+                        r.name, r.token_key, r.aes_key_key
+                    )),
+                }
+            });
         let creator_password_set = tenant
             .spec
             .creator
@@ -59,6 +91,7 @@ impl Secrets {
         Secrets {
             credentials,
             creator_password_set,
+            callback,
         }
     }
 

@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 use super::Shared;
 use super::changes;
@@ -37,6 +38,11 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
         .route("/_sim/corps/{corp_id}/users/{userid}/leave", post(leave))
         .route("/_sim/corps/{corp_id}/apps/{agent_id}", put(put_app))
+        .route(
+            "/_sim/corps/{corp_id}/apps/{agent_id}/callback",
+            put(put_callback).delete(delete_callback),
+        )
+        .route("/_sim/http-push", get(get_http_push))
         .route("/_sim/faults", get(get_faults).put(put_faults))
         .route("/_sim/stats", get(get_stats))
         .route("/_sim/tokens/expire", post(expire_tokens))
@@ -377,7 +383,72 @@ async fn reset(State(s): State<Arc<Shared>>) -> StatusCode {
     inner.stats = super::api::fresh_stats(&inner.initial_world);
     let faults = inner.initial_stream_faults.clone();
     inner.stream.reset(faults);
+    inner.push.reset();
     StatusCode::NO_CONTENT
+}
+
+/// Body of `PUT …/apps/{agentId}/callback`: the console's HTTP push settings.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CallbackBody {
+    url: String,
+    token: String,
+    aes_key: String,
+}
+
+/// `PUT /_sim/corps/{corpId}/apps/{agentId}/callback`: the app's events go
+/// to `url` by HTTP push from now on, once it answers `check_url`
+/// (refused with 400 otherwise, as DingTalk's console refuses to save it).
+async fn put_callback(
+    State(s): State<Arc<Shared>>,
+    Path((corp_id, agent_id)): Path<(String, i64)>,
+    Body(body): Body<CallbackBody>,
+) -> AdminResult<Value> {
+    let (app_key, target) = {
+        let inner = s.lock();
+        let app = inner
+            .world
+            .corp(&corp_id)?
+            .apps
+            .get(&agent_id)
+            .cloned()
+            .ok_or(ModelError::AppNotFound(agent_id))?;
+        let target = inner
+            .push
+            .target(&app.app_key, &body.url, &body.token, &body.aes_key)
+            .map_err(|e| AdminError(StatusCode::BAD_REQUEST, e))?;
+        (app.app_key, target)
+    };
+    target.check().await.map_err(|e| {
+        AdminError(
+            StatusCode::BAD_REQUEST,
+            format!("the URL did not answer check_url: {e}"),
+        )
+    })?;
+    s.lock().push.register(&app_key, target);
+    Ok(Json(json!({"appKey": app_key, "url": body.url})))
+}
+
+/// `DELETE /_sim/corps/{corpId}/apps/{agentId}/callback`: back to Stream mode.
+async fn delete_callback(
+    State(s): State<Arc<Shared>>,
+    Path((corp_id, agent_id)): Path<(String, i64)>,
+) -> AdminResult<Value> {
+    let mut inner = s.lock();
+    let app_key = inner
+        .world
+        .corp(&corp_id)?
+        .apps
+        .get(&agent_id)
+        .map(|a| a.app_key.clone())
+        .ok_or(ModelError::AppNotFound(agent_id))?;
+    let removed = inner.push.unregister(&app_key);
+    Ok(Json(json!({"appKey": app_key, "removed": removed})))
+}
+
+/// `GET /_sim/http-push`: registered URLs and push counters.
+async fn get_http_push(State(s): State<Arc<Shared>>) -> Json<super::push::PushStats> {
+    Json(s.lock().push.stats())
 }
 
 /// `GET /_sim/stream`: the Stream gateway's counters, open connections and

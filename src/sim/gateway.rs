@@ -247,10 +247,22 @@ pub(crate) fn publish(inner: &mut Inner, corp_id: &str, changes: Vec<Change>) {
             });
         }
     }
-    let Inner { stream, rng, .. } = inner;
+    let Inner {
+        stream, rng, push, ..
+    } = inner;
     let now = Instant::now();
     for event in events {
-        stream.push(event, rng, now);
+        if push.takes(&event.app_key) {
+            push.push(
+                &event.app_key,
+                &event.event_type,
+                &event.corp_id,
+                &event.data,
+                event.born_ms,
+            );
+        } else {
+            stream.push(event, rng, now);
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! - `api` / `admin`: the HTTP endpoints. `faults`, `ratelimit`, `stats`: what they apply and count.
 //! - `gateway`: the Stream gateway (`connections/open`, the WebSocket); `hub`
 //!   its state, `frames` its frames, `changes` the events each admin change sends.
+//! - `push`: HTTP push of those events to a registered URL, encrypted.
 
 pub mod admin;
 pub mod api;
@@ -20,6 +21,7 @@ pub mod generate;
 pub mod hub;
 pub mod model;
 pub mod org_file;
+pub mod push;
 pub mod ratelimit;
 pub mod stats;
 
@@ -75,6 +77,8 @@ pub(crate) struct Inner {
     pub stream: hub::Hub,
     /// What `POST /_sim/reset` returns the gateway's faults to.
     pub initial_stream_faults: StreamFaults,
+    /// HTTP push: the apps with a registered URL get their events there.
+    pub push: push::Pusher,
 }
 
 /// State shared by all handlers.
@@ -138,6 +142,7 @@ impl Simulator {
                 rng: seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
                 stream: hub::Hub::new(StreamFaults::default()),
                 initial_stream_faults: StreamFaults::default(),
+                push: push::Pusher::default(),
             }),
             started: std::time::Instant::now(),
             addr: local,

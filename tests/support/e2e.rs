@@ -328,6 +328,8 @@ pub struct ControllerOpts {
     /// the scenario is about them, so that the others see only the syncs
     /// they ask for.
     pub events: bool,
+    /// `--events-addr`: where the controller receives DingTalk's HTTP pushes.
+    pub events_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for ControllerOpts {
@@ -337,8 +339,16 @@ impl Default for ControllerOpts {
             qps: 20,
             lease_duration: 15,
             events: false,
+            events_addr: None,
         }
     }
+}
+
+/// A free loopback address, for a server the test starts.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
 }
 
 // ---------------------------------------------------------------------------
@@ -429,6 +439,11 @@ impl Scenario {
             .args(["--lease-duration", &opts.lease_duration.to_string()])
             .args(["--identity", &opts.identity])
             .args(["--events", if opts.events { "stream" } else { "off" }])
+            .args(
+                opts.events_addr
+                    .iter()
+                    .flat_map(|a| ["--events-addr".to_string(), a.to_string()]),
+            )
             .env("KUBECONFIG", &self.cluster.operator)
             .env("RUST_LOG", "info,dingbind=debug")
             .env_remove("DINGBIND_NAMESPACE")
@@ -722,6 +737,17 @@ impl Scenario {
     pub async fn sim_stream_faults(&self, body: Value) {
         self.sim(reqwest::Method::PUT, "/_sim/stream/faults", Some(body))
             .await;
+    }
+
+    /// Sets the HTTP push URL of `corp`'s app, as in DingTalk's console:
+    /// refused unless the URL answers `check_url`.
+    pub async fn sim_callback(&self, corp: &str, url: &str, token: &str, aes_key: &str) {
+        self.sim(
+            reqwest::Method::PUT,
+            &format!("/_sim/corps/{corp}/apps/{AGENT_ID}/callback"),
+            Some(json!({"url": url, "token": token, "aesKey": aes_key})),
+        )
+        .await;
     }
 
     /// Drops the Stream connections of `corp`'s app without a SYSTEM
