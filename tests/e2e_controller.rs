@@ -2070,3 +2070,77 @@ async fn s21_events_by_http_push_bring_a_leaver_to_the_tenant_within_seconds() {
         .expect("the receiver answers");
     assert_eq!(forged.status(), reqwest::StatusCode::FORBIDDEN);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s22_with_events_dropped_duplicated_delayed_and_reordered_the_directory_converges() {
+    let corp = "dingbind22";
+    let mut s = Scenario::new("events-faults", Backend::Sqlite, vec![small_corp(corp)]).await;
+    s.start_controller(ControllerOpts {
+        events: true,
+        ..ControllerOpts::default()
+    });
+    s.credentials("acme", corp).await;
+    s.secret("acme-creator", &[("password", "correct-horse")])
+        .await;
+    // The shortest safety net: what events lose, the periodic sync brings
+    // (its two removals within the delete guard).
+    let mut spec = dingtalk_spec("acme", corp, json!({"departments": [2, 3]}));
+    spec["sync"] = json!({"interval": "1m", "maxDeletions": 5});
+    s.apply_ok("acme", spec).await;
+    s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    s.wait_tenant("acme", "EventsConnected", events_connected)
+        .await;
+
+    // The next two events are lost, three come twice, and every event is
+    // late by 0.2 to 1.7 s, so those made close together arrive out of order.
+    s.sim_stream_faults(
+        json!({"dropNext": 2, "duplicateNext": 3, "delayMs": 200, "delayJitterMs": 1500}),
+    )
+    .await;
+    s.sim_leave(corp, "zhang").await;
+    s.sim_leave(corp, "zhao").await;
+    s.sim_put_user(corp, "newbie1", &[2]).await;
+    s.sim_put_user(corp, "newbie2", &[4]).await;
+    s.sim_put_user(corp, "outsider", &[5]).await;
+    s.sim_put_user(corp, "qian", &[3]).await;
+    s.sim_put_user(corp, "wang", &[5]).await;
+    s.sim(
+        reqwest::Method::PUT,
+        &format!("/_sim/corps/{corp}/users/li"),
+        Some(json!({"name": "Li Si (renamed)", "deptIds": [2, 3]})),
+    )
+    .await;
+    s.sim_leave(corp, "newbie2").await;
+
+    let truth = s.sim_corp(corp).await;
+    let creator = format!("owner@{corp}.example");
+    let expected = userids_in_scope(&truth, &[2, 3], &[], &creator);
+    let names: BTreeMap<String, String> = truth
+        .users
+        .iter()
+        .filter(|u| expected.contains(&u.userid))
+        .map(|u| (u.userid.clone(), u.name.clone()))
+        .collect();
+    s.eventually_within(
+        "acme: the directory is DingTalk's",
+        Duration::from_secs(150),
+        || async {
+            let dir = s.directory("acme").await;
+            let got: BTreeMap<String, String> = dir
+                .members
+                .values()
+                .map(|m| (m.userid.clone(), m.name.clone()))
+                .collect();
+            (got == names)
+                .then_some(())
+                .ok_or(format!("directory {got:?}, DingTalk {names:?}"))
+        },
+    )
+    .await;
+    let g = s.sim(reqwest::Method::GET, "/_sim/stream", None).await;
+    assert_eq!(g["dropped"], json!(2), "two events were lost: {g}");
+    assert!(
+        g["redeliveries"].as_u64() >= Some(3),
+        "three came twice: {g}"
+    );
+}

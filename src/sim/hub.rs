@@ -244,6 +244,8 @@ struct Pending {
     pushed_at: Instant,
     /// Not delivered before this (`delayMs`, `delayJitterMs`).
     not_before: Instant,
+    /// Sent twice at its first delivery (`duplicateNext`).
+    twice: bool,
     /// The last delivery: the connection and when (`None`: to deliver now).
     sent: Option<(ConnId, Instant)>,
     /// Every messageId it was sent under: an ack of any of them counts.
@@ -418,16 +420,12 @@ impl Hub {
             born_ms: event.born_ms,
             pushed_at: now,
             not_before: now + Duration::from_millis(delay),
+            twice,
             sent: None,
             message_ids: Vec::new(),
         });
         let index = self.pending.len() - 1;
         self.deliver(index, rng, now);
-        if twice {
-            // The duplicate goes out at once: not a redelivery of a lost ack.
-            self.pending[index].sent = None;
-            self.deliver(index, rng, now);
-        }
     }
 
     /// Sends pending event `index` to a random live connection of its app,
@@ -474,6 +472,11 @@ impl Hub {
         let p = &mut self.pending[index];
         p.message_ids.push(message_id);
         p.sent = Some((conn, now));
+        if std::mem::take(&mut p.twice) {
+            // The duplicate goes out at once: not a redelivery of a lost ack.
+            p.sent = None;
+            self.deliver(index, rng, now);
+        }
     }
 
     /// A text frame from connection `conn`: an ack of an event, an answer
