@@ -68,6 +68,7 @@ impl Sim {
     /// The simulator with `orgs` generated organizations of `spec`
     /// (`dinggen`, `dinggen2`, …).
     fn start(spec: GenSpec, orgs: usize) -> Sim {
+        dingtalk::install_crypto_provider();
         let generated = format!(
             "departments={},users={},seed={}",
             spec.departments, spec.users, spec.seed

@@ -111,11 +111,17 @@ impl fmt::Debug for Client {
     }
 }
 
+/// Installs the process's rustls provider, ring, before any TLS client is
+/// built (reqwest's and the Stream WebSocket's). Idempotent: it fails only
+/// when a provider is installed already.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Client {
     /// Builds the HTTP client (rustls with the ring provider).
     pub fn new(config: Config) -> Result<Self, Error> {
-        // Idempotent: fails only when a provider is already installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         if config.concurrency == 0 {
             return Err(Error::Config("concurrency must be at least 1".into()));
         }

@@ -10,7 +10,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{StreamApp, StreamConfig, StreamError};
 use crate::core::events::subscriptions;
-use crate::dingtalk::Secret;
+use crate::dingtalk::{Secret, install_crypto_provider};
 use crate::redact::redact;
 
 /// The path of `connections/open` under the base URL.
@@ -41,12 +41,6 @@ pub fn http_client(config: &StreamConfig) -> Result<reqwest::Client, StreamError
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| StreamError::Config(format!("cannot build the HTTP client: {e}")))
-}
-
-/// The process's rustls provider: ring, as for every other TLS client.
-/// Idempotent (fails only when one is installed already).
-fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Asks for a ticket.

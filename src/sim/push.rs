@@ -56,6 +56,7 @@ pub struct Pusher {
 
 impl Default for Pusher {
     fn default() -> Self {
+        crate::dingtalk::install_crypto_provider();
         Self {
             http: reqwest::Client::builder()
                 .timeout(DEADLINE)
