@@ -1328,7 +1328,7 @@ async fn s12_observed_generation_follows_edits_events_are_listed_and_spec_is_nev
         }
     }
     assert_eq!(
-        t.spec.dingtalk.unwrap().visible_scope.departments,
+        t.spec.dingtalk.unwrap().visible_scope.unwrap().departments,
         vec![2, 5]
     );
 }

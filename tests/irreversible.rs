@@ -177,7 +177,7 @@ async fn run(initial_trial: Option<i64>, edits: Vec<Edit>) -> Result<(), TestCas
             Edit::Typo(on) => {
                 w.agent_id = if *on { 1002 } else { 1001 };
                 if let Some(d) = t.spec.dingtalk.as_mut() {
-                    d.agent_id = w.agent_id;
+                    d.agent_id = Some(w.agent_id);
                 }
             }
             Edit::SetTrial(end) => {

@@ -808,7 +808,7 @@ async fn bad_credentials_and_a_missing_app_are_conditions_not_errors() {
         assert_eq!(ready(&o).1, reason::SECRET_NOT_FOUND);
         assert_eq!(kstatus(&o), (None, Some(reason::SECRET_NOT_FOUND.into())));
         let mut other = env.tenant("other", spec(json!({"departments": [2]})));
-        other.spec.dingtalk.as_mut().unwrap().agent_id = 4242;
+        other.spec.dingtalk.as_mut().unwrap().agent_id = Some(4242);
         let o = env.run(&mut other, &secrets(true)).await;
         assert_eq!(ready(&o), ("False".into(), reason::APP_NOT_FOUND.into()));
         assert_eq!(kstatus(&o), (None, Some(reason::APP_NOT_FOUND.into())));
@@ -1003,7 +1003,7 @@ impl Env {
 async fn a_typo_in_the_agent_id_while_an_unbind_waits_unbinds_nothing() {
     for env in envs().await {
         let mut t = env.bound_and_waiting("acme").await;
-        t.spec.dingtalk.as_mut().unwrap().agent_id = 1010;
+        t.spec.dingtalk.as_mut().unwrap().agent_id = Some(1010);
         t.metadata.generation = Some(3);
         let calls = env.app_calls().await;
         let o = env.run(&mut t, &secrets(true)).await;
@@ -1020,7 +1020,7 @@ async fn a_typo_in_the_agent_id_while_an_unbind_waits_unbinds_nothing() {
         assert_eq!(env.members("acme").await, set_of(&["s1", "s2", "s3"]));
         assert_eq!(env.app_calls().await, calls, "nothing done on either app");
         // Back to the bound app, the request waits on DingTalk again.
-        t.spec.dingtalk.as_mut().unwrap().agent_id = 1001;
+        t.spec.dingtalk.as_mut().unwrap().agent_id = Some(1001);
         let o = env.run(&mut t, &secrets(true)).await;
         assert_eq!(ready(&o).1, reason::APP_STILL_ENABLED);
     }

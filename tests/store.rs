@@ -179,6 +179,8 @@ both_backends!(
     clear_directory_keeps_account_ledger_and_runs,
     delete_tenant_data_keeps_the_ledger,
     documents_round_trip_per_tenant_and_kind,
+    the_newest_suite_ticket_replaces_the_old,
+    a_unionid_resolves_to_the_members_userid_in_its_tenant_only,
     tenants_lists_every_tenant_with_data_or_ledger,
     migrations_are_idempotent,
     concurrent_connects_migrate_once,
@@ -722,6 +724,36 @@ async fn delete_tenant_data_keeps_the_ledger(db: &TestDb) {
     // The other tenant is untouched.
     assert_eq!(store.directory(&other).await.unwrap(), org(5, 20, 0));
     assert!(store.account(&other).await.unwrap().is_some());
+}
+
+async fn the_newest_suite_ticket_replaces_the_old(db: &TestDb) {
+    let store = db.store().await;
+    assert_eq!(store.suite_ticket("suite-a").await.unwrap(), None);
+    store.put_suite_ticket("suite-a", "t1").await.unwrap();
+    store.put_suite_ticket("suite-b", "other").await.unwrap();
+    store.put_suite_ticket("suite-a", "t2").await.unwrap();
+    assert_eq!(
+        store.suite_ticket("suite-a").await.unwrap().as_deref(),
+        Some("t2")
+    );
+    assert_eq!(
+        store.suite_ticket("suite-b").await.unwrap().as_deref(),
+        Some("other")
+    );
+}
+
+async fn a_unionid_resolves_to_the_members_userid_in_its_tenant_only(db: &TestDb) {
+    let store = db.store().await;
+    let (a, b) = (key("acme", "main"), key("globex", "main"));
+    let dir = Directory::new([dept(1, None, "Acme")], [member("u1", "Zhang San", &[1])]);
+    let d = diff(&Directory::default(), &dir);
+    store.apply_sync(&a, &d, &run_for(&d)).await.unwrap();
+    assert_eq!(
+        store.userid_of_unionid(&a, "un-u1").await.unwrap().as_deref(),
+        Some("u1")
+    );
+    assert_eq!(store.userid_of_unionid(&a, "un-u2").await.unwrap(), None);
+    assert_eq!(store.userid_of_unionid(&b, "un-u1").await.unwrap(), None);
 }
 
 async fn documents_round_trip_per_tenant_and_kind(db: &TestDb) {

@@ -66,8 +66,11 @@ pub const REBIND_FORBIDDEN_MESSAGE: &str =
         "self.spec.mode == oldSelf.spec.mode || self.spec.mode != 'DingTalk' || !has(oldSelf.status) || !has(oldSelf.status.mode) || oldSelf.status.mode != 'Public'"
     ).message("a tenant that left DingTalk integration mode cannot return to it").field_path(".spec.mode"),
     validation = Rule::new(
-        "!has(oldSelf.status) || !has(oldSelf.status.boundCorpId) || !has(oldSelf.spec.dingtalk) || (has(self.spec.dingtalk) && self.spec.dingtalk.corpId == oldSelf.spec.dingtalk.corpId && self.spec.dingtalk.agentId == oldSelf.spec.dingtalk.agentId)"
+        "!has(oldSelf.status) || !has(oldSelf.status.boundCorpId) || !has(oldSelf.spec.dingtalk) || (has(self.spec.dingtalk) && self.spec.dingtalk.corpId == oldSelf.spec.dingtalk.corpId && has(self.spec.dingtalk.agentId) == has(oldSelf.spec.dingtalk.agentId) && (!has(self.spec.dingtalk.agentId) || self.spec.dingtalk.agentId == oldSelf.spec.dingtalk.agentId))"
     ).message("spec.dingtalk.corpId and agentId cannot change while the tenant is bound").field_path(".spec.dingtalk"),
+    validation = Rule::new(
+        "!has(oldSelf.status) || !has(oldSelf.status.boundCorpId) || !has(oldSelf.spec.dingtalk) || !has(self.spec.dingtalk) || self.spec.dingtalk.app == oldSelf.spec.dingtalk.app"
+    ).message("spec.dingtalk.app cannot change while the tenant is bound").field_path(".spec.dingtalk.app"),
 )]
 #[x_kube(
     validation = Rule::new("self.mode != 'DingTalk' || has(self.dingtalk)")
@@ -140,27 +143,66 @@ impl std::fmt::Display for Mode {
 
 /// The DingTalk organization, the app installed in it, and the app's visible scope.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("self.app == 'Marketplace' || (has(self.agentId) && has(self.credentialsSecretRef) && has(self.visibleScope))")
+        .message("an internal app needs agentId, credentialsSecretRef and visibleScope"),
+    validation = Rule::new("self.app != 'Marketplace' || !has(self.credentialsSecretRef)")
+        .message("a marketplace app has no credentials of its own: the suite's are configured once, with the controller's --suite-secret")
+        .field_path(".credentialsSecretRef"),
+    validation = Rule::new("self.app != 'Marketplace' || !has(self.events) || self.events.mode != 'HTTP'")
+        .message("a marketplace app receives events in Stream mode only")
+        .field_path(".events.mode"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct DingTalkSpec {
+    /// The kind of app: `Internal` (企业内部应用, the default: the enterprise
+    /// created it and its key and secret are in `credentialsSecretRef`) or
+    /// `Marketplace` (the platform's app, installed from DingTalk's app
+    /// market; its visible scope is set in DingTalk's console). Fixed while
+    /// the tenant is bound.
+    #[serde(default)]
+    pub app: AppKind,
+
     /// DingTalk organization id (corpId), e.g. `ding9f50b15bxxxx16741`. Fixed
     /// while the tenant is bound, with `agentId`: the binding identity.
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
     pub corp_id: String,
 
-    /// The app's agentId in that organization. Fixed while the tenant is bound.
+    /// The app's agentId in that organization. Fixed while the tenant is
+    /// bound. Required for an internal app; a marketplace app's is learned
+    /// from the install.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub agent_id: i64,
+    pub agent_id: Option<i64>,
 
-    /// Secret in the Tenant's namespace holding the app's credentials.
-    pub credentials_secret_ref: CredentialsSecretRef,
+    /// Secret in the Tenant's namespace holding the app's credentials
+    /// (internal apps only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<CredentialsSecretRef>,
 
-    /// Who can see the app, and so who is in the tenant's directory.
-    pub visible_scope: VisibleScope,
+    /// Who can see the app, and so who is in the tenant's directory. An
+    /// internal app's is made so in DingTalk. A marketplace app's is set by
+    /// the enterprise's admin in DingTalk's console: this field is then the
+    /// scope the platform expects, and `ScopeInSync` says what differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible_scope: Option<VisibleScope>,
 
     /// How events from DingTalk reach dingbind (docs/events.md). Without
     /// it, Stream mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<EventsSpec>,
+}
+
+/// The kind of DingTalk app a tenant is bound through.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, schemars::JsonSchema,
+)]
+pub enum AppKind {
+    /// An internal app (企业内部应用), with its own key and secret.
+    #[default]
+    Internal,
+    /// The platform's marketplace app (a suite), installed from DingTalk's app market.
+    Marketplace,
 }
 
 /// How events from DingTalk reach dingbind.
@@ -175,6 +217,10 @@ pub struct EventsSpec {
 }
 
 impl DingTalkSpec {
+    pub fn is_marketplace(&self) -> bool {
+        self.app == AppKind::Marketplace
+    }
+
     /// The way events arrive: `spec.dingtalk.events.mode`, Stream by default.
     pub fn event_delivery(&self) -> EventDelivery {
         self.events.as_ref().map(|e| e.mode).unwrap_or_default()

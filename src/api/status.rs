@@ -207,6 +207,18 @@ pub mod reason {
     pub const DINGTALK_UNAVAILABLE: &str = "DingTalkUnavailable";
     pub const SCOPE_UPDATED: &str = "ScopeUpdated";
     pub const SCOPE_MATCHES: &str = "ScopeMatches";
+    /// `ScopeInSync` of a marketplace app without an expected scope: DingTalk's is the one.
+    pub const SCOPE_SET_IN_DINGTALK: &str = "ScopeSetInDingTalk";
+    /// `ScopeInSync=False`: a marketplace app's scope in DingTalk is not the expected one.
+    pub const SCOPE_DIFFERS: &str = "ScopeDiffers";
+    /// A marketplace tenant, but the controller has no suite (`--suite-secret`).
+    pub const SUITE_NOT_CONFIGURED: &str = "SuiteNotConfigured";
+    /// A marketplace tenant waits for DingTalk's first suite ticket.
+    pub const WAITING_FOR_SUITE_TICKET: &str = "WaitingForSuiteTicket";
+    /// The enterprise has not installed the marketplace app.
+    pub const NOT_INSTALLED: &str = "NotInstalled";
+    /// The enterprise uninstalled the marketplace app of a bound tenant.
+    pub const APP_UNINSTALLED: &str = "AppUninstalled";
     pub const SYNCED: &str = "Synced";
     /// An Event: an incremental sync (events from DingTalk) changed the directory.
     pub const DIRECTORY_UPDATED: &str = "DirectoryUpdated";

@@ -14,7 +14,9 @@ use crate::api::{DingTalkSpec, Mode, TenantSpec, UnbindReason};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     pub corp_id: String,
-    pub agent_id: i64,
+    /// `None` while neither the ledger nor the spec names it (a marketplace
+    /// app not installed yet, an entry written before the app was recorded).
+    pub agent_id: Option<i64>,
 }
 
 impl Identity {
@@ -26,15 +28,29 @@ impl Identity {
         }
     }
 
+    /// `app <agentId>`, or `the app` while the agentId is unknown.
+    pub fn app(&self) -> String {
+        match self.agent_id {
+            Some(agent) => format!("app {agent}"),
+            None => "the app".into(),
+        }
+    }
+
     /// `<corpId>/<agentId>`, the value of the confirm-app-removed annotation.
     pub fn confirmation(&self) -> String {
-        format!("{}/{}", self.corp_id, self.agent_id)
+        match self.agent_id {
+            Some(agent) => format!("{}/{agent}", self.corp_id),
+            None => format!("{}/", self.corp_id),
+        }
     }
 }
 
 impl std::fmt::Display for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "app {} of organization {}", self.agent_id, self.corp_id)
+        match self.agent_id {
+            Some(agent) => write!(f, "app {agent} of organization {}", self.corp_id),
+            None => write!(f, "the app of organization {}", self.corp_id),
+        }
     }
 }
 
@@ -61,15 +77,21 @@ pub struct Binding {
 
 impl Binding {
     /// Whether `dt` declares this binding's identity.
+    /// A marketplace spec may leave the agentId out: the install's, which the
+    /// ledger holds, is then the one.
     pub fn matches(&self, dt: &DingTalkSpec) -> bool {
-        self.corp_id == dt.corp_id && self.agent_id.is_none_or(|a| a == dt.agent_id)
+        self.corp_id == dt.corp_id
+            && match (self.agent_id, dt.agent_id) {
+                (Some(bound), Some(declared)) => bound == declared,
+                _ => true,
+            }
     }
 
     /// The identity, taking the spec's agentId where the entry has none.
     pub fn identity(&self, dt: Option<&DingTalkSpec>) -> Identity {
         Identity {
             corp_id: self.corp_id.clone(),
-            agent_id: self.agent_id.or(dt.map(|d| d.agent_id)).unwrap_or_default(),
+            agent_id: self.agent_id.or(dt.and_then(|d| d.agent_id)),
         }
     }
 }
@@ -250,6 +272,9 @@ pub enum AppSeen {
     CredentialsRefused,
     /// The credentials belong to another organization.
     OtherOrganization,
+    /// A marketplace app: DingTalk, asked with the suite's own token, says
+    /// the organization has not installed it (any more).
+    Uninstalled,
     /// No usable credentials (the Secret is missing or incomplete): why.
     NoCredentials(String),
 }
@@ -260,10 +285,15 @@ impl AppSeen {
             AppSeen::Disabled => format!("DingTalk shows {bound} disabled"),
             AppSeen::Enabled => format!("DingTalk shows {bound} enabled"),
             AppSeen::NotListed => format!(
-                "organization {} does not list app {}",
-                bound.corp_id, bound.agent_id
+                "organization {} does not list {}",
+                bound.corp_id,
+                bound.app()
             ),
             AppSeen::CredentialsRefused => "DingTalk refuses the app credentials".into(),
+            AppSeen::Uninstalled => format!(
+                "DingTalk shows the platform's app uninstalled from organization {}",
+                bound.corp_id
+            ),
             AppSeen::OtherOrganization => format!(
                 "the app credentials belong to another organization than {}",
                 bound.corp_id
@@ -340,10 +370,10 @@ pub fn app_disabled(
     let expected = bound.confirmation();
     let seen_text = seen.describe(bound);
     match seen {
-        AppSeen::Disabled => Ok(AppProof::Seen),
+        AppSeen::Disabled | AppSeen::Uninstalled => Ok(AppProof::Seen),
         AppSeen::Enabled => Err(Unmet::AppStillEnabled(format!(
-            "The unbind waits for the DingTalk admin to disable (停用) app {} in the DingTalk admin console ({seen_text}); set spec.mode back to DingTalk to withdraw the request.",
-            bound.agent_id
+            "The unbind waits for the DingTalk admin to disable (停用) {} in the DingTalk admin console ({seen_text}); set spec.mode back to DingTalk to withdraw the request.",
+            bound.app()
         ))),
         _ if confirmation == Some(expected.as_str()) => Ok(AppProof::Confirmed(expected)),
         _ => Err(Unmet::AppStateUnproved(format!(
@@ -356,25 +386,26 @@ pub fn app_disabled(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{CredentialsSecretRef, SyncSpec, TrialSpec, VisibleScope};
+    use crate::api::{AppKind, CredentialsSecretRef, SyncSpec, TrialSpec, VisibleScope};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use proptest::prelude::*;
 
     fn dingtalk(corp: &str, agent: i64) -> DingTalkSpec {
         DingTalkSpec {
+            app: AppKind::Internal,
             corp_id: corp.into(),
-            agent_id: agent,
-            credentials_secret_ref: CredentialsSecretRef {
+            agent_id: Some(agent),
+            credentials_secret_ref: Some(CredentialsSecretRef {
                 name: "creds".into(),
                 app_key_key: "appKey".into(),
                 app_secret_key: "appSecret".into(),
                 token_key: "token".into(),
                 aes_key_key: "aesKey".into(),
-            },
-            visible_scope: VisibleScope {
+            }),
+            visible_scope: Some(VisibleScope {
                 all_employees: true,
                 ..Default::default()
-            },
+            }),
             events: None,
         }
     }
@@ -414,7 +445,7 @@ mod tests {
     fn acme() -> Identity {
         Identity {
             corp_id: "dingacme".into(),
-            agent_id: 1001,
+            agent_id: Some(1001),
         }
     }
 
@@ -491,7 +522,7 @@ mod tests {
                         bound: acme(),
                         declared: Some(Identity {
                             corp_id: corp.into(),
-                            agent_id: agent
+                            agent_id: Some(agent)
                         })
                     },
                     "{corp}/{agent} in {mode}"
@@ -755,7 +786,7 @@ mod tests {
                         if let Some(b) = &ledger_binding {
                             prop_assert!(b.matches(&dt), "operating on another identity");
                         } else {
-                            ledger_binding = Some(Binding { at: t(now), corp_id: dt.corp_id, agent_id: Some(dt.agent_id), trial: s.trial.as_ref().map_or(RecordedTrial::None, |tr| RecordedTrial::EndsAt(tr.expires_at.0)) });
+                            ledger_binding = Some(Binding { at: t(now), corp_id: dt.corp_id, agent_id: dt.agent_id, trial: s.trial.as_ref().map_or(RecordedTrial::None, |tr| RecordedTrial::EndsAt(tr.expires_at.0)) });
                         }
                     }
                     Step::UnbindTrialExpired { .. } => {
@@ -769,7 +800,7 @@ mod tests {
                     }
                     Step::RequestedUnbind { bound } => {
                         let b = ledger_binding.as_ref().unwrap();
-                        prop_assert_eq!(Some(bound.agent_id), b.agent_id, "the bound app is the one unbound");
+                        prop_assert_eq!(bound.agent_id, b.agent_id, "the bound app is the one unbound");
                         prop_assert_eq!(s.mode, Mode::Public);
                         // Preconditions proved.
                         let u = unbound(now, UnbindReason::Requested);

@@ -30,6 +30,8 @@ pub const NEEDS_A_PERSON: &[&str] = &[
     reason::SECRET_NOT_FOUND,
     reason::CORP_MISMATCH,
     reason::APP_NOT_FOUND,
+    reason::SUITE_NOT_CONFIGURED,
+    reason::APP_UNINSTALLED,
     reason::REBIND_FORBIDDEN,
     reason::DELETION_THRESHOLD_EXCEEDED,
     reason::BINDING_CHANGED,

@@ -76,6 +76,55 @@ impl ScopeDelta {
     }
 }
 
+/// What the enterprise's admin must tick in DingTalk's console so that a
+/// marketplace app's visible scope becomes the expected one: `delta`'s
+/// changes in words, with "all employees" for the root department.
+pub fn admin_steps(delta: &ScopeDelta) -> String {
+    fn depts(ids: &[i64]) -> String {
+        ids.iter()
+            .map(|&id| {
+                if id == ROOT_DEPT {
+                    "all employees".to_string()
+                } else {
+                    format!("department {id}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+    fn users(ids: &[String]) -> String {
+        ids.iter()
+            .map(|id| format!("user {id}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+    let mut add: Vec<String> = Vec::new();
+    let mut remove: Vec<String> = Vec::new();
+    if !delta.add_dept_ids.is_empty() {
+        add.push(depts(&delta.add_dept_ids));
+    }
+    if !delta.add_user_ids.is_empty() {
+        add.push(users(&delta.add_user_ids));
+    }
+    if !delta.del_dept_ids.is_empty() {
+        remove.push(depts(&delta.del_dept_ids));
+    }
+    if !delta.del_user_ids.is_empty() {
+        remove.push(users(&delta.del_user_ids));
+    }
+    let mut steps = Vec::new();
+    if !add.is_empty() {
+        steps.push(format!("add {}", add.join(", ")));
+    }
+    if !remove.is_empty() {
+        steps.push(format!("remove {}", remove.join(", ")));
+    }
+    if delta.only_admin_visible == Some(false) {
+        steps.push("make it visible beyond the admins".into());
+    }
+    steps.join("; ")
+}
+
 /// The delta that turns `observed` into `desired`.
 pub fn delta(desired: &DesiredScope, observed: &ObservedScope) -> ScopeDelta {
     let current = DesiredScope::from_observed(observed);
@@ -108,6 +157,22 @@ pub fn delta(desired: &DesiredScope, observed: &ObservedScope) -> ScopeDelta {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn admin_steps_say_what_to_tick() {
+        let d = ScopeDelta {
+            add_dept_ids: vec![1],
+            del_dept_ids: vec![7],
+            add_user_ids: vec!["u1".into()],
+            del_user_ids: vec![],
+            only_admin_visible: None,
+        };
+        assert_eq!(
+            admin_steps(&d),
+            "add all employees, user u1; remove department 7"
+        );
+        assert_eq!(admin_steps(&ScopeDelta::default()), "");
+    }
 
     #[test]
     fn all_employees_is_the_root_department() {

@@ -57,6 +57,22 @@ pub enum BindingFailure {
     CredentialsRefused(String),
     /// DingTalk did not answer.
     Unavailable(String),
+    /// A marketplace tenant, but no suite is configured (`--suite-secret`).
+    NoSuite,
+    /// A marketplace tenant waits for the suite's first ticket.
+    WaitingForSuiteTicket,
+    /// The enterprise has not installed the marketplace app.
+    NotInstalled { corp_id: String },
+    /// The enterprise uninstalled the marketplace app of a bound tenant,
+    /// which no one asked to unbind: the directory is kept.
+    Uninstalled { corp_id: String },
+    /// The enterprise installed the marketplace app as another agentId than
+    /// the spec or the ledger names.
+    InstalledAsOtherApp {
+        corp_id: String,
+        installed: i64,
+        expected: i64,
+    },
 }
 
 /// A tenant newly bound by this reconciliation.
@@ -201,8 +217,11 @@ impl StatusBuilder {
     ) {
         let declared = declared.map_or_else(|| "no DingTalk app".to_string(), Identity::to_string);
         let msg = format!(
-            "The tenant is bound to {bound}, but the spec names {declared}: the binding identity cannot change while the tenant is bound, and nothing is done on either. Set spec.dingtalk.corpId to {} and agentId to {} again.",
-            bound.corp_id, bound.agent_id
+            "The tenant is bound to {bound}, but the spec names {declared}: the binding identity cannot change while the tenant is bound, and nothing is done on either. Set spec.dingtalk.corpId to {}{} again.",
+            bound.corp_id,
+            bound
+                .agent_id
+                .map_or_else(String::new, |a| format!(" and agentId to {a}"))
         );
         self.set(condition::BOUND, false, reason::BINDING_CHANGED, &msg);
         self.ready(false, reason::BINDING_CHANGED, &msg);
@@ -248,6 +267,49 @@ impl StatusBuilder {
             BindingFailure::Unavailable(e) => (
                 reason::DINGTALK_UNAVAILABLE,
                 format!("Checking the binding: {e}"),
+            ),
+            BindingFailure::NoSuite => (
+                reason::SUITE_NOT_CONFIGURED,
+                "The tenant uses the marketplace app, but no suite is configured: start the controller with --suite-secret NAMESPACE/NAME (a Secret with suiteKey and suiteSecret).".to_string(),
+            ),
+            BindingFailure::WaitingForSuiteTicket => {
+                // A wait, not a failure: no Warning.
+                let message = "Waiting for the marketplace app's suite ticket, which DingTalk sends on the suite's Stream connection (at connect, then about every 5 hours); the binding is checked as soon as it comes.";
+                self.set(
+                    condition::BOUND,
+                    false,
+                    reason::WAITING_FOR_SUITE_TICKET,
+                    message,
+                );
+                self.ready(false, reason::WAITING_FOR_SUITE_TICKET, message);
+                self.requeue = Some(RECHECK);
+                return;
+            }
+            BindingFailure::NotInstalled { corp_id } => {
+                // Waiting for a person: no Warning.
+                let message = format!(
+                    "The platform's app is not installed in DingTalk organization {corp_id}: its admin installs it from DingTalk's app market (workbench, 从应用中心添加). The tenant is bound within seconds of the install."
+                );
+                self.set(condition::BOUND, false, reason::NOT_INSTALLED, &message);
+                self.ready(false, reason::NOT_INSTALLED, &message);
+                self.requeue = Some(RECHECK);
+                return;
+            }
+            BindingFailure::Uninstalled { corp_id } => (
+                reason::APP_UNINSTALLED,
+                format!(
+                    "The platform's app was uninstalled from DingTalk organization {corp_id}. The directory is kept until a person decides: request the unbind (spec.mode: Public), or have the organization's admin install the app again."
+                ),
+            ),
+            BindingFailure::InstalledAsOtherApp {
+                corp_id,
+                installed,
+                expected,
+            } => (
+                reason::APP_NOT_FOUND,
+                format!(
+                    "DingTalk organization {corp_id} installed the platform's app as app {installed}, but the tenant is bound to app {expected}; nothing is done until they agree."
+                ),
             ),
         };
         self.set(condition::BOUND, false, reason, &message);
@@ -314,6 +376,39 @@ impl StatusBuilder {
                 let msg = format!("Corrected the app's visible scope in DingTalk: {summary}.");
                 self.set(condition::SCOPE_IN_SYNC, true, reason::SCOPE_UPDATED, &msg);
                 self.event(reason::SCOPE_UPDATED, msg);
+            }
+        }
+    }
+
+    /// A marketplace app's visible scope, as the enterprise's admin set it in
+    /// DingTalk (dingbind never writes it): the directory follows it.
+    /// `admin_steps` is what the admin must change for it to be the scope
+    /// the spec expects (`None`: no expectation, or it already is).
+    pub fn scope_read(
+        &mut self,
+        observed: ObservedScope,
+        expected: bool,
+        admin_steps: Option<String>,
+    ) {
+        self.status.visible_scope = Some(observed);
+        match admin_steps {
+            None if expected => self.set(
+                condition::SCOPE_IN_SYNC,
+                true,
+                reason::SCOPE_MATCHES,
+                "The visible scope set in DingTalk is the expected one (spec.dingtalk.visibleScope).",
+            ),
+            None => self.set(
+                condition::SCOPE_IN_SYNC,
+                true,
+                reason::SCOPE_SET_IN_DINGTALK,
+                "The visible scope is the one the enterprise's admin set in DingTalk; the directory follows it.",
+            ),
+            Some(steps) => {
+                let msg = format!(
+                    "The visible scope set in DingTalk differs from spec.dingtalk.visibleScope. In DingTalk's admin console (工作台 → 应用管理 → the app → 设置 → 可见范围) the admin must {steps}. The directory follows DingTalk's scope meanwhile; dingbind never changes it."
+                );
+                self.set(condition::SCOPE_IN_SYNC, false, reason::SCOPE_DIFFERS, &msg);
             }
         }
     }
@@ -757,7 +852,7 @@ mod tests {
     fn acme() -> Identity {
         Identity {
             corp_id: "ding-acme".into(),
-            agent_id: 1001,
+            agent_id: Some(1001),
         }
     }
 
@@ -1292,7 +1387,7 @@ mod tests {
     #[test]
     fn a_changed_binding_identity_stalls_with_a_warning_and_waits_for_the_trial() {
         let typo = Identity {
-            agent_id: 1002,
+            agent_id: Some(1002),
             ..acme()
         };
         let mut b = builder(TenantStatus::default());

@@ -7,6 +7,7 @@ pub mod budget;
 pub mod read;
 
 mod incremental;
+mod marketplace;
 mod operate;
 mod outcome;
 mod secrets;
@@ -70,6 +71,8 @@ pub struct Reconciler {
     keeps_records: bool,
     /// The memory budget concurrent syncs share (`--sync-memory`).
     sync_memory: SyncMemory,
+    /// The marketplace suite (`--suite-secret`) and its clients.
+    suite: Option<marketplace::SuiteClients>,
 }
 
 impl Reconciler {
@@ -81,7 +84,20 @@ impl Reconciler {
             corps: Mutex::new(HashSet::new()),
             keeps_records: false,
             sync_memory: SyncMemory::default(),
+            suite: None,
         }
+    }
+
+    /// A reconciler for marketplace tenants too: `suite` is the platform's
+    /// marketplace app, whose ticket the runner keeps fresh.
+    pub fn with_suite(mut self, suite: dingtalk::Suite) -> Self {
+        self.suite = Some(marketplace::SuiteClients::new(&self.dingtalk, suite));
+        self
+    }
+
+    /// The marketplace suite, if one is configured.
+    pub fn suite(&self) -> Option<&dingtalk::Suite> {
+        self.suite.as_ref().map(marketplace::SuiteClients::suite)
     }
 
     /// A reconciler whose syncs share `mib` MiB (`--sync-memory`; default

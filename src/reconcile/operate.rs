@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::{
-    Error, Reconciler, Secrets, incremental::Ran, outcome::Run, sync::creator_identity,
-    unbind::account_of,
+    Error, Reconciler, Secrets, incremental::Ran, marketplace, outcome::Run,
+    sync::creator_identity, unbind::account_of,
 };
 use crate::{
     api::{DingTalkSpec, ObservedScope, SyncProgress, Tenant, TenantKey},
@@ -43,51 +43,10 @@ impl Reconciler {
             run.status.dingtalk_spec_missing();
             return Ok(());
         };
-        let creds = match &secrets.credentials {
-            Some(Ok(c)) => c,
-            Some(Err(msg)) => {
-                run.status
-                    .binding_failed(BindingFailure::Secret(msg.clone()));
-                return Ok(());
-            }
-            None => {
-                run.status.binding_failed(BindingFailure::NoSecretNamed);
-                return Ok(());
-            }
+        // 1. The binding, and the client that serves the tenant.
+        let Some((app, agent_id)) = self.check_binding(dt, secrets, binding, run).await else {
+            return Ok(());
         };
-        let app = self.app(creds);
-
-        // 1. The binding: the credentials are an app of the declared organization
-        //    (checked once per app and organization), and the app (agentId) exists.
-        if !self.corp_checked(creds, &dt.corp_id) {
-            match app.belongs_to_corp(&dt.corp_id).await {
-                Ok(true) => self.remember_corp(creds, &dt.corp_id),
-                Ok(false) => {
-                    run.status.binding_failed(BindingFailure::CorpMismatch {
-                        corp_id: dt.corp_id.clone(),
-                    });
-                    return Ok(());
-                }
-                Err(e) => {
-                    run.status.binding_failed(binding_failure(&e));
-                    return Ok(());
-                }
-            }
-        }
-        match app.app_enabled(dt.agent_id).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                run.status.binding_failed(BindingFailure::AppNotFound {
-                    corp_id: dt.corp_id.clone(),
-                    agent_id: dt.agent_id,
-                });
-                return Ok(());
-            }
-            Err(e) => {
-                run.status.binding_failed(binding_failure(&e));
-                return Ok(());
-            }
-        }
         // The binding identity (and the trial it was bound with) goes into the
         // ledger once; next_step never operates on a spec that differs from it.
         let new = if binding.is_none_or(|b| b.agent_id.is_none()) {
@@ -97,7 +56,7 @@ impl Reconciler {
                     LedgerEntry::Bound {
                         at: run.status.now(),
                         corp_id: dt.corp_id.clone(),
-                        agent_id: Some(dt.agent_id),
+                        agent_id: Some(agent_id),
                         trial_ends_at: tenant.spec.trial.as_ref().map(|t| t.expires_at.0),
                     },
                 )
@@ -108,7 +67,7 @@ impl Reconciler {
                 Some(_) => Vec::new(),
             };
             Some(NewBinding {
-                agent_id: dt.agent_id,
+                agent_id,
                 left_by: left_by.iter().map(ToString::to_string).collect(),
             })
         } else {
@@ -119,20 +78,12 @@ impl Reconciler {
             .await?;
         run.status.bound(&dt.corp_id, new);
 
-        // 2. The visible scope.
-        let desired = DesiredScope::from_spec(&dt.visible_scope);
-        match self.push_scope(&app, dt, &desired).await {
-            Ok((observed, corrected)) => {
-                if dirty.scope {
-                    run.status.scope_changed_in_dingtalk(&dirty.scope_operators);
-                }
-                run.status.scope_in_sync(observed, corrected)
-            }
-            Err(e) => {
-                run.status.scope_failed(&e.to_string());
-                return Ok(());
-            }
-        }
+        // 2. The visible scope: an internal app's is made the declared one; a
+        //    marketplace app's is read as the enterprise's admin set it.
+        let desired = match self.scope_step(&app, dt, agent_id, run).await {
+            Some(desired) => desired,
+            None => return Ok(()),
+        };
 
         // 3. The directory, when a sync is due.
         let annotations = tenant.metadata.annotations.clone().unwrap_or_default();
@@ -181,15 +132,132 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Checks the binding: an internal app's credentials are an app of the
+    /// declared organization (checked once per app and organization) and the
+    /// app exists; a marketplace app is installed there. The client that
+    /// serves the tenant and the app's agentId, or `None` with the failure
+    /// in the status.
+    async fn check_binding(
+        &self,
+        dt: &DingTalkSpec,
+        secrets: &Secrets,
+        binding: Option<&Binding>,
+        run: &mut Run<'_>,
+    ) -> Option<(AppClient, i64)> {
+        if dt.is_marketplace() {
+            return match self.marketplace_install(dt, binding).await {
+                Ok(installed) => Some((installed.app, installed.agent_id)),
+                Err(failure) => {
+                    run.status.binding_failed(failure);
+                    None
+                }
+            };
+        }
+        let creds = match &secrets.credentials {
+            Some(Ok(c)) => c,
+            Some(Err(msg)) => {
+                run.status
+                    .binding_failed(BindingFailure::Secret(msg.clone()));
+                return None;
+            }
+            None => {
+                run.status.binding_failed(BindingFailure::NoSecretNamed);
+                return None;
+            }
+        };
+        let Some(agent_id) = dt.agent_id else {
+            run.status.dingtalk_spec_missing();
+            return None;
+        };
+        let app = self.app(creds);
+        if !self.corp_checked(creds, &dt.corp_id) {
+            match app.belongs_to_corp(&dt.corp_id).await {
+                Ok(true) => self.remember_corp(creds, &dt.corp_id),
+                Ok(false) => {
+                    run.status.binding_failed(BindingFailure::CorpMismatch {
+                        corp_id: dt.corp_id.clone(),
+                    });
+                    return None;
+                }
+                Err(e) => {
+                    run.status.binding_failed(binding_failure(&e));
+                    return None;
+                }
+            }
+        }
+        match app.app_enabled(agent_id).await {
+            Ok(Some(_)) => Some((app, agent_id)),
+            Ok(None) => {
+                run.status.binding_failed(BindingFailure::AppNotFound {
+                    corp_id: dt.corp_id.clone(),
+                    agent_id,
+                });
+                None
+            }
+            Err(e) => {
+                run.status.binding_failed(binding_failure(&e));
+                None
+            }
+        }
+    }
+
+    /// The scope step: the scope the directory follows, or `None` with the
+    /// failure in the status.
+    async fn scope_step(
+        &self,
+        app: &AppClient,
+        dt: &DingTalkSpec,
+        agent_id: i64,
+        run: &mut Run<'_>,
+    ) -> Option<DesiredScope> {
+        let dirty = run.events;
+        if dt.is_marketplace() {
+            return match marketplace::read_scope(app).await {
+                Ok(observed) => {
+                    if dirty.scope {
+                        run.status.scope_changed_in_dingtalk(&dirty.scope_operators);
+                    }
+                    let desired = DesiredScope::from_observed(&observed);
+                    let steps = marketplace::admin_steps(dt, &observed);
+                    run.status
+                        .scope_read(observed, dt.visible_scope.is_some(), steps);
+                    Some(desired)
+                }
+                Err(e) => {
+                    run.status.scope_failed(&e.to_string());
+                    None
+                }
+            };
+        }
+        let Some(scope) = dt.visible_scope.as_ref() else {
+            run.status.dingtalk_spec_missing();
+            return None;
+        };
+        let desired = DesiredScope::from_spec(scope);
+        match self.push_scope(app, agent_id, &desired).await {
+            Ok((observed, corrected)) => {
+                if dirty.scope {
+                    run.status.scope_changed_in_dingtalk(&dirty.scope_operators);
+                }
+                run.status.scope_in_sync(observed, corrected);
+                Some(desired)
+            }
+            Err(e) => {
+                run.status.scope_failed(&e.to_string());
+                None
+            }
+        }
+    }
+
     /// Makes the app's visible scope the declared one: the scope DingTalk
     /// shows afterwards, and what was corrected (`None`: it already was).
     pub(super) async fn push_scope(
         &self,
         app: &AppClient,
-        dt: &DingTalkSpec,
+        agent_id: i64,
         desired: &DesiredScope,
     ) -> Result<(ObservedScope, Option<String>), dingtalk::Error> {
-        let observed = observed_scope(app.get_scopes(dt.agent_id).await?);
+        let observed = observed_scope(app.get_scopes(agent_id).await?);
         let change = delta(desired, &observed);
         if change.is_empty() {
             return Ok((observed, None));
@@ -202,8 +270,8 @@ impl Reconciler {
             only_admin_visible: change.only_admin_visible,
             ..Default::default()
         };
-        app.update_scopes(dt.agent_id, &wire).await?;
-        let observed = observed_scope(app.get_scopes(dt.agent_id).await?);
+        app.update_scopes(agent_id, &wire).await?;
+        let observed = observed_scope(app.get_scopes(agent_id).await?);
         Ok((observed, Some(change.summary())))
     }
 }

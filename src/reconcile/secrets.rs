@@ -25,7 +25,8 @@ pub struct CallbackKeys {
 /// What the caller found about the Secrets a Tenant references.
 #[derive(Clone)]
 pub struct Secrets {
-    /// `None` when the spec names no credentials; `Err(message)` when they cannot be read.
+    /// `None` when the spec names no credentials (a marketplace app names
+    /// none); `Err(message)` when they cannot be read.
     pub credentials: Option<Result<Credentials, String>>,
     /// The creator's password Secret exists and holds a non-empty password.
     pub creator_password_set: bool,
@@ -43,8 +44,12 @@ impl Secrets {
         lookup: impl Fn(&str) -> Option<BTreeMap<String, String>>,
     ) -> Self {
         let ns = tenant.metadata.namespace.as_deref().unwrap_or("default");
-        let credentials = tenant.spec.dingtalk.as_ref().map(|d| {
-            let r = &d.credentials_secret_ref;
+        let credentials_ref = tenant
+            .spec
+            .dingtalk
+            .as_ref()
+            .and_then(|d| d.credentials_secret_ref.as_ref());
+        let credentials = credentials_ref.map(|r| {
             match lookup(&r.name) {
                 None => Err(format!(
                     "Secret {ns}/{} (app credentials) does not exist.",
@@ -67,8 +72,8 @@ impl Secrets {
             .dingtalk
             .as_ref()
             .filter(|d| d.event_delivery() == EventDelivery::Http)
-            .map(|d| {
-                let r = &d.credentials_secret_ref;
+            .and_then(|d| d.credentials_secret_ref.as_ref())
+            .map(|r| {
                 let data = lookup(&r.name).unwrap_or_default();
                 match (data.get(&r.token_key), data.get(&r.aes_key_key)) {
                     (Some(t), Some(k)) if !t.is_empty() && !k.is_empty() => Ok(CallbackKeys {
@@ -101,7 +106,8 @@ impl Secrets {
             .spec
             .dingtalk
             .as_ref()
-            .map(|d| d.credentials_secret_ref.name.clone());
+            .and_then(|d| d.credentials_secret_ref.as_ref())
+            .map(|r| r.name.clone());
         let password = tenant
             .spec
             .creator

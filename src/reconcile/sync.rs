@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 
 use super::{
-    Error, Reconciler, Secrets, SyncReport, operate::observed_scope, outcome::Run, read,
-    status_unbind,
+    Error, Reconciler, Secrets, SyncReport, marketplace, operate::observed_scope, outcome::Run,
+    read, status_unbind,
 };
 use crate::{
     api::{SyncProgress, Tenant, TenantKey},
@@ -309,17 +309,48 @@ impl Reconciler {
         if plan.step != Step::Operate || !read_dingtalk {
             return Ok(plan);
         }
-        let (Some(dt), Some(Ok(creds))) = (tenant.spec.dingtalk.as_ref(), &secrets.credentials)
-        else {
-            plan.problem =
-                Some("the app credentials are not available; DingTalk was not read".into());
+        let Some(dt) = tenant.spec.dingtalk.as_ref() else {
+            plan.problem = Some("the spec names no DingTalk app; DingTalk was not read".into());
             return Ok(plan);
         };
-        let app = self.app(creds);
-        let desired = DesiredScope::from_spec(&dt.visible_scope);
-        let fetched = match app.get_scopes(dt.agent_id).await {
+        let (app, desired, observed) = if dt.is_marketplace() {
+            let installed = match self
+                .marketplace_install(dt, ledger.binding.as_ref())
+                .await
+            {
+                Ok(installed) => installed,
+                Err(failure) => {
+                    plan.problem = Some(format!(
+                        "the marketplace app's install could not be read ({failure:?}); DingTalk was not read"
+                    ));
+                    return Ok(plan);
+                }
+            };
+            let observed = marketplace::read_scope(&installed.app).await;
+            let desired = observed
+                .as_ref()
+                .map(DesiredScope::from_observed)
+                .unwrap_or_default();
+            (installed.app, desired, observed)
+        } else {
+            let (Some(Ok(creds)), Some(agent_id), Some(scope)) = (
+                &secrets.credentials,
+                dt.agent_id,
+                dt.visible_scope.as_ref(),
+            ) else {
+                plan.problem =
+                    Some("the app credentials are not available; DingTalk was not read".into());
+                return Ok(plan);
+            };
+            let app = self.app(creds);
+            let observed = app.get_scopes(agent_id).await.map(observed_scope);
+            (app, DesiredScope::from_spec(scope), observed)
+        };
+        let fetched = match observed {
             Ok(observed) => {
-                plan.scope = Some(delta(&desired, &observed_scope(observed)));
+                if !dt.is_marketplace() {
+                    plan.scope = Some(delta(&desired, &observed));
+                }
                 read::read_scope(&app, &desired, now, &|_| {}).await
             }
             Err(e) => Err(e),

@@ -85,7 +85,7 @@ impl Reconciler {
             at: run.status.now(),
             reason: why,
             corp_id: bound.corp_id.clone(),
-            agent_id: Some(bound.agent_id),
+            agent_id: bound.agent_id,
         };
         // The ledger first: from here on the tenant can never return to DingTalk mode.
         self.store
@@ -169,7 +169,17 @@ impl Reconciler {
             return Ok(());
         }
         // The app's state needs DingTalk: looked up only once the creator passes.
-        let seen = match self.app_seen(secrets, bound).await {
+        let marketplace = tenant
+            .spec
+            .dingtalk
+            .as_ref()
+            .is_some_and(|d| d.is_marketplace());
+        let seen = if marketplace {
+            self.marketplace_app_seen(bound).await
+        } else {
+            self.app_seen(secrets, bound).await
+        };
+        let seen = match seen {
             Ok(seen) => seen,
             Err(e) => {
                 run.status.unbind_unchecked(bound, &e.to_string());
@@ -231,7 +241,10 @@ impl Reconciler {
             Ok(false) => return Ok(AppSeen::OtherOrganization),
             Err(e) => return refused(e),
         }
-        match app.app_enabled(bound.agent_id).await {
+        let Some(agent_id) = bound.agent_id else {
+            return Ok(AppSeen::NotListed);
+        };
+        match app.app_enabled(agent_id).await {
             Ok(Some(true)) => Ok(AppSeen::Enabled),
             Ok(Some(false)) => Ok(AppSeen::Disabled),
             Ok(None) => Ok(AppSeen::NotListed),

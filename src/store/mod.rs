@@ -342,6 +342,25 @@ impl Store {
 
     /// Store (replace) the tenant's document of `kind`, e.g. `"status"` or
     /// `"accepted-spec"`.
+    /// Keeps `ticket` as the newest ticket of suite `suite_key` (it replaces the old).
+    pub async fn put_suite_ticket(&self, suite_key: &str, ticket: &str) -> Result<()> {
+        dispatch!(self, s => s.put_suite_ticket(suite_key, ticket).await)
+    }
+
+    /// The newest ticket of suite `suite_key`, if one came.
+    pub async fn suite_ticket(&self, suite_key: &str) -> Result<Option<String>> {
+        dispatch!(self, s => s.suite_ticket(suite_key).await)
+    }
+
+    /// The userid of the tenant's member with `unionid`, if the directory has one.
+    pub async fn userid_of_unionid(
+        &self,
+        tenant: &TenantKey,
+        unionid: &str,
+    ) -> Result<Option<String>> {
+        dispatch!(self, s => s.userid_of_unionid(tenant, unionid).await)
+    }
+
     pub async fn put_document(&self, tenant: &TenantKey, kind: &str, body: &Value) -> Result<()> {
         dispatch!(self, s => s.put_document(tenant, kind, body).await)
     }

@@ -53,6 +53,15 @@ pub(crate) const IS_UNBOUND: &str =
 pub(crate) const DOCUMENT: &str = "SELECT CAST(d.body AS TEXT) FROM documents d JOIN tenants t ON t.id = d.tenant_id \
      WHERE t.namespace = $1 AND t.name = $2 AND d.kind = $3";
 
+/// The newest ticket of suite $1.
+pub(crate) const SUITE_TICKET: &str = "SELECT ticket FROM suite_tickets WHERE suite_key = $1";
+
+/// The userid of the member with unionid $3 in tenant ($1 namespace, $2 name)
+/// (index `members_unionid`). A unionid is one person's; the first userid
+/// is taken should a directory ever hold two.
+pub(crate) const USERID_OF_UNIONID: &str = "SELECT m.userid FROM members m JOIN tenants t ON t.id = m.tenant_id \
+     WHERE t.namespace = $1 AND t.name = $2 AND m.unionid = $3 ORDER BY m.userid LIMIT 1";
+
 /// Every tenant's document of kind $1, as [`super::rows::DocumentRow`], sorted by tenant.
 pub(crate) const DOCUMENTS: &str = "SELECT t.namespace, t.name, CAST(d.body AS TEXT) FROM documents d JOIN tenants t ON t.id = d.tenant_id \
      WHERE d.kind = $1 ORDER BY t.namespace, t.name";

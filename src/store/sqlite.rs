@@ -447,6 +447,44 @@ impl SqliteStore {
         tx.commit().await.ctx(ctx)
     }
 
+    pub(crate) async fn put_suite_ticket(&self, suite_key: &str, ticket: &str) -> Result<()> {
+        let ctx = || format!("writing the suite ticket of {suite_key}");
+        let mut tx = self.write_tx(ctx).await?;
+        sqlx::query(
+            "INSERT INTO suite_tickets (suite_key, ticket, received_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (suite_key) DO UPDATE SET ticket = excluded.ticket, received_at = excluded.received_at",
+        )
+        .bind(suite_key)
+        .bind(ticket)
+        .bind(model::to_micros(jiff::Timestamp::now()))
+        .execute(&mut *tx)
+        .await
+        .ctx(ctx)?;
+        tx.commit().await.ctx(ctx)
+    }
+
+    pub(crate) async fn suite_ticket(&self, suite_key: &str) -> Result<Option<String>> {
+        sqlx::query_scalar(sql::SUITE_TICKET)
+            .bind(suite_key)
+            .fetch_optional(&self.pool)
+            .await
+            .ctx(|| format!("reading the suite ticket of {suite_key}"))
+    }
+
+    pub(crate) async fn userid_of_unionid(
+        &self,
+        t: &TenantKey,
+        unionid: &str,
+    ) -> Result<Option<String>> {
+        sqlx::query_scalar(sql::USERID_OF_UNIONID)
+            .bind(&t.namespace)
+            .bind(&t.name)
+            .bind(unionid)
+            .fetch_optional(&self.pool)
+            .await
+            .ctx(|| format!("looking up a unionid in the directory of {t}"))
+    }
+
     pub(crate) async fn document(&self, t: &TenantKey, kind: &str) -> Result<Option<Value>> {
         let ctx = || format!("reading the {kind:?} document of {t}");
         let body: Option<String> = sqlx::query_scalar(sql::DOCUMENT)

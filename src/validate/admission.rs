@@ -172,6 +172,7 @@ mod tests {
                 .dingtalk
                 .unwrap()
                 .visible_scope
+                .unwrap()
                 .departments
                 .is_empty()
         );

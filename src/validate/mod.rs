@@ -592,11 +592,12 @@ spec:
             None,
         );
         assert!(errors(&f).is_empty(), "{f:?}");
+        // A null agentId is dropped, and an internal app without one is refused.
         let f = v.validate(&doc(&BOUND.replace("agentId: 1001", "agentId: null")), None);
         assert!(
-            errors(&f)
-                .iter()
-                .any(|f| f.field == "spec.dingtalk.agentId" && f.message.contains("required")),
+            errors(&f).iter().any(|f| f.field == "spec.dingtalk"
+                && f.message
+                    == "an internal app needs agentId, credentialsSecretRef and visibleScope"),
             "{f:?}"
         );
     }

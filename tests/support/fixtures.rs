@@ -246,9 +246,14 @@ impl SecretsBuilder {
     /// The Secrets `tenant` references, resolved from these values.
     pub fn resolve(&self, tenant: &Tenant) -> Secrets {
         let mut data: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-        if let Some(d) = &tenant.spec.dingtalk {
+        if let Some(r) = tenant
+            .spec
+            .dingtalk
+            .as_ref()
+            .and_then(|d| d.credentials_secret_ref.as_ref())
+        {
             data.insert(
-                d.credentials_secret_ref.name.clone(),
+                r.name.clone(),
                 credentials_data(&self.app_key, &self.app_secret),
             );
         }

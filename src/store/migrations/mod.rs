@@ -38,6 +38,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "staging links unindexed",
         include_str!("sqlite/0004_staging_links_unindexed.sql"),
     ),
+    (
+        5,
+        "marketplace",
+        include_str!("sqlite/0005_marketplace.sql"),
+    ),
 ];
 
 /// (version, description, SQL) for PostgreSQL.
@@ -57,6 +62,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         4,
         "staging links unindexed",
         include_str!("postgres/0004_staging_links_unindexed.sql"),
+    ),
+    (
+        5,
+        "marketplace",
+        include_str!("postgres/0005_marketplace.sql"),
     ),
 ];
 
@@ -100,4 +110,4 @@ pub(crate) async fn run<C: sqlx::migrate::Migrate>(
 }
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
