@@ -749,7 +749,11 @@ async fn a_unionid_resolves_to_the_members_userid_in_its_tenant_only(db: &TestDb
     let d = diff(&Directory::default(), &dir);
     store.apply_sync(&a, &d, &run_for(&d)).await.unwrap();
     assert_eq!(
-        store.userid_of_unionid(&a, "un-u1").await.unwrap().as_deref(),
+        store
+            .userid_of_unionid(&a, "un-u1")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("u1")
     );
     assert_eq!(store.userid_of_unionid(&a, "un-u2").await.unwrap(), None);

@@ -113,6 +113,11 @@ pub struct ControllerArgs {
     /// off unless given. Every replica listens; only the leader takes them.
     #[arg(long, env = "DINGBIND_EVENTS_ADDR")]
     pub events_addr: Option<SocketAddr>,
+    /// The platform's marketplace app (a suite), for tenants with
+    /// `spec.dingtalk.app: Marketplace`: a Secret `NAMESPACE/NAME` holding
+    /// `suiteKey` and `suiteSecret`, read at start.
+    #[arg(long, env = "DINGBIND_SUITE_SECRET", value_name = "NAMESPACE/NAME")]
+    pub suite_secret: Option<TenantKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +147,8 @@ pub enum Error {
     RecordsUnavailable(kube::Error),
     #[error("the UnbindRecord watch stopped before it was ready")]
     RecordsCacheStopped,
+    #[error("--suite-secret: {0}")]
+    SuiteSecret(String),
 }
 
 /// A Tenant as watched: the object, or what is known of one that does not
@@ -225,6 +232,10 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         })
     };
 
+    let suite = match &args.suite_secret {
+        Some(name) => Some(read_suite(&client, name).await?),
+        None => None,
+    };
     let events = (args.events == EventsMode::Stream).then(|| {
         let metrics = metrics.clone();
         EventsHub::observed(
@@ -251,6 +262,11 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         }
         _ => None,
     };
+    // The suite's tickets arrive on its Stream connection and are kept in the store.
+    let (tickets_tx, tickets_rx) = tokio::sync::mpsc::unbounded_channel();
+    if let (Some(hub), Some(suite)) = (&events, &suite) {
+        hub.set_suite(suite.clone(), tickets_tx);
+    }
 
     // Serve probes while waiting for the Lease: a standby replica is healthy and ready.
     health.set_ready(true);
@@ -287,19 +303,28 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         let records = records::Records::start(client.clone()).await?;
         let watched: Vec<String> = namespaces.iter().flatten().cloned().collect();
         records.repair(&store, &watched).await?;
+        let mut reconciler = Reconciler::new(store, dingtalk)
+            .keeping_unbind_records()
+            .with_sync_memory(args.sync_memory);
+        if let Some(suite) = suite {
+            reconciler = reconciler.with_suite(suite);
+            reconciler.restore_suite_ticket().await?;
+        }
         let ctx = Arc::new(Context {
             backoff: Backoff::default(),
             recorder: Recorder::new(client.clone(), reporter),
             client: client.clone(),
-            reconciler: Reconciler::new(store, dingtalk)
-                .keeping_unbind_records()
-                .with_sync_memory(args.sync_memory),
+            reconciler,
             records,
             metrics: metrics.clone(),
             unreadable: Default::default(),
             exported: Default::default(),
             events,
         });
+        let keeper = {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { ctx.reconciler.keep_suite_tickets(tickets_rx).await })
+        };
         // One controller per watched namespace (each with its own Tenant and
         // Secret watches), sharing the reconciler.
         let runs = namespaces.iter().map(|ns| {
@@ -316,11 +341,13 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
                 leading.clone(),
             )
         });
-        futures::future::join_all(runs)
+        let result = futures::future::join_all(runs)
             .await
             .into_iter()
             .find(Result::is_err)
-            .unwrap_or(Ok(()))
+            .unwrap_or(Ok(()));
+        keeper.abort();
+        result
     } else {
         Ok(())
     };
@@ -692,6 +719,20 @@ fn record_dingtalk_metrics(ctx: &Context) {
             .inc_by(d.throttled);
     }
     *exported = now;
+}
+
+/// The marketplace suite of the Secret `name` (`--suite-secret`).
+async fn read_suite(client: &Client, name: &TenantKey) -> Result<dingtalk::Suite, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &name.namespace);
+    let secret = api
+        .get_opt(&name.name)
+        .await
+        .map_err(|e| Error::SuiteSecret(format!("reading the Secret {name}: {e}")))?
+        .ok_or_else(|| Error::SuiteSecret(format!("the Secret {name} does not exist")))?;
+    let suite = crate::reconcile::suite_of(&name.to_string(), &secret_data(&secret))
+        .map_err(Error::SuiteSecret)?;
+    tracing::info!(suite = suite.key(), "marketplace suite configured");
+    Ok(suite)
 }
 
 /// Reads the Secrets a Tenant references and resolves them.

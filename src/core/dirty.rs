@@ -25,6 +25,10 @@ pub enum Change {
     /// Re-read these users (`user_add_org`, `user_modify_org`,
     /// `user_leave_org`, `user_active_org`).
     Users(BTreeSet<String>),
+    /// A marketplace app's leavers, known by unionid only (`user_leave_org`
+    /// carries `unionid` and `dingId`): the shell resolves them through the
+    /// directory, then re-reads those users.
+    UnionIds(BTreeSet<String>),
     /// Re-read these departments (`org_dept_create`, `org_dept_modify`,
     /// `org_dept_remove`).
     Departments(BTreeSet<i64>),
@@ -41,6 +45,12 @@ pub enum Change {
         status: Option<String>,
         operator_union_id: Option<String>,
     },
+    /// A marketplace app was installed, changed, uninstalled, stopped,
+    /// restored or removed in an organization (`org_suite_auth`,
+    /// `org_suite_change`, `org_suite_relieve`, `org_micro_app_stop`,
+    /// `org_micro_app_restore`, `org_micro_app_remove`): check the binding
+    /// and read the scope now.
+    Install { event_type: String },
     /// A directory event whose ids could not be read: only a full sync is
     /// sure to see what it was about.
     Unreadable { event_type: String },
@@ -54,20 +64,33 @@ pub fn change(event_type: &str, data: &Value) -> Change {
         event_type: event_type.to_string(),
     };
     match event_type {
-        "user_add_org" | "user_modify_org" | "user_leave_org" | "user_active_org" => {
+        "user_add_org" | "user_modify_org" | "user_leave_org" | "user_active_org"
+        | "user_dept_change" => {
+            // An internal app's payload lists `userId`s; a marketplace app's
+            // is the user's whole record, with its `userid`.
             let mut users = strings(field(data, &["userid", "userids"]));
             // user_modify_org carries the user in diffInfo too.
             if let Some(diff) = field(data, &["diffinfo"]) {
                 users.extend(strings(field(diff, &["userid", "userids"])));
             }
-            if users.is_empty() {
+            if !users.is_empty() {
+                return Change::Users(users);
+            }
+            // A marketplace app's leaver: `unionid` and `dingId` only.
+            let unionids = strings(field(data, &["unionid", "unionids"]));
+            if unionids.is_empty() {
                 unreadable()
             } else {
-                Change::Users(users)
+                Change::UnionIds(unionids)
             }
         }
         "org_dept_create" | "org_dept_modify" | "org_dept_remove" => {
-            let departments = numbers(field(data, &["deptid", "deptids"]));
+            // A marketplace app's create/modify payload is the department's
+            // record (`id`); its remove payload is empty: unreadable.
+            let mut departments = numbers(field(data, &["deptid", "deptids"]));
+            if departments.is_empty() {
+                departments = numbers(field(data, &["id"]));
+            }
             if departments.is_empty() {
                 unreadable()
             } else {
@@ -79,12 +102,32 @@ pub fn change(event_type: &str, data: &Value) -> Change {
             users: strings(field(data, &["userids", "userid"])),
             departments: numbers(field(data, &["deptids", "deptid"])),
         },
+        // A marketplace app's scope, set in DingTalk's console (`{agentId}`).
+        "org_micro_app_scope_update" => Change::Scope {
+            operator_union_id: None,
+            users: BTreeSet::new(),
+            departments: BTreeSet::new(),
+        },
+        "org_suite_auth"
+        | "org_suite_change"
+        | "org_suite_relieve"
+        | "org_micro_app_stop"
+        | "org_micro_app_restore"
+        | "org_micro_app_remove" => Change::Install {
+            event_type: event_type.to_string(),
+        },
         "inner_app_status_change" => Change::AppStatus {
             status: text(field(data, &["status"])),
             operator_union_id: text(field(data, &["operatorunionid"])),
         },
         _ => Change::Ignored,
     }
+}
+
+/// The ticket of a `suite_ticket` event (`{"suiteTicket": …}`; HTTP's
+/// `SuiteTicket` too).
+pub fn suite_ticket(data: &Value) -> Option<String> {
+    text(field(data, &["suiteticket"]))
 }
 
 /// The first field of `data` whose name, in lower case, is one of `names`
@@ -145,6 +188,8 @@ fn text(value: Option<&Value>) -> Option<String> {
 pub struct Dirty {
     /// Users to re-read (`v2/user/get`).
     pub users: BTreeSet<String>,
+    /// A marketplace app's leavers by unionid, resolved to users by the shell.
+    pub unionids: BTreeSet<String>,
     /// Departments to re-read (`department/get`, `listsub`, `user/list`).
     pub departments: BTreeSet<i64>,
     /// Only a full sync will do: too many ids, an unreadable event, or a
@@ -162,6 +207,7 @@ impl Dirty {
     /// Nothing to do.
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
+            && self.unionids.is_empty()
             && self.departments.is_empty()
             && !self.full_sync
             && !self.scope
@@ -170,13 +216,17 @@ impl Dirty {
 
     /// Whether the directory needs a sync of some kind.
     pub fn needs_sync(&self) -> bool {
-        self.full_sync || !self.users.is_empty() || !self.departments.is_empty()
+        self.full_sync
+            || !self.users.is_empty()
+            || !self.unionids.is_empty()
+            || !self.departments.is_empty()
     }
 
     /// Adds what `change` asks for.
     pub fn mark(&mut self, change: &Change) {
         match change {
             Change::Users(users) => self.users.extend(users.iter().cloned()),
+            Change::UnionIds(ids) => self.unionids.extend(ids.iter().cloned()),
             Change::Departments(departments) => self.departments.extend(departments),
             Change::Scope {
                 operator_union_id,
@@ -193,6 +243,10 @@ impl Dirty {
                 self.departments.extend(departments);
             }
             Change::AppStatus { .. } => self.binding = true,
+            Change::Install { .. } => {
+                self.binding = true;
+                self.scope = true;
+            }
             Change::Unreadable { .. } => self.mark_full_sync(),
             Change::Ignored => {}
         }
@@ -203,12 +257,14 @@ impl Dirty {
     pub fn mark_full_sync(&mut self) {
         self.full_sync = true;
         self.users.clear();
+        self.unionids.clear();
         self.departments.clear();
     }
 
     /// Adds everything `other` holds.
     pub fn merge(&mut self, other: Dirty) {
         self.users.extend(other.users);
+        self.unionids.extend(other.unionids);
         self.departments.extend(other.departments);
         self.full_sync |= other.full_sync;
         self.scope |= other.scope;
@@ -225,7 +281,9 @@ impl Dirty {
     /// A full sync replaces the ids when there are too many, or when one is
     /// due anyway.
     fn escalate(&mut self) {
-        if self.full_sync || self.users.len() + self.departments.len() > MAX_DIRTY_IDS {
+        if self.full_sync
+            || self.users.len() + self.unionids.len() + self.departments.len() > MAX_DIRTY_IDS
+        {
             self.mark_full_sync();
         }
     }
@@ -307,6 +365,67 @@ mod tests {
                 "{t}"
             );
         }
+    }
+
+    #[test]
+    fn a_suite_ticket_is_read_in_either_case() {
+        assert_eq!(
+            suite_ticket(&json!({"suiteTicket": "t1"})).as_deref(),
+            Some("t1")
+        );
+        assert_eq!(
+            suite_ticket(&json!({"SuiteTicket": "t2", "EventType": "suite_ticket"})).as_deref(),
+            Some("t2")
+        );
+        assert_eq!(suite_ticket(&json!({})), None);
+        assert_eq!(
+            change("suite_ticket", &json!({"suiteTicket": "t1"})),
+            Change::Ignored
+        );
+    }
+
+    #[test]
+    fn marketplace_payloads_mark_what_they_name() {
+        // A whole user record.
+        let record = json!({"userid": "u1", "unionid": "un1", "name": "Zhang San", "department": [2], "active": true});
+        for t in [
+            "user_add_org",
+            "user_modify_org",
+            "user_active_org",
+            "user_dept_change",
+        ] {
+            assert_eq!(change(t, &record), users(&["u1"]), "{t}");
+        }
+        // A leaver: unionid and dingId only.
+        assert_eq!(
+            change("user_leave_org", &json!({"unionid": "un1", "dingId": "d1"})),
+            Change::UnionIds(["un1".to_string()].into())
+        );
+        // A department's record; a removal names nothing.
+        assert_eq!(
+            change(
+                "org_dept_create",
+                &json!({"id": 7, "name": "R&D", "parentid": 1})
+            ),
+            departments(&[7])
+        );
+        assert!(matches!(
+            change("org_dept_remove", &json!({})),
+            Change::Unreadable { .. }
+        ));
+        // The scope set in DingTalk's console, and the install's state.
+        assert!(matches!(
+            change("org_micro_app_scope_update", &json!({"agentId": 5})),
+            Change::Scope { .. }
+        ));
+        let mut d = Dirty::default();
+        d.mark(&change("org_micro_app_stop", &json!({"agentId": 5})));
+        assert!(d.binding && d.scope && !d.needs_sync());
+        let mut d = Dirty::default();
+        d.mark(&change("user_leave_org", &json!({"unionid": "un1"})));
+        assert!(d.needs_sync() && d.unionids.contains("un1"));
+        d.mark_full_sync();
+        assert!(d.unionids.is_empty());
     }
 
     #[test]

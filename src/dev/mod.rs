@@ -64,6 +64,11 @@ pub struct DevArgs {
     /// leader hears them, `off` for only the periodic and requested syncs.
     #[arg(long, value_enum, default_value_t = EventsMode::Stream)]
     pub events: EventsMode,
+    /// The platform's marketplace app (a suite), for tenants with
+    /// `spec.dingtalk.app: Marketplace`: a Secret `NAMESPACE/NAME` in the
+    /// folder holding `suiteKey` and `suiteSecret`, read at start.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub suite_secret: Option<TenantKey>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -95,6 +100,8 @@ pub enum Error {
     Sim(#[from] crate::sim::Error),
     #[error("{0}: not a folder")]
     NotAFolder(PathBuf),
+    #[error("--suite-secret: {0}")]
+    SuiteSecret(String),
 }
 
 /// How often the folder is looked at.
@@ -131,8 +138,24 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
     };
     let mut config = dingtalk::Config::with_base_url(&url);
     config.rate_limit.per_second = args.qps;
-    let reconciler = Reconciler::new(store.clone(), dingtalk::Client::new(config)?)
+    let mut reconciler = Reconciler::new(store.clone(), dingtalk::Client::new(config)?)
         .with_sync_memory(args.sync_memory);
+    let suite = match &args.suite_secret {
+        Some(name) => {
+            let data = source::read(&args.dir)
+                .secrets
+                .remove(name)
+                .ok_or_else(|| {
+                    Error::SuiteSecret(format!("no Secret {name} in {}", args.dir.display()))
+                })?;
+            let suite = crate::reconcile::suite_of(&name.to_string(), &data.0)
+                .map_err(Error::SuiteSecret)?;
+            reconciler = reconciler.with_suite(suite.clone());
+            reconciler.restore_suite_ticket().await?;
+            Some(suite)
+        }
+        None => None,
+    };
     tracing::info!(dir = %args.dir.display(), store = store.url(), "watching Tenants; edit a file to reconcile it, Ctrl-C to stop");
 
     // Events from DingTalk in Stream mode, as the controller's leader hears
@@ -141,6 +164,10 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
     let (marked_tx, mut marked) = tokio::sync::mpsc::unbounded_channel();
     if args.events == EventsMode::Stream {
         events.lead(None, marked_tx);
+    }
+    let (tickets_tx, mut tickets) = tokio::sync::mpsc::unbounded_channel();
+    if let Some(suite) = suite {
+        events.set_suite(suite, tickets_tx);
     }
     let mut dev = Dev {
         validator: TenantValidator::new(),
@@ -173,6 +200,7 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
             Some(key) = marked.recv() => {
                 dev.due.insert(key, Instant::now());
             }
+            Some(ticket) = tickets.recv() => dev.reconciler.keep_suite_ticket(&ticket).await,
             () = tokio::time::sleep(POLL) => {}
         }
     }

@@ -23,7 +23,11 @@ use crate::core::{
     push::{self, Push},
 };
 use crate::dingtalk::callback_crypto::{CallbackCrypto, CryptoError, Reply};
+use crate::dingtalk::{Secret, Suite};
 use crate::reconcile::{CallbackKeys, Credentials, EventsSeen, Outcome, Secrets};
+
+/// The event type of a suite ticket (marketplace apps).
+const SUITE_TICKET: &str = "suite_ticket";
 
 /// Events waiting to be routed, at most (a full channel makes the
 /// connections wait: DingTalk redelivers what is not acked in time).
@@ -53,10 +57,13 @@ struct State {
     /// Where a marked tenant is sent to be reconciled: the runner of its
     /// namespace (`None`: of every namespace), for this leader term.
     triggers: Vec<(Option<String>, mpsc::UnboundedSender<TenantKey>)>,
+    /// The marketplace suite, whose one connection serves every marketplace
+    /// tenant, and where each new suite ticket is sent to be kept.
+    suite: Option<(Suite, mpsc::UnboundedSender<Secret>)>,
 }
 
 struct App {
-    secret: crate::dingtalk::Secret,
+    secret: Secret,
     handle: StreamHandle,
     tenants: BTreeMap<TenantKey, String>,
 }
@@ -118,6 +125,13 @@ impl EventsHub {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serves marketplace tenants with the connection of `suite` (clientId
+    /// the suiteKey): the tickets DingTalk sends on it become `suite`'s
+    /// newest, and each new one is sent to `tickets` to be kept.
+    pub fn set_suite(&self, suite: Suite, tickets: mpsc::UnboundedSender<Secret>) {
+        self.state().suite = Some((suite, tickets));
     }
 
     /// Starts routing (a leader term) for the tenants of `namespace`
@@ -197,6 +211,25 @@ impl EventsHub {
         let Some(outcome) = outcome else { return };
         let key = tenant.key();
         let s = &outcome.status;
+        // A marketplace tenant is served by the suite's connection as soon
+        // as it is in DingTalk mode, bound or waiting: the suite ticket and
+        // the install event it waits for come on it.
+        if let Some(dt) = tenant.spec.dingtalk.as_ref().filter(|d| d.is_marketplace()) {
+            let wanted = s.mode == Some(Mode::DingTalk) && !tenant.spec.suspend;
+            let suite = self.state().suite.as_ref().map(|(suite, _)| suite.clone());
+            match suite.filter(|_| wanted) {
+                Some(suite) => {
+                    self.state().http.remove(&key);
+                    let credentials = Credentials {
+                        app_key: suite.key().to_string(),
+                        app_secret: suite.secret().clone(),
+                    };
+                    self.serve(&key, &dt.corp_id, &credentials);
+                }
+                None => self.forget(&key),
+            }
+            return;
+        }
         let corp = (s.mode == Some(Mode::DingTalk) && !tenant.spec.suspend)
             .then_some(s.bound_corp_id.as_deref())
             .flatten();
@@ -389,6 +422,12 @@ impl EventsHub {
             observe(&event.item);
         }
         let mut state = self.state();
+        if let StreamItem::Event(e) = &event.item
+            && e.event_type.as_deref() == Some(SUITE_TICKET)
+        {
+            self.suite_ticket(&mut state, &event.app_key, e);
+            return;
+        }
         let Some(app) = state.apps.get(&event.app_key) else {
             return;
         };
@@ -421,6 +460,38 @@ impl EventsHub {
                 }
                 StreamItem::Disconnected => trigger(&state, &key),
                 StreamItem::Event(e) => mark(&mut state, &key, e),
+            }
+        }
+    }
+}
+
+impl EventsHub {
+    /// A `suite_ticket` on the connection of `client_id`: when it is the
+    /// suite's and the ticket is new, it becomes the suite's newest, is sent
+    /// to be kept, and every marketplace tenant is reconciled (one waiting
+    /// for its first ticket binds now).
+    fn suite_ticket(&self, state: &mut State, client_id: &str, event: &Event) {
+        let Some((suite, tickets)) = state.suite.as_ref().filter(|(s, _)| s.key() == client_id)
+        else {
+            return;
+        };
+        let Some(ticket) = dirty::suite_ticket(&event.data) else {
+            tracing::warn!(
+                suite = client_id,
+                "a suite_ticket event without a suiteTicket; ignored"
+            );
+            return;
+        };
+        if !suite.set_ticket(Secret::new(ticket)) {
+            return;
+        }
+        if let Some(ticket) = suite.ticket() {
+            let _ = tickets.send(ticket);
+        }
+        tracing::info!(suite = client_id, "new suite ticket");
+        if let Some(app) = state.apps.get(client_id) {
+            for key in app.tenants.keys() {
+                trigger(state, key);
             }
         }
     }

@@ -49,14 +49,16 @@ impl Reconciler {
         let calls_before = app.stats().total_calls();
         let stored = self.store.directory(key).await?;
         let budget = full_sync_calls(stored.departments.len(), stored.members.len());
-        let mut plan = Incremental::new(
-            &dirty.users,
-            &dirty.departments,
-            &stored,
-            scope,
-            creator,
-            budget,
-        );
+        // A marketplace app's leavers come by unionid: the directory's index
+        // names their userids; one it does not hold was never a member.
+        let mut users = dirty.users.clone();
+        for unionid in &dirty.unionids {
+            if let Some(userid) = self.store.userid_of_unionid(key, unionid).await? {
+                users.insert(userid);
+            }
+        }
+        let mut plan =
+            Incremental::new(&users, &dirty.departments, &stored, scope, creator, budget);
         loop {
             let read = match plan.next_read() {
                 Next::Read(read) => read,

@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use tokio::sync::mpsc;
+
 use super::Reconciler;
 use crate::{
     api::{DingTalkSpec, ObservedScope},
@@ -15,7 +17,7 @@ use crate::{
         scope::{self, DesiredScope},
         status::BindingFailure,
     },
-    dingtalk::{self, AppClient, ErrorKind, Suite, TokenSource},
+    dingtalk::{self, AppClient, ErrorKind, Secret, Suite, TokenSource},
 };
 
 /// The suite and its clients: its own, and one per enterprise (so tokens and
@@ -44,9 +46,7 @@ impl SuiteClients {
         let mut corps = self.corps.lock().unwrap_or_else(|p| p.into_inner());
         corps
             .entry(corp_id.to_owned())
-            .or_insert_with(|| {
-                client.app(TokenSource::marketplace(self.suite.clone(), corp_id))
-            })
+            .or_insert_with(|| client.app(TokenSource::marketplace(self.suite.clone(), corp_id)))
             .clone()
     }
 }
@@ -125,10 +125,50 @@ impl Reconciler {
         match suite.own.auth_info(&bound.corp_id).await {
             Ok(Some(_)) => Ok(AppSeen::Enabled),
             Ok(None) => Ok(AppSeen::Uninstalled),
-            Err(e) if e.kind() == ErrorKind::InvalidCredentials => {
-                Ok(AppSeen::CredentialsRefused)
-            }
+            Err(e) if e.kind() == ErrorKind::InvalidCredentials => Ok(AppSeen::CredentialsRefused),
             Err(e) => Err(e),
+        }
+    }
+}
+
+impl Reconciler {
+    /// Takes the suite's newest ticket from the store, unless one came
+    /// already: a restart does not wait hours for DingTalk's next.
+    pub async fn restore_suite_ticket(&self) -> Result<(), crate::store::Error> {
+        let Some(suite) = &self.suite else {
+            return Ok(());
+        };
+        if suite.suite.ticket().is_none()
+            && let Some(ticket) = self.store.suite_ticket(suite.suite.key()).await?
+        {
+            suite.suite.set_ticket(Secret::new(ticket));
+            tracing::info!(
+                suite = suite.suite.key(),
+                "suite ticket restored from the store"
+            );
+        }
+        Ok(())
+    }
+
+    /// Keeps each new suite ticket the events hub sends (it is the suite's
+    /// newest already), until the sender goes. A ticket that cannot be
+    /// written is logged: it is in use all the same, and DingTalk sends the
+    /// next within hours.
+    pub async fn keep_suite_tickets(&self, mut tickets: mpsc::UnboundedReceiver<Secret>) {
+        while let Some(ticket) = tickets.recv().await {
+            self.keep_suite_ticket(&ticket).await;
+        }
+    }
+
+    /// Keeps one new suite ticket (see [`Reconciler::keep_suite_tickets`]).
+    pub async fn keep_suite_ticket(&self, ticket: &Secret) {
+        let Some(suite) = &self.suite else { return };
+        if let Err(e) = self
+            .store
+            .put_suite_ticket(suite.suite.key(), ticket.expose())
+            .await
+        {
+            tracing::warn!(suite = suite.suite.key(), error = %e, "cannot keep the suite ticket");
         }
     }
 }

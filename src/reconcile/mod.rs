@@ -36,7 +36,7 @@ use crate::{
 use budget::SyncMemory;
 use outcome::Run;
 pub use outcome::{Event, Outcome, SyncReport};
-pub use secrets::{CallbackKeys, Credentials, Secrets};
+pub use secrets::{CallbackKeys, Credentials, SUITE_KEY_KEY, SUITE_SECRET_KEY, Secrets, suite_of};
 pub use sync::{Plan, SyncPlan};
 
 #[derive(Debug, thiserror::Error)]

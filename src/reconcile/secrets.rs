@@ -22,6 +22,23 @@ pub struct CallbackKeys {
     pub aes_key: dingtalk::Secret,
 }
 
+/// The keys of the suite Secret (`--suite-secret`).
+pub const SUITE_KEY_KEY: &str = "suiteKey";
+pub const SUITE_SECRET_KEY: &str = "suiteSecret";
+
+/// The marketplace suite of the Secret `name` holding `data`: its
+/// `suiteKey` and `suiteSecret`.
+pub fn suite_of(name: &str, data: &BTreeMap<String, String>) -> Result<dingtalk::Suite, String> {
+    match (data.get(SUITE_KEY_KEY), data.get(SUITE_SECRET_KEY)) {
+        (Some(key), Some(secret)) if !key.is_empty() && !secret.is_empty() => {
+            Ok(dingtalk::Suite::new(key.as_str(), secret.as_str()))
+        }
+        _ => Err(format!(
+            "the suite Secret {name} lacks the keys {SUITE_KEY_KEY} and {SUITE_SECRET_KEY}"
+        )),
+    }
+}
+
 /// What the caller found about the Secrets a Tenant references.
 #[derive(Clone)]
 pub struct Secrets {
@@ -49,23 +66,21 @@ impl Secrets {
             .dingtalk
             .as_ref()
             .and_then(|d| d.credentials_secret_ref.as_ref());
-        let credentials = credentials_ref.map(|r| {
-            match lookup(&r.name) {
-                None => Err(format!(
-                    "Secret {ns}/{} (app credentials) does not exist.",
-                    r.name
+        let credentials = credentials_ref.map(|r| match lookup(&r.name) {
+            None => Err(format!(
+                "Secret {ns}/{} (app credentials) does not exist.",
+                r.name
+            )),
+            Some(data) => match (data.get(&r.app_key_key), data.get(&r.app_secret_key)) {
+                (Some(k), Some(v)) if !k.is_empty() && !v.is_empty() => Ok(Credentials {
+                    app_key: k.clone(),
+                    app_secret: dingtalk::Secret::new(v.as_str()),
+                }),
+                _ => Err(format!(
+                    "Secret {ns}/{} lacks the keys {} and {}.",
+                    r.name, r.app_key_key, r.app_secret_key
                 )),
-                Some(data) => match (data.get(&r.app_key_key), data.get(&r.app_secret_key)) {
-                    (Some(k), Some(v)) if !k.is_empty() && !v.is_empty() => Ok(Credentials {
-                        app_key: k.clone(),
-                        app_secret: dingtalk::Secret::new(v.as_str()),
-                    }),
-                    _ => Err(format!(
-                        "Secret {ns}/{} lacks the keys {} and {}.",
-                        r.name, r.app_key_key, r.app_secret_key
-                    )),
-                },
-            }
+            },
         });
         let callback = tenant
             .spec

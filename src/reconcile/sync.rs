@@ -314,10 +314,7 @@ impl Reconciler {
             return Ok(plan);
         };
         let (app, desired, observed) = if dt.is_marketplace() {
-            let installed = match self
-                .marketplace_install(dt, ledger.binding.as_ref())
-                .await
-            {
+            let installed = match self.marketplace_install(dt, ledger.binding.as_ref()).await {
                 Ok(installed) => installed,
                 Err(failure) => {
                     plan.problem = Some(format!(
@@ -333,11 +330,9 @@ impl Reconciler {
                 .unwrap_or_default();
             (installed.app, desired, observed)
         } else {
-            let (Some(Ok(creds)), Some(agent_id), Some(scope)) = (
-                &secrets.credentials,
-                dt.agent_id,
-                dt.visible_scope.as_ref(),
-            ) else {
+            let (Some(Ok(creds)), Some(agent_id), Some(scope)) =
+                (&secrets.credentials, dt.agent_id, dt.visible_scope.as_ref())
+            else {
                 plan.problem =
                     Some("the app credentials are not available; DingTalk was not read".into());
                 return Ok(plan);
