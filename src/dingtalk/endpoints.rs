@@ -8,7 +8,7 @@ use super::error::{Error, ErrorKind};
 use super::token::TokenSource;
 use super::transport::Request;
 use super::types::{
-    Api, AppScopes, CorpTokenRequest, CorpTokenResponse, Department, DeptRequest, InnerApp,
+    Api, AppScopes, AuthInfo, AuthScopes, CorpTokenRequest, CorpTokenResponse, Department, DeptRequest, InnerApp,
     InnerAppList, LEAVE_RECORDS_MAX_RESULTS, LeaveRecord, LeaveRecordPage, ResultWrapper,
     SCOPE_IDS_PER_CALL, ScopeDelta, USER_LIST_MAX_SIZE, User, UserGetRequest, UserListIdRequest,
     UserListIdResult, UserListRequest, UserListResult,
@@ -36,7 +36,12 @@ impl AppClient {
         let TokenSource::InternalApp {
             app_key,
             app_secret,
-        } = &self.inner.source;
+        } = &self.inner.source
+        else {
+            return Err(Error::Config(
+                "the unified app token proves an internal app's organization; a marketplace app's install is read with authInfo".into(),
+            ));
+        };
         let body = CorpTokenRequest {
             client_id: app_key.clone(),
             client_secret: app_secret.clone(),
@@ -50,6 +55,26 @@ impl AppClient {
             Err(e) if e.code() == Some("unauthorized.client") => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// `GET /v1.0/oauth2/apps/authInfo?authCorpId=`, with a suite's own token
+    /// ([`TokenSource::Suite`]): what enterprise `corp_id` installed of the
+    /// suite. `None` when it has not installed it, uninstalled it, or does
+    /// not exist (`orgNotAuthApp`, `orgNotExist`, `invalidCorpId`).
+    pub async fn auth_info(&self, corp_id: &str) -> Result<Option<AuthInfo>, Error> {
+        let req = Request::new(Api::AuthInfo, Method::GET).query("authCorpId", corp_id);
+        match self.call::<AuthInfo>(req).await {
+            Ok(info) => Ok(Some(info)),
+            Err(e) if e.kind() == ErrorKind::NotInstalled => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /auth/scopes`: the contacts this token may read. For a marketplace
+    /// app in an enterprise ([`TokenSource::Marketplace`]) it is the visible
+    /// scope the enterprise's admin set in DingTalk's console.
+    pub async fn auth_scopes(&self) -> Result<AuthScopes, Error> {
+        self.call(Request::new(Api::AuthScopes, Method::GET)).await
     }
 
     /// `topapi/v2/department/listsub`: the direct children of `dept_id` (no paging;

@@ -19,6 +19,13 @@ pub enum ErrorKind {
     NotFound,
     /// DingTalk is busy or failed (-1, 400001, HTTP 5xx, `systemBusy`). Retryable.
     Busy,
+    /// A marketplace app has no suite ticket yet, or DingTalk refused the one
+    /// it sent (`invalidSuiteTicket`): wait for the next `suite_ticket` event.
+    SuiteTicket,
+    /// The enterprise has not installed the marketplace app, uninstalled it,
+    /// or does not exist (`orgNotAuthApp`, `invalidAuthInfo`, `orgNotExist`,
+    /// `invalidCorpId`).
+    NotInstalled,
     /// Any other API error (permission, bad parameter, quota…). Not retried.
     Other,
     /// The request did not complete (connect, timeout, reset).
@@ -84,6 +91,10 @@ pub enum Error {
     },
     #[error("DingTalk client configuration: {0}")]
     Config(String),
+    #[error(
+        "DingTalk suite {suite_key}: no suite ticket yet; DingTalk sends one on the suite's Stream connection"
+    )]
+    NoSuiteTicket { suite_key: String },
 }
 
 impl Error {
@@ -94,6 +105,7 @@ impl Error {
             Error::Transport { .. } => ErrorKind::Transport,
             Error::Decode { .. } => ErrorKind::Decode,
             Error::Config(_) => ErrorKind::Other,
+            Error::NoSuiteTicket { .. } => ErrorKind::SuiteTicket,
         }
     }
 
@@ -103,7 +115,7 @@ impl Error {
             Error::Api { endpoint, .. }
             | Error::Transport { endpoint, .. }
             | Error::Decode { endpoint, .. } => Some(*endpoint),
-            Error::Config(_) => None,
+            Error::Config(_) | Error::NoSuiteTicket { .. } => None,
         }
     }
 
@@ -158,7 +170,7 @@ impl Error {
                 message: redact(&message),
             },
             Error::Config(message) => Error::Config(redact(&message)),
-            transport @ Error::Transport { .. } => transport,
+            other @ (Error::Transport { .. } | Error::NoSuiteTicket { .. }) => other,
         }
     }
 
@@ -211,7 +223,13 @@ pub fn classify_topapi(errcode: &str, sub_code: Option<&str>) -> ErrorKind {
 /// v1.0: HTTP 4xx/5xx with a string `code`.
 pub fn classify_v1(status: u16, code: &str) -> ErrorKind {
     match code {
-        "invalidClientIdOrSecret" | "invalid.client" => return ErrorKind::InvalidCredentials,
+        "invalidClientIdOrSecret" | "invalid.client" | "invalidSuiteKey" | "invalidSuiteSecret" => {
+            return ErrorKind::InvalidCredentials;
+        }
+        "invalidSuiteTicket" => return ErrorKind::SuiteTicket,
+        "orgNotAuthApp" | "invalidAuthInfo" | "orgNotExist" | "invalidCorpId" => {
+            return ErrorKind::NotInstalled;
+        }
         "InvalidAuthentication" => return ErrorKind::TokenInvalid,
         "systemBusy" | "systemError" | "system.error" => return ErrorKind::Busy,
         _ => {}

@@ -3,8 +3,12 @@
 //! - [`Client`]: one HTTP connection pool, the configuration (base URLs, rate
 //!   limit, retries, timeouts) and the call counters. Cheap to clone.
 //! - [`AppClient`]: one app of one organization. Holds its token cache and one
-//!   pacer per API (DingTalk limits calls per app per API). Every endpoint
-//!   method and stream lives here (`endpoints.rs`, `walk.rs`).
+//!   pacer per API (DingTalk limits calls per app per API; a marketplace app
+//!   per suite, enterprise and API). Every endpoint method and stream lives
+//!   here (`endpoints.rs`, `walk.rs`).
+//! - [`Suite`]: a marketplace app's credentials and newest suite ticket,
+//!   shared by its own client ([`TokenSource::Suite`]) and each enterprise's
+//!   ([`TokenSource::Marketplace`]).
 //!
 //! Production and tests differ only in [`Config::oapi_base_url`] and
 //! [`Config::api_base_url`]; the simulator serves both families on one address.
@@ -16,6 +20,7 @@ pub mod ratelimit;
 pub mod retry;
 pub mod secret;
 pub mod stats;
+mod suite;
 pub mod token;
 mod transport;
 pub mod types;
@@ -31,6 +36,7 @@ pub use ratelimit::RateLimit;
 pub use retry::RetryPolicy;
 pub use secret::Secret;
 pub use stats::{EndpointStats, StatsSnapshot};
+pub use suite::Suite;
 pub use token::TokenSource;
 pub use types::Api;
 pub use walk::{OrgItem, OrgPage};

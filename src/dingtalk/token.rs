@@ -1,5 +1,6 @@
-//! Access tokens: where they come from ([`TokenSource`], the seam for a future
-//! marketplace/ISV token) and the per-app cache ([`TokenCache`]).
+//! Access tokens: where they come from ([`TokenSource`]: an internal app, a
+//! marketplace suite, or a suite in one enterprise) and the per-app cache
+//! ([`TokenCache`]).
 //!
 //! The cache refreshes a token before it expires (at 90 % of its life, at most
 //! 5 minutes early) and when an API call reports it invalid. Its async mutex is
@@ -14,16 +15,19 @@ use tokio::time::Instant;
 
 use super::error::Error;
 use super::secret::Secret;
+use super::suite::Suite;
 
 /// How an app obtains its access token.
-///
-/// Only internal apps exist today. A third-party (ISV) app would add a variant
-/// `Suite { suite_key, suite_secret, auth_corp_id, suite_ticket }` that calls
-/// `POST /v1.0/oauth2/corpAccessToken`; nothing else in the client changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenSource {
     /// An internal app (企业内部应用): `POST /v1.0/oauth2/accessToken` with appKey/appSecret.
     InternalApp { app_key: String, app_secret: Secret },
+    /// A marketplace app's own token (`POST /v1.0/oauth2/suiteAccessToken`),
+    /// for the calls about its installs (`apps/authInfo`).
+    Suite(Suite),
+    /// A marketplace app in one enterprise that installed it
+    /// (`POST /v1.0/oauth2/corpAccessToken`): the contacts and scope calls there.
+    Marketplace { suite: Suite, auth_corp_id: String },
 }
 
 impl TokenSource {
@@ -34,10 +38,32 @@ impl TokenSource {
         }
     }
 
-    /// A non-secret label for logs: the app key.
+    /// The suite `suite` in enterprise `auth_corp_id`.
+    pub fn marketplace(suite: Suite, auth_corp_id: impl Into<String>) -> Self {
+        TokenSource::Marketplace {
+            suite,
+            auth_corp_id: auth_corp_id.into(),
+        }
+    }
+
+    /// A non-secret label for logs: the app key, or the suite key.
     pub fn label(&self) -> &str {
         match self {
             TokenSource::InternalApp { app_key, .. } => app_key,
+            TokenSource::Suite(suite) | TokenSource::Marketplace { suite, .. } => suite.key(),
+        }
+    }
+
+    /// What must never leave in an error: the app or suite secret and the
+    /// suite ticket.
+    pub(crate) fn secrets(&self) -> Vec<Secret> {
+        match self {
+            TokenSource::InternalApp { app_secret, .. } => vec![app_secret.clone()],
+            TokenSource::Suite(suite) | TokenSource::Marketplace { suite, .. } => {
+                let mut known = vec![suite.secret().clone()];
+                known.extend(suite.ticket());
+                known
+            }
         }
     }
 }

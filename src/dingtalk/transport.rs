@@ -14,8 +14,10 @@ use super::error::{ApiFailure, Error};
 use super::retry::{self, Attempts, Decision};
 use super::secret::Secret;
 use super::token::TokenSource;
+use super::suite::Suite;
 use super::types::{
-    AccessTokenRequest, AccessTokenResponse, Api, Family, TopResponse, V1_TOKEN_HEADER, V1Error,
+    AccessTokenRequest, AccessTokenResponse, Api, AuthCorpTokenRequest, Family, SuiteTokenRequest,
+    TopResponse, V1_TOKEN_HEADER, V1Error,
 };
 
 /// One call, described before the token is known. Not `Debug`: the token
@@ -81,7 +83,10 @@ impl AppClient {
             self.count(|s| s.call(api, is_retry));
             let err = match self.send::<T>(&req, token.as_ref()).await {
                 Ok(v) => return Ok(v),
-                Err(e) => e.redacted(&self.known_secrets(token.as_ref())),
+                Err(e) => {
+                    let known = self.known_secrets(token.as_ref());
+                    e.redacted(&known.iter().map(Secret::expose).collect::<Vec<_>>())
+                }
             };
             is_retry = true;
             match retry::decide(&policy, api, &err, &attempts, fastrand::f64()) {
@@ -114,12 +119,11 @@ impl AppClient {
         }
     }
 
-    /// What must never leave in an error: the token of the request and the app secret.
-    fn known_secrets<'a>(&'a self, token: Option<&'a Secret>) -> Vec<&'a str> {
-        let mut known: Vec<&str> = token.map(Secret::expose).into_iter().collect();
-        match &self.inner.source {
-            TokenSource::InternalApp { app_secret, .. } => known.push(app_secret.expose()),
-        }
+    /// What must never leave in an error: the token of the request, the app
+    /// or suite secret and the suite ticket.
+    fn known_secrets(&self, token: Option<&Secret>) -> Vec<Secret> {
+        let mut known = self.inner.source.secrets();
+        known.extend(token.cloned());
         known
     }
 
@@ -131,21 +135,34 @@ impl AppClient {
     /// Boxed to break the recursion `call → token → fetch_token → call`.
     fn fetch_token(&self) -> TokenFuture<'_> {
         Box::pin(async move {
-            match &self.inner.source {
+            let req = match &self.inner.source {
                 TokenSource::InternalApp {
                     app_key,
                     app_secret,
-                } => {
-                    let body = AccessTokenRequest {
-                        app_key: app_key.clone(),
-                        app_secret: app_secret.clone(),
-                    };
-                    let req = Request::new(Api::AccessToken, Method::POST).json(&body)?;
-                    let resp: AccessTokenResponse = self.call(req).await?;
-                    let ttl = Duration::from_secs(u64::try_from(resp.expire_in).unwrap_or(0));
-                    Ok((resp.access_token, ttl))
+                } => Request::new(Api::AccessToken, Method::POST).json(&AccessTokenRequest {
+                    app_key: app_key.clone(),
+                    app_secret: app_secret.clone(),
+                })?,
+                TokenSource::Suite(suite) => {
+                    Request::new(Api::SuiteToken, Method::POST).json(&SuiteTokenRequest {
+                        suite_key: suite.key().to_owned(),
+                        suite_secret: suite.secret().clone(),
+                        suite_ticket: ticket(suite)?,
+                    })?
                 }
-            }
+                TokenSource::Marketplace {
+                    suite,
+                    auth_corp_id,
+                } => Request::new(Api::AuthCorpToken, Method::POST).json(&AuthCorpTokenRequest {
+                    suite_key: suite.key().to_owned(),
+                    suite_secret: suite.secret().clone(),
+                    auth_corp_id: auth_corp_id.clone(),
+                    suite_ticket: ticket(suite)?,
+                })?,
+            };
+            let resp: AccessTokenResponse = self.call(req).await?;
+            let ttl = Duration::from_secs(u64::try_from(resp.expire_in).unwrap_or(0));
+            Ok((resp.access_token, ttl))
         })
     }
 
@@ -212,6 +229,13 @@ impl AppClient {
 /// the first [`super::error::MESSAGE_MAX`] characters of what is left.
 const BODY_IN_ERROR: usize = 4096;
 
+/// The suite's newest ticket, or the error that says none came yet.
+fn ticket(suite: &Suite) -> Result<Secret, Error> {
+    suite.ticket().ok_or_else(|| Error::NoSuiteTicket {
+        suite_key: suite.key().to_owned(),
+    })
+}
+
 /// Turns an answer of either family into the value or a classified error.
 pub(crate) fn decode<T: DeserializeOwned>(api: Api, status: u16, body: &[u8]) -> Result<T, Error> {
     let decode_err = |e: serde_json::Error| Error::Decode {
@@ -233,6 +257,9 @@ pub(crate) fn decode<T: DeserializeOwned>(api: Api, status: u16, body: &[u8]) ->
                         request_id: env.request_id,
                     },
                 ));
+            }
+            if api.flat_answer() {
+                return serde_json::from_slice(body).map_err(decode_err);
             }
             env.result.ok_or_else(|| Error::Decode {
                 endpoint: api,

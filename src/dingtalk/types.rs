@@ -45,11 +45,15 @@ pub enum Api {
     ScopesUpdate,
     AllInnerApps,
     EmpLeaveRecords,
+    SuiteToken,
+    AuthCorpToken,
+    AuthInfo,
+    AuthScopes,
 }
 
 impl Api {
     /// Every API, in a stable order (for counters).
-    pub const ALL: [Api; 11] = [
+    pub const ALL: [Api; 15] = [
         Api::AccessToken,
         Api::CorpToken,
         Api::DeptListSub,
@@ -61,6 +65,10 @@ impl Api {
         Api::ScopesUpdate,
         Api::AllInnerApps,
         Api::EmpLeaveRecords,
+        Api::SuiteToken,
+        Api::AuthCorpToken,
+        Api::AuthInfo,
+        Api::AuthScopes,
     ];
 
     /// Position in [`Api::ALL`].
@@ -70,9 +78,12 @@ impl Api {
 
     pub fn family(self) -> Family {
         match self {
-            Api::DeptListSub | Api::DeptGet | Api::UserList | Api::UserGet | Api::UserListId => {
-                Family::Topapi
-            }
+            Api::DeptListSub
+            | Api::DeptGet
+            | Api::UserList
+            | Api::UserGet
+            | Api::UserListId
+            | Api::AuthScopes => Family::Topapi,
             _ => Family::V1,
         }
     }
@@ -90,6 +101,10 @@ impl Api {
             Api::ScopesGet | Api::ScopesUpdate => "/v1.0/microApp/apps/{agentId}/scopes",
             Api::AllInnerApps => "/v1.0/microApp/allInnerApps",
             Api::EmpLeaveRecords => "/v1.0/contact/empLeaveRecords",
+            Api::SuiteToken => "/v1.0/oauth2/suiteAccessToken",
+            Api::AuthCorpToken => "/v1.0/oauth2/corpAccessToken",
+            Api::AuthInfo => "/v1.0/oauth2/apps/authInfo",
+            Api::AuthScopes => "/auth/scopes",
         }
     }
 
@@ -107,12 +122,25 @@ impl Api {
             Api::ScopesUpdate => "POST v1.0/microApp/apps/{agentId}/scopes",
             Api::AllInnerApps => "v1.0/microApp/allInnerApps",
             Api::EmpLeaveRecords => "v1.0/contact/empLeaveRecords",
+            Api::SuiteToken => "v1.0/oauth2/suiteAccessToken",
+            Api::AuthCorpToken => "v1.0/oauth2/corpAccessToken",
+            Api::AuthInfo => "v1.0/oauth2/apps/authInfo",
+            Api::AuthScopes => "auth/scopes",
         }
     }
 
     /// The token endpoints, called without a token.
     pub fn issues_tokens(self) -> bool {
-        matches!(self, Api::AccessToken | Api::CorpToken)
+        matches!(
+            self,
+            Api::AccessToken | Api::CorpToken | Api::SuiteToken | Api::AuthCorpToken
+        )
+    }
+
+    /// A topapi answer whose fields sit beside `errcode` instead of in a
+    /// `result` (`auth/scopes`).
+    pub fn flat_answer(self) -> bool {
+        matches!(self, Api::AuthScopes)
     }
 
     /// Whether sending the same request twice has the same effect as once.
@@ -183,6 +211,126 @@ impl fmt::Debug for AccessTokenRequest {
 pub struct AccessTokenResponse {
     pub access_token: Secret,
     pub expire_in: i64,
+}
+
+/// Body of `POST /v1.0/oauth2/suiteAccessToken`: a marketplace app's (a
+/// suite's) own token, for the calls about its installs. The answer is an
+/// [`AccessTokenResponse`].
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SuiteTokenRequest {
+    pub suite_key: String,
+    pub suite_secret: Secret,
+    pub suite_ticket: Secret,
+}
+
+impl fmt::Debug for SuiteTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SuiteTokenRequest")
+            .field("suite_key", &self.suite_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Body of `POST /v1.0/oauth2/corpAccessToken`: the token a suite uses in one
+/// enterprise that installed it. The answer is an [`AccessTokenResponse`];
+/// each call gives a new token.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthCorpTokenRequest {
+    pub suite_key: String,
+    pub suite_secret: Secret,
+    pub auth_corp_id: String,
+    pub suite_ticket: Secret,
+}
+
+impl fmt::Debug for AuthCorpTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthCorpTokenRequest")
+            .field("suite_key", &self.suite_key)
+            .field("auth_corp_id", &self.auth_corp_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Answer of `GET /v1.0/oauth2/apps/authInfo?authCorpId=`: what an enterprise
+/// installed of the suite. Every field is lenient (defaults when absent).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthInfo {
+    #[serde(default)]
+    pub auth_app_info: AuthAppInfo,
+    #[serde(default)]
+    pub auth_corp_info: AuthCorpInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_user_info: Option<AuthUserInfo>,
+}
+
+impl AuthInfo {
+    /// The installed app: the first agent of the list (a suite has one
+    /// micro-app per enterprise).
+    pub fn agent(&self) -> Option<&AuthAgent> {
+        self.auth_app_info.agent_list.first()
+    }
+}
+
+/// `authAppInfo`: the suite's apps in the enterprise.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthAppInfo {
+    #[serde(default)]
+    pub agent_list: Vec<AuthAgent>,
+}
+
+/// One installed app: its agentId in the enterprise and its admins.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthAgent {
+    pub agent_id: i64,
+    #[serde(default)]
+    pub agent_name: String,
+    #[serde(default)]
+    pub app_id: i64,
+    #[serde(default)]
+    pub admin_list: Vec<String>,
+}
+
+/// `authCorpInfo`: the enterprise.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthCorpInfo {
+    #[serde(default, alias = "corpid")]
+    pub corp_id: String,
+    #[serde(default)]
+    pub corp_name: String,
+}
+
+/// `authUserInfo`: who installed the app.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthUserInfo {
+    #[serde(default)]
+    pub user_id: String,
+}
+
+/// Answer of `GET /auth/scopes` (its fields beside `errcode`): the contacts
+/// a token may read. For a marketplace app this is the visible scope the
+/// enterprise's admin set; `authed_dept: [1]` is everyone.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthScopes {
+    #[serde(default)]
+    pub auth_org_scopes: AuthOrgScopes,
+    #[serde(default)]
+    pub auth_user_field: Vec<String>,
+}
+
+/// `auth_org_scopes`: departments (each with its sub-departments) and users.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthOrgScopes {
+    #[serde(default)]
+    pub authed_dept: Vec<i64>,
+    #[serde(default)]
+    pub authed_user: Vec<String>,
 }
 
 /// Body of `POST /v1.0/oauth2/{corpId}/token`, the unified app token, which
