@@ -81,6 +81,7 @@ async fn start(faults: Faults) -> SimHandle {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let world = World::from_file(OrgFile {
         corps: vec![acme()],
+        ..OrgFile::default()
     })
     .unwrap();
     Simulator::start_with(world, faults, "127.0.0.1:0".parse().unwrap())
@@ -893,6 +894,7 @@ async fn tokens_differ_between_simulators_unless_seeded() {
     let seeded = |seed| async move {
         let world = World::from_file(OrgFile {
             corps: vec![acme()],
+            ..OrgFile::default()
         })
         .unwrap();
         Simulator::start_seeded(

@@ -63,6 +63,7 @@ async fn start() -> SimHandle {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let world = World::from_file(OrgFile {
         corps: vec![acme()],
+        ..OrgFile::default()
     })
     .expect("a valid world");
     let sim = Simulator::start(world, "127.0.0.1:0".parse().expect("an address"))
