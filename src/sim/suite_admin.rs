@@ -50,6 +50,32 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
 }
 
+/// A JSON body whose fields are all optional: an empty body (no
+/// content-type needed) reads as `{}`; one that does not decode is 400.
+struct OptionalBody<T>(T);
+
+impl<S, T> axum::extract::FromRequest<S> for OptionalBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AdminError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, AdminError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.body_text()))?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(text)
+            .map(OptionalBody)
+            .map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.to_string()))
+    }
+}
+
 /// `{corpId}/suites/{suiteKey}` in a path.
 type InstallPath = Path<(String, String)>;
 
@@ -197,7 +223,7 @@ fn view_of(inner: &Inner, suite_key: &str, corp_id: &str) -> AdminResult<Install
 async fn install(
     State(s): State<Arc<Shared>>,
     Path((corp_id, suite_key)): Path<(String, String)>,
-    Body(body): Body<InstallBody>,
+    OptionalBody(body): OptionalBody<InstallBody>,
 ) -> AdminResult<InstallView> {
     let mut inner = s.lock();
     let req = InstallRequest {
