@@ -8,10 +8,10 @@ use super::error::{Error, ErrorKind};
 use super::token::TokenSource;
 use super::transport::Request;
 use super::types::{
-    Api, AppScopes, AuthInfo, AuthScopes, CorpTokenRequest, CorpTokenResponse, Department, DeptRequest, InnerApp,
-    InnerAppList, LEAVE_RECORDS_MAX_RESULTS, LeaveRecord, LeaveRecordPage, ResultWrapper,
-    SCOPE_IDS_PER_CALL, ScopeDelta, USER_LIST_MAX_SIZE, User, UserGetRequest, UserListIdRequest,
-    UserListIdResult, UserListRequest, UserListResult,
+    Api, AppScopes, AuthInfo, AuthScopes, CorpTokenRequest, CorpTokenResponse, Department,
+    DeptRequest, InnerApp, InnerAppList, LEAVE_RECORDS_MAX_RESULTS, LeaveRecord, LeaveRecordPage,
+    ResultWrapper, SCOPE_IDS_PER_CALL, ScopeDelta, USER_LIST_MAX_SIZE, User, UserGetRequest,
+    UserListIdRequest, UserListIdResult, UserListRequest, UserListResult,
 };
 
 /// Language asked of topapi calls.

@@ -110,6 +110,9 @@ mod tests {
         suite.set_ticket(Secret::new("ticket-value"));
         let text = format!("{suite:?}");
         assert!(text.contains("suite-key"), "{text}");
-        assert!(!text.contains("suite-secret") && !text.contains("ticket-value"), "{text}");
+        assert!(
+            !text.contains("suite-secret") && !text.contains("ticket-value"),
+            "{text}"
+        );
     }
 }

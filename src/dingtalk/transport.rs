@@ -13,8 +13,8 @@ use super::AppClient;
 use super::error::{ApiFailure, Error};
 use super::retry::{self, Attempts, Decision};
 use super::secret::Secret;
-use super::token::TokenSource;
 use super::suite::Suite;
+use super::token::TokenSource;
 use super::types::{
     AccessTokenRequest, AccessTokenResponse, Api, AuthCorpTokenRequest, Family, SuiteTokenRequest,
     TopResponse, V1_TOKEN_HEADER, V1Error,
@@ -153,12 +153,14 @@ impl AppClient {
                 TokenSource::Marketplace {
                     suite,
                     auth_corp_id,
-                } => Request::new(Api::AuthCorpToken, Method::POST).json(&AuthCorpTokenRequest {
-                    suite_key: suite.key().to_owned(),
-                    suite_secret: suite.secret().clone(),
-                    auth_corp_id: auth_corp_id.clone(),
-                    suite_ticket: ticket(suite)?,
-                })?,
+                } => {
+                    Request::new(Api::AuthCorpToken, Method::POST).json(&AuthCorpTokenRequest {
+                        suite_key: suite.key().to_owned(),
+                        suite_secret: suite.secret().clone(),
+                        auth_corp_id: auth_corp_id.clone(),
+                        suite_ticket: ticket(suite)?,
+                    })?
+                }
             };
             let resp: AccessTokenResponse = self.call(req).await?;
             let ttl = Duration::from_secs(u64::try_from(resp.expire_in).unwrap_or(0));
