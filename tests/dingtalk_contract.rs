@@ -1043,10 +1043,16 @@ async fn a_stale_ticket_is_refused_after_rotation_and_a_wrong_secret_is_bad_cred
         assert_eq!(err.kind(), ErrorKind::SuiteTicket, "{err}");
         assert_eq!(err.code(), Some("invalidSuiteTicket"));
         let text = format!("{err} {err:?}");
-        assert!(!text.contains(&old) && !text.contains(SUITE_SECRET), "{text}");
+        assert!(
+            !text.contains(&old) && !text.contains(SUITE_SECRET),
+            "{text}"
+        );
     }
     let fresh = suite(Some(&old));
-    assert!(fresh.set_ticket(Secret::new(new.clone())), "the newer ticket");
+    assert!(
+        fresh.set_ticket(Secret::new(new.clone())),
+        "the newer ticket"
+    );
     assert!(
         suite_client(&sim, fresh)
             .auth_info(CORP)
@@ -1061,7 +1067,10 @@ async fn a_stale_ticket_is_refused_after_rotation_and_a_wrong_secret_is_bad_cred
     assert_eq!(err.code(), Some("invalidSuiteSecret"));
     let unknown = Suite::new("no-such-suite", SUITE_SECRET);
     unknown.set_ticket(Secret::new(new));
-    let err = suite_client(&sim, unknown).auth_info(CORP).await.unwrap_err();
+    let err = suite_client(&sim, unknown)
+        .auth_info(CORP)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidCredentials, "{err}");
     assert_eq!(err.code(), Some("invalidSuiteKey"));
 }
@@ -1075,9 +1084,15 @@ async fn a_corp_token_is_new_on_every_call_and_refused_where_the_suite_is_not_in
     assert_eq!(status, 200, "{a}");
     assert_eq!(a["expireIn"], 7200);
     let (_, b) = raw_corp_token(&sim, CORP, &ticket).await;
-    assert_ne!(a["accessToken"], b["accessToken"], "a new token on every call");
+    assert_ne!(
+        a["accessToken"], b["accessToken"],
+        "a new token on every call"
+    );
     let (status, body) = raw_corp_token(&sim, "dingbeta", &ticket).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("invalidAuthInfo")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalidAuthInfo"))
+    );
     let err = corp_client(&sim, suite(Some(&ticket)), "dingbeta")
         .auth_scopes()
         .await
@@ -1105,9 +1120,20 @@ async fn auth_info_tells_an_install_from_none_and_from_an_uninstall() {
     assert_eq!(agent.admin_list, ["u-boss"]);
     assert_eq!(info.auth_corp_info.corp_id, CORP);
     assert_eq!(info.auth_corp_info.corp_name, "ACME");
-    assert_eq!(info.auth_user_info.map(|u| u.user_id).as_deref(), Some("u-boss"));
-    assert_eq!(client.auth_info("dingbeta").await.unwrap(), None, "not installed");
-    assert_eq!(client.auth_info("dingnowhere").await.unwrap(), None, "no such corp");
+    assert_eq!(
+        info.auth_user_info.map(|u| u.user_id).as_deref(),
+        Some("u-boss")
+    );
+    assert_eq!(
+        client.auth_info("dingbeta").await.unwrap(),
+        None,
+        "not installed"
+    );
+    assert_eq!(
+        client.auth_info("dingnowhere").await.unwrap(),
+        None,
+        "no such corp"
+    );
     // A stopped app is still listed: authInfo has no status.
     admin(
         &sim,
@@ -1118,7 +1144,10 @@ async fn auth_info_tells_an_install_from_none_and_from_an_uninstall() {
     .await;
     assert!(client.auth_info(CORP).await.unwrap().is_some(), "stopped");
     let corp = corp_client(&sim, suite(Some(&ticket)), CORP);
-    assert!(corp.auth_scopes().await.is_ok(), "a stopped app still reads");
+    assert!(
+        corp.auth_scopes().await.is_ok(),
+        "a stopped app still reads"
+    );
     admin(
         &sim,
         reqwest::Method::DELETE,
@@ -1130,7 +1159,13 @@ async fn auth_info_tells_an_install_from_none_and_from_an_uninstall() {
     // The uninstall revoked the corp's token; a new one is refused.
     let err = corp.auth_scopes().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotInstalled, "{err}");
-    let view = admin(&sim, reqwest::Method::GET, &format!("/_sim/suites/{SUITE_KEY}"), None).await;
+    let view = admin(
+        &sim,
+        reqwest::Method::GET,
+        &format!("/_sim/suites/{SUITE_KEY}"),
+        None,
+    )
+    .await;
     assert_eq!(view["installs"], json!([]));
     assert_eq!(view["suiteTicket"], ticket.as_str());
 }
@@ -1215,7 +1250,10 @@ async fn suite_and_corp_tokens_are_refused_where_they_do_not_fit() {
         json!({"suiteKey": SUITE_KEY, "suiteSecret": SUITE_SECRET, "suiteTicket": ticket}),
     )
     .await;
-    let suite_token = body["accessToken"].as_str().expect("a suite token").to_string();
+    let suite_token = body["accessToken"]
+        .as_str()
+        .expect("a suite token")
+        .to_string();
     let corp_token = raw_corp_token(&sim, CORP, &ticket).await.1["accessToken"]
         .as_str()
         .unwrap()
@@ -1224,15 +1262,24 @@ async fn suite_and_corp_tokens_are_refused_where_they_do_not_fit() {
     let http = reqwest::Client::new();
     // A suite token reads no contacts.
     let (_, _, listsub) = raw_post(
-        format!("{}/topapi/v2/department/listsub?access_token={suite_token}", sim.url()),
+        format!(
+            "{}/topapi/v2/department/listsub?access_token={suite_token}",
+            sim.url()
+        ),
         json!({"dept_id": 1}),
     )
     .await;
-    assert_eq!((listsub["errcode"].as_i64(), listsub["sub_code"].as_str()), (Some(88), Some("40014")));
+    assert_eq!(
+        (listsub["errcode"].as_i64(), listsub["sub_code"].as_str()),
+        (Some(88), Some("40014"))
+    );
     // authInfo takes a suite token only.
     for token in [&corp_token, &app_token] {
         let resp = http
-            .get(format!("{}/v1.0/oauth2/apps/authInfo?authCorpId={CORP}", sim.url()))
+            .get(format!(
+                "{}/v1.0/oauth2/apps/authInfo?authCorpId={CORP}",
+                sim.url()
+            ))
             .header("x-acs-dingtalk-access-token", token)
             .send()
             .await
@@ -1250,7 +1297,10 @@ async fn suite_and_corp_tokens_are_refused_where_they_do_not_fit() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 403);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["code"], "Forbidden.AccessDenied.AccessTokenPermissionDenied");
+    assert_eq!(
+        body["code"],
+        "Forbidden.AccessDenied.AccessTokenPermissionDenied"
+    );
 }
 
 #[tokio::test]
@@ -1279,7 +1329,10 @@ async fn two_corps_of_one_suite_are_throttled_independently() {
         b["accessToken"].as_str().expect("Beta's token").to_string(),
     );
     let listsub = |token: String| {
-        let url = format!("{}/topapi/v2/department/listsub?access_token={token}", sim.url());
+        let url = format!(
+            "{}/topapi/v2/department/listsub?access_token={token}",
+            sim.url()
+        );
         async move { raw_post(url, json!({"dept_id": 1})).await.2 }
     };
     // ACME, Beta, ACME in one window: the third is throttled, Beta is not.
@@ -1313,7 +1366,10 @@ async fn two_corps_of_one_suite_are_throttled_independently() {
             break;
         }
     }
-    assert!(v1_seen, "the second corp token call in a window is throttled");
+    assert!(
+        v1_seen,
+        "the second corp token call in a window is throttled"
+    );
     // The client reads both answers as throttling and retries them.
     let corp = corp_client(&sim, suite(Some(&ticket)), CORP);
     for _ in 0..3 {

@@ -628,8 +628,8 @@ async fn add_suite(sim: &SimHandle, period_secs: u64) {
 /// The suite's Stream client.
 fn suite_client(sim: &SimHandle) -> (StreamHandle, mpsc::Receiver<StreamEvent>) {
     let (tx, rx) = mpsc::channel(64);
-    let handle = spawn(config(sim), StreamApp::new(SUITE_KEY, SUITE_SECRET), tx)
-        .expect("the client starts");
+    let handle =
+        spawn(config(sim), StreamApp::new(SUITE_KEY, SUITE_SECRET), tx).expect("the client starts");
     (handle, rx)
 }
 
@@ -671,7 +671,10 @@ async fn a_suite_connection_gets_its_ticket_then_its_installs_events_in_the_mark
 
     let ticket = next_suite_event(&mut srx).await;
     assert_eq!(ticket.event_type.as_deref(), Some("suite_ticket"));
-    assert_eq!(ticket.corp_id, None, "eventCorpId is empty: the suite's own");
+    assert_eq!(
+        ticket.corp_id, None,
+        "eventCorpId is empty: the suite's own"
+    );
     assert!(ticket.unified_app_id.is_some());
     let issued = current_ticket(&sim).await;
     assert!(issued.is_string(), "issued on connect");
@@ -689,7 +692,10 @@ async fn a_suite_connection_gets_its_ticket_then_its_installs_events_in_the_mark
     assert_eq!(auth.corp_id.as_deref(), Some(CORP));
     assert_eq!(auth.data["authCorpInfo"]["corpid"], CORP);
     assert_eq!(auth.data["authInfo"]["agent"][0]["agentid"], 5001);
-    assert_eq!(auth.data["authScope"]["authOrgScopes"]["authedDept"], json!([1]));
+    assert_eq!(
+        auth.data["authScope"]["authOrgScopes"]["authedDept"],
+        json!([1])
+    );
 
     put_user(&sim, "u2", "Li Si").await;
     let added = next_suite_event(&mut srx).await;
@@ -722,7 +728,11 @@ async fn a_suite_connection_gets_its_ticket_then_its_installs_events_in_the_mark
     let dept = next_suite_event(&mut srx).await;
     assert_eq!(dept.event_type.as_deref(), Some("org_dept_create"));
     assert_eq!(
-        (&dept.data["id"], &dept.data["parentid"], &dept.data["deptId"]),
+        (
+            &dept.data["id"],
+            &dept.data["parentid"],
+            &dept.data["deptId"]
+        ),
         (&json!(3), &json!(2), &json!([3]))
     );
 
@@ -740,7 +750,13 @@ async fn a_suite_connection_gets_its_ticket_then_its_installs_events_in_the_mark
     admin(&sim, post.clone(), &format!("{base}/remove"), None).await;
     admin(&sim, reqwest::Method::PUT, &base, None).await;
     admin(&sim, reqwest::Method::DELETE, &base, None).await;
-    let new = admin(&sim, post, &format!("/_sim/suites/{SUITE_KEY}/ticket"), None).await;
+    let new = admin(
+        &sim,
+        post,
+        &format!("/_sim/suites/{SUITE_KEY}/ticket"),
+        None,
+    )
+    .await;
     let mut seen = Vec::new();
     for _ in 0..7 {
         let e = next_suite_event(&mut srx).await;
@@ -815,6 +831,9 @@ async fn a_suite_gets_a_new_ticket_every_period_and_the_current_one_on_reconnect
         "the current ticket (or the next period's)"
     );
     let g = gateway(&sim).await;
-    assert!(count(&g, &format!("/peakConnections/{SUITE_KEY}")) >= 1, "{g}");
+    assert!(
+        count(&g, &format!("/peakConnections/{SUITE_KEY}")) >= 1,
+        "{g}"
+    );
     suite.stop().await;
 }

@@ -261,7 +261,11 @@ async fn put_user(
         && let Ok(wire) = inner.world.corp(&corp_id)?.user(&user.userid)
     {
         let record = changes::suite_user_record(&corp_id, &wire);
-        events.extend(changes::suite_user_put(&record, before.is_some(), reactivated));
+        events.extend(changes::suite_user_put(
+            &record,
+            before.is_some(),
+            reactivated,
+        ));
     }
     publish(&mut inner, &corp_id, events);
     Ok(Json(user))
@@ -308,13 +312,7 @@ fn remove_user(
     userid: &str,
     reason: &str,
     now: jiff::Timestamp,
-) -> Result<
-    (
-        crate::dingtalk::types::LeaveRecord,
-        Vec<changes::Change>,
-    ),
-    AdminError,
-> {
+) -> Result<(crate::dingtalk::types::LeaveRecord, Vec<changes::Change>), AdminError> {
     let suites = has_suites(world, corp_id);
     let corp = world.corp_mut(corp_id)?;
     let unionid = corp.user(userid).ok().map(|u| u.unionid);

@@ -901,9 +901,10 @@ async fn auth_info(
                     "authCorpId is mandatory for this action.".into(),
                 )
             })?;
-        let corp = inner.world.corp(corp_id).map_err(|_| {
-            Reject::V1(StatusCode::BAD_REQUEST, "orgNotExist", "企业不存在".into())
-        })?;
+        let corp = inner
+            .world
+            .corp(corp_id)
+            .map_err(|_| Reject::V1(StatusCode::BAD_REQUEST, "orgNotExist", "企业不存在".into()))?;
         let suite = inner.world.suites.get(&caller.app_key)?;
         let install = suite.installs.get(corp_id).ok_or_else(|| {
             Reject::V1(
@@ -933,9 +934,7 @@ async fn auth_info(
     .await
 }
 
-/// `GET /auth/scopes` (topapi, fields beside `errcode`): the contacts the
-/// token may read. A corp token: the install's visible scope; an internal
-/// app's: its visible scope (empty lists when only admins see it).
+/// The answer of `auth/scopes`, beside `errcode`.
 #[derive(Serialize)]
 struct ScopesAnswer {
     auth_user_field: Vec<&'static str>,
@@ -943,6 +942,9 @@ struct ScopesAnswer {
     auth_org_scopes: AuthOrgScopes,
 }
 
+/// `GET /auth/scopes` (topapi, fields beside `errcode`): the contacts the
+/// token may read. A corp token: the install's visible scope; an internal
+/// app's: its visible scope (empty lists when only admins see it).
 async fn auth_scopes(
     State(s): State<Arc<Shared>>,
     Query(q): Query<HashMap<String, String>>,
@@ -960,10 +962,7 @@ async fn auth_scopes(
                 }
             }
             CallerKind::InternalApp | CallerKind::Suite => {
-                let s = inner
-                    .world
-                    .corp(&caller.corp_id)?
-                    .scopes(caller.agent_id)?;
+                let s = inner.world.corp(&caller.corp_id)?.scopes(caller.agent_id)?;
                 AuthOrgScopes {
                     authed_dept: s.dept_ids,
                     authed_user: s.user_ids,

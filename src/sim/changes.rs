@@ -407,8 +407,7 @@ mod tests {
         assert_eq!(record["position"], "SRE");
         assert_eq!(record["isAdmin"], false);
         assert!(record.get("email").is_none());
-        let order: Value =
-            serde_json::from_str(record["orderInDepts"].as_str().unwrap()).unwrap();
+        let order: Value = serde_json::from_str(record["orderInDepts"].as_str().unwrap()).unwrap();
         assert_eq!(order, json!({"2": 0, "3": 0}));
         let types = |c: &[Change]| c.iter().map(|c| c.event_type).collect::<Vec<_>>();
         assert_eq!(

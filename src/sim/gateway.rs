@@ -307,10 +307,7 @@ pub(crate) fn publish(inner: &mut Inner, corp_id: &str, changes: Vec<Change>) {
                     if matches!(change.audience, Audience::App(agent) if agent != app.agent_id) {
                         continue;
                     }
-                    events.push(event(
-                        &app.app_key,
-                        unified_app_id(corp_id, app.agent_id),
-                    ));
+                    events.push(event(&app.app_key, unified_app_id(corp_id, app.agent_id)));
                 }
             }
             Audience::Suites => {

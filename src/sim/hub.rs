@@ -462,7 +462,10 @@ impl Hub {
         if live.is_empty() {
             return;
         }
-        let conn = match p.prefer.filter(|c| p.message_ids.is_empty() && live.contains(c)) {
+        let conn = match p
+            .prefer
+            .filter(|c| p.message_ids.is_empty() && live.contains(c))
+        {
             Some(c) => c,
             None => live[rng.usize(..live.len())],
         };

@@ -282,7 +282,10 @@ impl Corp {
 
     /// The first admin among the users given one by one (by userid).
     pub fn first_admin(&self) -> Option<String> {
-        self.users.values().find(|u| u.admin).map(|u| u.userid.clone())
+        self.users
+            .values()
+            .find(|u| u.admin)
+            .map(|u| u.userid.clone())
     }
 
     fn dept_exists(&self, id: i64) -> bool {
@@ -1356,13 +1359,19 @@ corps:
             .unwrap();
         assert_eq!(a, b);
         let caller = w.check_token(Some(&a), t0).unwrap();
-        assert_eq!((caller.kind, caller.limit_key()), (CallerKind::Suite, "sk".into()));
+        assert_eq!(
+            (caller.kind, caller.limit_key()),
+            (CallerKind::Suite, "sk".into())
+        );
         w.suites.issue_ticket("sk", t0, || "t2".into()).unwrap();
         assert_eq!(
             w.issue_suite_token("sk", "ss", "t1", t0, ttl, || "s3".into()),
             Err(SuiteAuthError::Ticket)
         );
-        assert!(w.check_token(Some(&a), t0).is_ok(), "a token outlives its ticket");
+        assert!(
+            w.check_token(Some(&a), t0).is_ok(),
+            "a token outlives its ticket"
+        );
         assert_eq!(
             w.issue_suite_token("sk", "bad", "t2", t0, ttl, || "s3".into()),
             Err(SuiteAuthError::Secret)

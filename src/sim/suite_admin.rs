@@ -273,7 +273,11 @@ async fn lifecycle(
         .suites
         .set_lifecycle(&suite_key, &corp_id, change)?
     {
-        let agent_id = inner.world.suites.install_of(&suite_key, &corp_id)?.agent_id;
+        let agent_id = inner
+            .world
+            .suites
+            .install_of(&suite_key, &corp_id)?
+            .agent_id;
         let event = changes::micro_app(&suite_key, change.event_type(), agent_id);
         publish(&mut inner, &corp_id, vec![event]);
     }
@@ -290,7 +294,11 @@ async fn put_scope(
 ) -> AdminResult<InstallView> {
     let mut inner = s.lock();
     if inner.world.suites.set_scope(&suite_key, &corp_id, scope)? {
-        let agent_id = inner.world.suites.install_of(&suite_key, &corp_id)?.agent_id;
+        let agent_id = inner
+            .world
+            .suites
+            .install_of(&suite_key, &corp_id)?
+            .agent_id;
         let event = changes::micro_app(&suite_key, "org_micro_app_scope_update", agent_id);
         publish(&mut inner, &corp_id, vec![event]);
     }

@@ -291,7 +291,11 @@ impl Suites {
     }
 
     /// The suite whose key and secret these are.
-    pub fn check_secret(&self, suite_key: &str, suite_secret: &str) -> Result<&Suite, SuiteAuthError> {
+    pub fn check_secret(
+        &self,
+        suite_key: &str,
+        suite_secret: &str,
+    ) -> Result<&Suite, SuiteAuthError> {
         let suite = self.by_key.get(suite_key).ok_or(SuiteAuthError::Key)?;
         if !suite.secret_matches(suite_secret) {
             return Err(SuiteAuthError::Secret);
@@ -479,7 +483,8 @@ impl Suites {
     /// Whether a suite's install in `corp_id` has `agent_id` (an internal
     /// app may not take it).
     pub fn agent_in_use(&self, corp_id: &str, agent_id: i64) -> bool {
-        self.installed_in(corp_id).any(|(_, i)| i.agent_id == agent_id)
+        self.installed_in(corp_id)
+            .any(|(_, i)| i.agent_id == agent_id)
     }
 }
 
@@ -494,7 +499,9 @@ mod tests {
     }
 
     fn install(s: &mut Suites, corp: &str, req: InstallRequest) -> Result<Installed, ModelError> {
-        s.install("sk", corp, req, &[1001], Some("boss".into()), || "pc".into())
+        s.install("sk", corp, req, &[1001], Some("boss".into()), || {
+            "pc".into()
+        })
     }
 
     #[test]
@@ -517,7 +524,10 @@ mod tests {
     fn only_the_newest_ticket_is_accepted() {
         let mut s = suites();
         let t0 = Instant::now();
-        assert_eq!(s.authenticate("sk", "ss", "").err(), Some(SuiteAuthError::Ticket));
+        assert_eq!(
+            s.authenticate("sk", "ss", "").err(),
+            Some(SuiteAuthError::Ticket)
+        );
         let first = s.ticket_for_connect("sk", t0, || "t1".into()).unwrap();
         assert_eq!(first, "t1");
         // A second connection gets the same ticket.
@@ -527,10 +537,19 @@ mod tests {
         );
         assert!(s.authenticate("sk", "ss", "t1").is_ok());
         s.issue_ticket("sk", t0, || "t2".into()).unwrap();
-        assert_eq!(s.authenticate("sk", "ss", "t1").err(), Some(SuiteAuthError::Ticket));
+        assert_eq!(
+            s.authenticate("sk", "ss", "t1").err(),
+            Some(SuiteAuthError::Ticket)
+        );
         assert!(s.authenticate("sk", "ss", "t2").is_ok());
-        assert_eq!(s.authenticate("sk", "bad", "t2").err(), Some(SuiteAuthError::Secret));
-        assert_eq!(s.authenticate("nope", "ss", "t2").err(), Some(SuiteAuthError::Key));
+        assert_eq!(
+            s.authenticate("sk", "bad", "t2").err(),
+            Some(SuiteAuthError::Secret)
+        );
+        assert_eq!(
+            s.authenticate("nope", "ss", "t2").err(),
+            Some(SuiteAuthError::Key)
+        );
     }
 
     #[test]
@@ -538,7 +557,10 @@ mod tests {
         let mut s = suites();
         s.add("once", "x", 0, None).unwrap();
         let t0 = Instant::now();
-        assert!(s.due_tickets(t0 + Duration::from_secs(1000)).is_empty(), "none before the first");
+        assert!(
+            s.due_tickets(t0 + Duration::from_secs(1000)).is_empty(),
+            "none before the first"
+        );
         s.issue_ticket("sk", t0, || "t1".into()).unwrap();
         s.issue_ticket("once", t0, || "o1".into()).unwrap();
         assert!(s.due_tickets(t0 + Duration::from_secs(59)).is_empty());
@@ -560,8 +582,15 @@ mod tests {
         assert_eq!(i.state, InstallState::Active);
         // Another suite in the same corp: distinct from both.
         s.add("sk2", "ss2", 0, None).unwrap();
-        s.install("sk2", "c1", InstallRequest::default(), &[20_000], None, String::new)
-            .unwrap();
+        s.install(
+            "sk2",
+            "c1",
+            InstallRequest::default(),
+            &[20_000],
+            None,
+            String::new,
+        )
+        .unwrap();
         assert_eq!(s.install_of("sk2", "c1").unwrap().agent_id, 20_001);
         // A given agentId of another app is refused.
         let clash = InstallRequest {
@@ -613,12 +642,19 @@ mod tests {
         install(&mut s, "c1", InstallRequest::default()).unwrap();
         assert_eq!(s.set_lifecycle("sk", "c1", Lifecycle::Stop), Ok(true));
         assert_eq!(s.set_lifecycle("sk", "c1", Lifecycle::Stop), Ok(false));
-        assert_eq!(s.install_of("sk", "c1").unwrap().state, InstallState::Stopped);
+        assert_eq!(
+            s.install_of("sk", "c1").unwrap().state,
+            InstallState::Stopped
+        );
         assert_eq!(s.set_lifecycle("sk", "c1", Lifecycle::Restore), Ok(true));
         assert_eq!(s.set_lifecycle("sk", "c1", Lifecycle::Remove), Ok(true));
         let i = s.install_of("sk", "c1").unwrap();
         assert_eq!((i.state, i.removed), (InstallState::Active, true));
-        assert_eq!(s.installed_in("c1").count(), 1, "removed is still installed");
+        assert_eq!(
+            s.installed_in("c1").count(),
+            1,
+            "removed is still installed"
+        );
         assert_eq!(s.set_scope("sk", "c1", all_employees()), Ok(false));
         s.uninstall("sk", "c1").unwrap();
         assert_eq!(s.installed_in("c1").count(), 0);
