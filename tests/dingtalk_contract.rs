@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use dingbind::dingtalk::types::{Api, ScopeDelta};
 use dingbind::dingtalk::{
-    AppClient, Client, Config, ErrorKind, OrgItem, RateLimit, RetryPolicy, TokenSource,
+    AppClient, Client, Config, ErrorKind, OrgItem, RateLimit, RetryPolicy, Secret, Suite,
+    TokenSource,
 };
 use dingbind::sim::org_file::{AppSpec, CorpSpec, DeptSpec, ScopeSpec, UserSpec};
 use dingbind::sim::{Faults, OrgFile, SimHandle, Simulator, World};
@@ -81,6 +82,7 @@ async fn start(faults: Faults) -> SimHandle {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let world = World::from_file(OrgFile {
         corps: vec![acme()],
+        ..OrgFile::default()
     })
     .unwrap();
     Simulator::start_with(world, faults, "127.0.0.1:0".parse().unwrap())
@@ -893,6 +895,7 @@ async fn tokens_differ_between_simulators_unless_seeded() {
     let seeded = |seed| async move {
         let world = World::from_file(OrgFile {
             corps: vec![acme()],
+            ..OrgFile::default()
         })
         .unwrap();
         Simulator::start_seeded(
@@ -906,4 +909,472 @@ async fn tokens_differ_between_simulators_unless_seeded() {
     };
     let (c, d) = (seeded(7).await, seeded(7).await);
     assert_eq!(first_token(&c).await, first_token(&d).await);
+}
+
+// ---------------------------------------------------------------- marketplace apps (suites)
+
+const SUITE_KEY: &str = "mkt-suite";
+const SUITE_SECRET: &str = "mkt-suite-secret-value";
+/// The agentId ACME gives the suite's app.
+const SUITE_AGENT: i64 = 5001;
+
+/// Creates the suite, installs it in ACME (agentId 5001, visible to Sales
+/// and r1) and issues a ticket; answers the ticket.
+async fn with_suite(sim: &SimHandle) -> String {
+    let post = reqwest::Method::POST;
+    let created = admin(
+        sim,
+        post.clone(),
+        "/_sim/suites",
+        Some(json!({"suiteKey": SUITE_KEY, "suiteSecret": SUITE_SECRET})),
+    )
+    .await;
+    assert_eq!(created["suiteKey"], SUITE_KEY);
+    assert!(created["suiteId"].as_i64().is_some(), "{created}");
+    let installed = admin(
+        sim,
+        reqwest::Method::PUT,
+        &format!("/_sim/corps/{CORP}/suites/{SUITE_KEY}"),
+        Some(json!({"agentId": SUITE_AGENT, "scope": {"deptIds": [2], "userIds": ["r1"]}, "adminUserId": "u-boss"})),
+    )
+    .await;
+    assert_eq!(installed["agentId"], SUITE_AGENT);
+    assert_eq!(installed["state"], "Active");
+    new_ticket(sim).await
+}
+
+/// A new suite ticket, through the admin API.
+async fn new_ticket(sim: &SimHandle) -> String {
+    let t = admin(
+        sim,
+        reqwest::Method::POST,
+        &format!("/_sim/suites/{SUITE_KEY}/ticket"),
+        None,
+    )
+    .await;
+    t["suiteTicket"].as_str().expect("a ticket").to_string()
+}
+
+fn suite(ticket: Option<&str>) -> Suite {
+    let suite = Suite::new(SUITE_KEY, SUITE_SECRET);
+    if let Some(t) = ticket {
+        suite.set_ticket(Secret::new(t));
+    }
+    suite
+}
+
+/// The suite's own client (`suiteAccessToken`, for `authInfo`).
+fn suite_client(sim: &SimHandle, suite: Suite) -> AppClient {
+    Client::new(config(sim, 0))
+        .unwrap()
+        .app(TokenSource::Suite(suite))
+}
+
+/// The suite's client in `corp` (`corpAccessToken`).
+fn corp_client(sim: &SimHandle, suite: Suite, corp: &str) -> AppClient {
+    Client::new(config(sim, 0))
+        .unwrap()
+        .app(TokenSource::marketplace(suite, corp))
+}
+
+/// A second corp, Beta, without the suite.
+async fn add_beta(sim: &SimHandle) {
+    admin(
+        sim,
+        reqwest::Method::POST,
+        "/_sim/corps",
+        Some(json!({"corpId": "dingbeta", "name": "Beta",
+            "departments": [{"id": 2, "name": "Ops"}],
+            "users": [{"userid": "b1", "name": "Li Si", "deptIds": [2]}]})),
+    )
+    .await;
+}
+
+/// A corp token by hand.
+async fn raw_corp_token(sim: &SimHandle, corp: &str, ticket: &str) -> (u16, Value) {
+    let (status, _, body) = raw_post(
+        format!("{}/v1.0/oauth2/corpAccessToken", sim.url()),
+        json!({"suiteKey": SUITE_KEY, "suiteSecret": SUITE_SECRET, "authCorpId": corp, "suiteTicket": ticket}),
+    )
+    .await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_suite_without_a_ticket_fails_before_any_http_call() {
+    let sim = start(unlimited()).await;
+    with_suite(&sim).await;
+    let err = suite_client(&sim, suite(None))
+        .auth_info(CORP)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SuiteTicket, "{err}");
+    let err = corp_client(&sim, suite(None), CORP)
+        .auth_scopes()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SuiteTicket, "{err}");
+    let stats = sim_stats(&sim).await;
+    assert_eq!(sim_calls(&stats, Api::SuiteToken, "calls"), 0);
+    assert_eq!(sim_calls(&stats, Api::AuthCorpToken, "calls"), 0);
+}
+
+#[tokio::test]
+async fn a_stale_ticket_is_refused_after_rotation_and_a_wrong_secret_is_bad_credentials() {
+    let sim = start(unlimited()).await;
+    let old = with_suite(&sim).await;
+    assert!(
+        suite_client(&sim, suite(Some(&old)))
+            .auth_info(CORP)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let new = new_ticket(&sim).await;
+    assert_ne!(old, new);
+    for client in [
+        suite_client(&sim, suite(Some(&old))),
+        corp_client(&sim, suite(Some(&old)), CORP),
+    ] {
+        let err = match client.auth_info(CORP).await {
+            Err(e) => e,
+            Ok(_) => client.auth_scopes().await.unwrap_err(),
+        };
+        assert_eq!(err.kind(), ErrorKind::SuiteTicket, "{err}");
+        assert_eq!(err.code(), Some("invalidSuiteTicket"));
+        let text = format!("{err} {err:?}");
+        assert!(
+            !text.contains(&old) && !text.contains(SUITE_SECRET),
+            "{text}"
+        );
+    }
+    let fresh = suite(Some(&old));
+    assert!(
+        fresh.set_ticket(Secret::new(new.clone())),
+        "the newer ticket"
+    );
+    assert!(
+        suite_client(&sim, fresh)
+            .auth_info(CORP)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let wrong = Suite::new(SUITE_KEY, "wrong-secret");
+    wrong.set_ticket(Secret::new(new.clone()));
+    let err = suite_client(&sim, wrong).auth_info(CORP).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidCredentials, "{err}");
+    assert_eq!(err.code(), Some("invalidSuiteSecret"));
+    let unknown = Suite::new("no-such-suite", SUITE_SECRET);
+    unknown.set_ticket(Secret::new(new));
+    let err = suite_client(&sim, unknown)
+        .auth_info(CORP)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidCredentials, "{err}");
+    assert_eq!(err.code(), Some("invalidSuiteKey"));
+}
+
+#[tokio::test]
+async fn a_corp_token_is_new_on_every_call_and_refused_where_the_suite_is_not_installed() {
+    let sim = start(unlimited()).await;
+    let ticket = with_suite(&sim).await;
+    add_beta(&sim).await;
+    let (status, a) = raw_corp_token(&sim, CORP, &ticket).await;
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["expireIn"], 7200);
+    let (_, b) = raw_corp_token(&sim, CORP, &ticket).await;
+    assert_ne!(
+        a["accessToken"], b["accessToken"],
+        "a new token on every call"
+    );
+    let (status, body) = raw_corp_token(&sim, "dingbeta", &ticket).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalidAuthInfo"))
+    );
+    let err = corp_client(&sim, suite(Some(&ticket)), "dingbeta")
+        .auth_scopes()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotInstalled, "{err}");
+    assert!(
+        corp_client(&sim, suite(Some(&ticket)), CORP)
+            .auth_scopes()
+            .await
+            .is_ok()
+    );
+    let stats = sim_stats(&sim).await;
+    assert_eq!(sim_calls(&stats, Api::AuthCorpToken, "granted"), 3);
+}
+
+#[tokio::test]
+async fn auth_info_tells_an_install_from_none_and_from_an_uninstall() {
+    let sim = start(unlimited()).await;
+    let ticket = with_suite(&sim).await;
+    add_beta(&sim).await;
+    let client = suite_client(&sim, suite(Some(&ticket)));
+    let info = client.auth_info(CORP).await.unwrap().expect("installed");
+    let agent = info.agent().expect("an agent");
+    assert_eq!(agent.agent_id, SUITE_AGENT);
+    assert_eq!(agent.admin_list, ["u-boss"]);
+    assert_eq!(info.auth_corp_info.corp_id, CORP);
+    assert_eq!(info.auth_corp_info.corp_name, "ACME");
+    assert_eq!(
+        info.auth_user_info.map(|u| u.user_id).as_deref(),
+        Some("u-boss")
+    );
+    assert_eq!(
+        client.auth_info("dingbeta").await.unwrap(),
+        None,
+        "not installed"
+    );
+    assert_eq!(
+        client.auth_info("dingnowhere").await.unwrap(),
+        None,
+        "no such corp"
+    );
+    // A stopped app is still listed: authInfo has no status.
+    admin(
+        &sim,
+        reqwest::Method::POST,
+        &format!("/_sim/corps/{CORP}/suites/{SUITE_KEY}/stop"),
+        None,
+    )
+    .await;
+    assert!(client.auth_info(CORP).await.unwrap().is_some(), "stopped");
+    let corp = corp_client(&sim, suite(Some(&ticket)), CORP);
+    assert!(
+        corp.auth_scopes().await.is_ok(),
+        "a stopped app still reads"
+    );
+    admin(
+        &sim,
+        reqwest::Method::DELETE,
+        &format!("/_sim/corps/{CORP}/suites/{SUITE_KEY}"),
+        None,
+    )
+    .await;
+    assert_eq!(client.auth_info(CORP).await.unwrap(), None, "uninstalled");
+    // The uninstall revoked the corp's token; a new one is refused.
+    let err = corp.auth_scopes().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotInstalled, "{err}");
+    let view = admin(
+        &sim,
+        reqwest::Method::GET,
+        &format!("/_sim/suites/{SUITE_KEY}"),
+        None,
+    )
+    .await;
+    assert_eq!(view["installs"], json!([]));
+    assert_eq!(view["suiteTicket"], ticket.as_str());
+}
+
+#[tokio::test]
+async fn auth_scopes_give_the_install_scope_and_follow_a_change() {
+    let sim = start(unlimited()).await;
+    let ticket = with_suite(&sim).await;
+    let corp = corp_client(&sim, suite(Some(&ticket)), CORP);
+    let scopes = corp.auth_scopes().await.unwrap();
+    assert_eq!(scopes.auth_org_scopes.authed_dept, vec![2]);
+    assert_eq!(scopes.auth_org_scopes.authed_user, vec!["r1"]);
+    assert!(scopes.auth_user_field.iter().any(|f| f == "userid"));
+    let view = admin(
+        &sim,
+        reqwest::Method::PUT,
+        &format!("/_sim/corps/{CORP}/suites/{SUITE_KEY}/scope"),
+        Some(json!({"deptIds": [1], "userIds": []})),
+    )
+    .await;
+    assert_eq!(view["scope"], json!({"deptIds": [1], "userIds": []}));
+    let scopes = corp.auth_scopes().await.unwrap();
+    assert_eq!(scopes.auth_org_scopes.authed_dept, vec![1]);
+    assert!(scopes.auth_org_scopes.authed_user.is_empty());
+    // The raw answer: the fields beside errcode, no result.
+    let token = raw_corp_token(&sim, CORP, &ticket).await.1["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let raw: Value = reqwest::get(format!("{}/auth/scopes?access_token={token}", sim.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raw["errcode"], 0);
+    assert_eq!(raw["condition_field"], json!([]));
+    assert!(raw.get("result").is_none(), "{raw}");
+    // An internal app's token answers its visible scope in the same shape.
+    let internal = app(config(&sim, 0)).auth_scopes().await.unwrap();
+    assert_eq!(internal.auth_org_scopes.authed_dept, vec![1]);
+}
+
+#[tokio::test]
+async fn a_corp_token_reads_the_contacts_of_its_corp() {
+    let sim = start(unlimited()).await;
+    let ticket = with_suite(&sim).await;
+    let corp = corp_client(&sim, suite(Some(&ticket)), CORP);
+    let subs: Vec<i64> = corp
+        .list_sub_departments(1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.dept_id)
+        .collect();
+    assert_eq!(subs, [2, 5]);
+    let user = corp.get_user("multi").await.unwrap().expect("a user");
+    assert_eq!(user.dept_id_list, vec![2, 5]);
+    assert_eq!(corp.get_user("nobody").await.unwrap(), None);
+    assert_eq!(
+        corp.get_department(3).await.unwrap().map(|d| d.name),
+        Some("East".into())
+    );
+    let (depts, users) = walk(&corp).await;
+    assert_complete(&depts, &users);
+    let stats = sim_stats(&sim).await;
+    assert!(
+        stats["apps"][format!("{SUITE_KEY}@{CORP}")]["calls"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "counted by suite and corp: {}",
+        stats["apps"]
+    );
+}
+
+#[tokio::test]
+async fn suite_and_corp_tokens_are_refused_where_they_do_not_fit() {
+    let sim = start(unlimited()).await;
+    let ticket = with_suite(&sim).await;
+    let (_, _, body) = raw_post(
+        format!("{}/v1.0/oauth2/suiteAccessToken", sim.url()),
+        json!({"suiteKey": SUITE_KEY, "suiteSecret": SUITE_SECRET, "suiteTicket": ticket}),
+    )
+    .await;
+    let suite_token = body["accessToken"]
+        .as_str()
+        .expect("a suite token")
+        .to_string();
+    let corp_token = raw_corp_token(&sim, CORP, &ticket).await.1["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let app_token = first_token(&sim).await;
+    let http = reqwest::Client::new();
+    // A suite token reads no contacts.
+    let (_, _, listsub) = raw_post(
+        format!(
+            "{}/topapi/v2/department/listsub?access_token={suite_token}",
+            sim.url()
+        ),
+        json!({"dept_id": 1}),
+    )
+    .await;
+    assert_eq!(
+        (listsub["errcode"].as_i64(), listsub["sub_code"].as_str()),
+        (Some(88), Some("40014"))
+    );
+    // authInfo takes a suite token only.
+    for token in [&corp_token, &app_token] {
+        let resp = http
+            .get(format!(
+                "{}/v1.0/oauth2/apps/authInfo?authCorpId={CORP}",
+                sim.url()
+            ))
+            .header("x-acs-dingtalk-access-token", token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "InvalidAuthentication");
+    }
+    // The internal-app-only v1.0 endpoints refuse a corp token.
+    let resp = http
+        .get(format!("{}/v1.0/microApp/allInnerApps", sim.url()))
+        .header("x-acs-dingtalk-access-token", &corp_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["code"],
+        "Forbidden.AccessDenied.AccessTokenPermissionDenied"
+    );
+}
+
+#[tokio::test]
+async fn two_corps_of_one_suite_are_throttled_independently() {
+    let sim = start(Faults {
+        throttle_qps: 1,
+        ..Faults::default()
+    })
+    .await;
+    let ticket = with_suite(&sim).await;
+    add_beta(&sim).await;
+    admin(
+        &sim,
+        reqwest::Method::PUT,
+        &format!("/_sim/corps/dingbeta/suites/{SUITE_KEY}"),
+        None,
+    )
+    .await;
+    // Token calls are limited per suite and corp too: one per corp per
+    // second, in separate windows.
+    let (_, a) = raw_corp_token(&sim, CORP, &ticket).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, b) = raw_corp_token(&sim, "dingbeta", &ticket).await;
+    let (a, b) = (
+        a["accessToken"].as_str().expect("ACME's token").to_string(),
+        b["accessToken"].as_str().expect("Beta's token").to_string(),
+    );
+    let listsub = |token: String| {
+        let url = format!(
+            "{}/topapi/v2/department/listsub?access_token={token}",
+            sim.url()
+        );
+        async move { raw_post(url, json!({"dept_id": 1})).await.2 }
+    };
+    // ACME, Beta, ACME in one window: the third is throttled, Beta is not.
+    // Three calls take milliseconds; a window boundary between them is rare
+    // and answered by trying again in the next second.
+    let mut seen = false;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let first = listsub(a.clone()).await;
+        let other = listsub(b.clone()).await;
+        let again = listsub(a.clone()).await;
+        if first["errcode"] == 0 && other["errcode"] == 0 && again["errcode"] == 88 {
+            assert_eq!(again["sub_code"], "90019", "{again}");
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "ACME throttled while Beta was not, within one window");
+    // v1.0: the same corp's second token call in a window.
+    let mut v1_seen = false;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let (s1, _) = raw_corp_token(&sim, CORP, &ticket).await;
+        let (s2, body) = raw_corp_token(&sim, CORP, &ticket).await;
+        if s1 == 200 && s2 == 403 {
+            assert_eq!(
+                body["code"], "Forbidden.AccessDenied.QpsLimitForSuitekeyAndOrgAndApi",
+                "{body}"
+            );
+            v1_seen = true;
+            break;
+        }
+    }
+    assert!(
+        v1_seen,
+        "the second corp token call in a window is throttled"
+    );
+    // The client reads both answers as throttling and retries them.
+    let corp = corp_client(&sim, suite(Some(&ticket)), CORP);
+    for _ in 0..3 {
+        assert!(corp.get_user("multi").await.unwrap().is_some());
+    }
+    assert!(corp.stats().get(Api::UserGet).throttled >= 1);
+    assert_eq!(corp.stats().get(Api::UserGet).errors, 0);
 }

@@ -63,6 +63,7 @@ async fn start() -> SimHandle {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let world = World::from_file(OrgFile {
         corps: vec![acme()],
+        ..OrgFile::default()
     })
     .expect("a valid world");
     let sim = Simulator::start(world, "127.0.0.1:0".parse().expect("an address"))
@@ -606,4 +607,233 @@ async fn connections_open_checks_the_subscriptions_and_pings_are_answered() {
     .await;
     assert_eq!(handle.stats().snapshot().reconnects, 0);
     handle.stop().await;
+}
+
+// ---------------------------------------------------------------- marketplace apps (suites)
+
+const SUITE_KEY: &str = "mkt-suite";
+const SUITE_SECRET: &str = "mkt-suite-secret-value";
+
+/// Creates the suite (a ticket only on connect, unless `period_secs`).
+async fn add_suite(sim: &SimHandle, period_secs: u64) {
+    admin(
+        sim,
+        reqwest::Method::POST,
+        "/_sim/suites",
+        Some(json!({"suiteKey": SUITE_KEY, "suiteSecret": SUITE_SECRET, "ticketPeriodSecs": period_secs})),
+    )
+    .await;
+}
+
+/// The suite's Stream client.
+fn suite_client(sim: &SimHandle) -> (StreamHandle, mpsc::Receiver<StreamEvent>) {
+    let (tx, rx) = mpsc::channel(64);
+    let handle =
+        spawn(config(sim), StreamApp::new(SUITE_KEY, SUITE_SECRET), tx).expect("the client starts");
+    (handle, rx)
+}
+
+/// The suite's next event (connections skipped).
+async fn next_suite_event(rx: &mut mpsc::Receiver<StreamEvent>) -> Event {
+    loop {
+        let item = tokio::time::timeout(PATIENCE, rx.recv())
+            .await
+            .expect("an item within the patience")
+            .expect("the client still runs");
+        assert_eq!(item.app_key, SUITE_KEY);
+        if let StreamItem::Event(e) = item.item {
+            return e;
+        }
+    }
+}
+
+async fn current_ticket(sim: &SimHandle) -> Value {
+    admin(
+        sim,
+        reqwest::Method::GET,
+        &format!("/_sim/suites/{SUITE_KEY}"),
+        None,
+    )
+    .await["suiteTicket"]
+        .clone()
+}
+
+#[tokio::test]
+async fn a_suite_connection_gets_its_ticket_then_its_installs_events_in_the_marketplace_forms() {
+    let sim = start().await;
+    add_suite(&sim, 0).await;
+    let mut wrong = open_body("wrong");
+    wrong["clientId"] = json!(SUITE_KEY);
+    assert_eq!(open_raw(&sim, wrong).await.0, 401, "a wrong suite secret");
+    let (suite, mut srx) = suite_client(&sim);
+    let (app, mut arx) = client(&sim, SECRET);
+    connected(&mut arx).await;
+
+    let ticket = next_suite_event(&mut srx).await;
+    assert_eq!(ticket.event_type.as_deref(), Some("suite_ticket"));
+    assert_eq!(
+        ticket.corp_id, None,
+        "eventCorpId is empty: the suite's own"
+    );
+    assert!(ticket.unified_app_id.is_some());
+    let issued = current_ticket(&sim).await;
+    assert!(issued.is_string(), "issued on connect");
+    assert_eq!(ticket.data["suiteTicket"], issued);
+
+    admin(
+        &sim,
+        reqwest::Method::PUT,
+        &format!("/_sim/corps/{CORP}/suites/{SUITE_KEY}"),
+        Some(json!({"agentId": 5001})),
+    )
+    .await;
+    let auth = next_suite_event(&mut srx).await;
+    assert_eq!(auth.event_type.as_deref(), Some("org_suite_auth"));
+    assert_eq!(auth.corp_id.as_deref(), Some(CORP));
+    assert_eq!(auth.data["authCorpInfo"]["corpid"], CORP);
+    assert_eq!(auth.data["authInfo"]["agent"][0]["agentid"], 5001);
+    assert_eq!(
+        auth.data["authScope"]["authOrgScopes"]["authedDept"],
+        json!([1])
+    );
+
+    put_user(&sim, "u2", "Li Si").await;
+    let added = next_suite_event(&mut srx).await;
+    assert_eq!(added.event_type.as_deref(), Some("user_add_org"));
+    assert_eq!(added.data["userid"], "u2");
+    assert_eq!(added.data["department"], json!([2]));
+    assert_eq!(added.data["active"], true);
+    assert!(added.data["unionid"].is_string() && added.data["dingId"].is_string());
+
+    leave(&sim, "u1").await;
+    let left = next_suite_event(&mut srx).await;
+    assert_eq!(left.event_type.as_deref(), Some("user_leave_org"));
+    let mut keys: Vec<&String> = left.data.as_object().expect("an object").keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["dingId", "unionid"], "no userid: {}", left.data);
+
+    // The internal app's forms are unchanged.
+    let internal: Vec<Event> = vec![next_event(&mut arx).await, next_event(&mut arx).await];
+    assert_eq!(internal[0].data["userId"], json!(["u2"]));
+    assert_eq!(internal[1].event_type.as_deref(), Some("user_leave_org"));
+    assert_eq!(internal[1].data["userId"], json!(["u1"]));
+
+    admin(
+        &sim,
+        reqwest::Method::PUT,
+        &format!("/_sim/corps/{CORP}/departments/3"),
+        Some(json!({"name": "East", "parentId": 2})),
+    )
+    .await;
+    let dept = next_suite_event(&mut srx).await;
+    assert_eq!(dept.event_type.as_deref(), Some("org_dept_create"));
+    assert_eq!(
+        (
+            &dept.data["id"],
+            &dept.data["parentid"],
+            &dept.data["deptId"]
+        ),
+        (&json!(3), &json!(2), &json!([3]))
+    );
+
+    let post = reqwest::Method::POST;
+    let base = format!("/_sim/corps/{CORP}/suites/{SUITE_KEY}");
+    admin(&sim, post.clone(), &format!("{base}/stop"), None).await;
+    admin(&sim, post.clone(), &format!("{base}/restore"), None).await;
+    admin(
+        &sim,
+        reqwest::Method::PUT,
+        &format!("{base}/scope"),
+        Some(json!({"deptIds": [2], "userIds": []})),
+    )
+    .await;
+    admin(&sim, post.clone(), &format!("{base}/remove"), None).await;
+    admin(&sim, reqwest::Method::PUT, &base, None).await;
+    admin(&sim, reqwest::Method::DELETE, &base, None).await;
+    let new = admin(
+        &sim,
+        post,
+        &format!("/_sim/suites/{SUITE_KEY}/ticket"),
+        None,
+    )
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        let e = next_suite_event(&mut srx).await;
+        seen.push((e.event_type.clone().unwrap_or_default(), e.data));
+    }
+    let types: Vec<&str> = seen.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "org_micro_app_stop",
+            "org_micro_app_restore",
+            "org_micro_app_scope_update",
+            "org_micro_app_remove",
+            "org_suite_change",
+            "org_suite_relieve",
+            "suite_ticket",
+        ]
+    );
+    assert_eq!(seen[0].1, json!({"agentId": 5001}));
+    assert_eq!(seen[5].1, json!({}));
+    assert_eq!(seen[6].1["suiteTicket"], new["suiteTicket"]);
+    assert_ne!(new["suiteTicket"], issued, "a new ticket");
+
+    // Uninstalled: the suite hears no more of ACME's changes.
+    leave(&sim, "u2").await;
+    loop {
+        // The internal app also heard the department's creation first.
+        let e = next_event(&mut arx).await;
+        if e.data["userId"] == json!(["u2"]) {
+            assert_eq!(e.event_type.as_deref(), Some("user_leave_org"));
+            break;
+        }
+    }
+    until("every event acked", || async {
+        gateway(&sim).await["pending"]
+            .as_object()
+            .is_some_and(|p| p.is_empty())
+    })
+    .await;
+    assert!(no_suite_events(&mut srx));
+    suite.stop().await;
+    app.stop().await;
+}
+
+/// The suite's events handed on and not read yet.
+fn no_suite_events(rx: &mut mpsc::Receiver<StreamEvent>) -> bool {
+    while let Ok(item) = rx.try_recv() {
+        if matches!(item.item, StreamItem::Event(_)) {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn a_suite_gets_a_new_ticket_every_period_and_the_current_one_on_reconnect() {
+    let sim = start().await;
+    add_suite(&sim, 1).await;
+    let (suite, mut rx) = suite_client(&sim);
+    let first = next_suite_event(&mut rx).await;
+    let second = next_suite_event(&mut rx).await;
+    assert_eq!(second.event_type.as_deref(), Some("suite_ticket"));
+    assert_ne!(first.data["suiteTicket"], second.data["suiteTicket"]);
+    suite.stop().await;
+    // A new connection hears the current ticket at once.
+    let (suite, mut rx) = suite_client(&sim);
+    let on_connect = next_suite_event(&mut rx).await;
+    let current = current_ticket(&sim).await;
+    assert!(
+        on_connect.data["suiteTicket"] == current
+            || next_suite_event(&mut rx).await.data["suiteTicket"] == current_ticket(&sim).await,
+        "the current ticket (or the next period's)"
+    );
+    let g = gateway(&sim).await;
+    assert!(
+        count(&g, &format!("/peakConnections/{SUITE_KEY}")) >= 1,
+        "{g}"
+    );
+    suite.stop().await;
 }

@@ -53,10 +53,11 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             get(get_stream_faults).put(put_stream_faults),
         )
         .route("/_sim/stream/disconnect", post(stream_disconnect))
+        .merge(super::suite_admin::routes())
 }
 
 /// An admin error as `{"error": …}` with a status.
-struct AdminError(StatusCode, String);
+pub(super) struct AdminError(pub(super) StatusCode, pub(super) String);
 
 impl From<ModelError> for AdminError {
     fn from(e: ModelError) -> Self {
@@ -64,7 +65,9 @@ impl From<ModelError> for AdminError {
             ModelError::CorpNotFound(_)
             | ModelError::DeptNotFound(_)
             | ModelError::UserNotFound(_)
-            | ModelError::AppNotFound(_) => StatusCode::NOT_FOUND,
+            | ModelError::AppNotFound(_)
+            | ModelError::SuiteNotFound(_)
+            | ModelError::NotInstalled { .. } => StatusCode::NOT_FOUND,
             ModelError::Invalid(_) => StatusCode::BAD_REQUEST,
             ModelError::Conflict(_) => StatusCode::CONFLICT,
         };
@@ -78,11 +81,11 @@ impl IntoResponse for AdminError {
     }
 }
 
-type AdminResult<T> = Result<Json<T>, AdminError>;
+pub(super) type AdminResult<T> = Result<Json<T>, AdminError>;
 
 /// A JSON body; one that does not decode (bad syntax, a wrong type, a number
 /// out of range) is answered 400 `{"error": …}` like every invalid input.
-struct Body<T>(T);
+pub(super) struct Body<T>(pub(super) T);
 
 impl<S, T> axum::extract::FromRequest<S> for Body<T>
 where
@@ -152,7 +155,12 @@ async fn put_department(
     let corp = inner.world.corp_mut(&corp_id)?;
     let existed = corp.departments.contains_key(&id);
     corp.put_department(dept.clone())?;
-    let events = changes::department_put(id, existed, jiff::Timestamp::now());
+    let mut events = changes::department_put(id, existed, jiff::Timestamp::now());
+    if has_suites(&inner.world, &corp_id)
+        && let Ok(detail) = inner.world.corp(&corp_id)?.department(id)
+    {
+        events.extend(changes::suite_department_put(&detail, existed));
+    }
     publish(&mut inner, &corp_id, events);
     Ok(Json(dept))
 }
@@ -164,11 +172,11 @@ async fn delete_department(
 ) -> Result<StatusCode, AdminError> {
     let mut inner = s.lock();
     inner.world.corp_mut(&corp_id)?.delete_department(id)?;
-    publish(
-        &mut inner,
-        &corp_id,
-        changes::department_removed(id, jiff::Timestamp::now()),
-    );
+    let mut events = changes::department_removed(id, jiff::Timestamp::now());
+    if has_suites(&inner.world, &corp_id) {
+        events.extend(changes::suite_department_removed());
+    }
+    publish(&mut inner, &corp_id, events);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -243,12 +251,22 @@ async fn put_user(
     let before = corp.user(&user.userid).ok();
     corp.put_user(user.clone())?;
     let reactivated = before.as_ref().is_some_and(|b| !b.active) && user.active;
-    let events = changes::user_put(
+    let mut events = changes::user_put(
         &user.userid,
         before.is_some(),
         reactivated,
         jiff::Timestamp::now(),
     );
+    if has_suites(&inner.world, &corp_id)
+        && let Ok(wire) = inner.world.corp(&corp_id)?.user(&user.userid)
+    {
+        let record = changes::suite_user_record(&corp_id, &wire);
+        events.extend(changes::suite_user_put(
+            &record,
+            before.is_some(),
+            reactivated,
+        ));
+    }
     publish(&mut inner, &corp_id, events);
     Ok(Json(user))
 }
@@ -261,11 +279,8 @@ async fn delete_user(
 ) -> Result<StatusCode, AdminError> {
     let mut inner = s.lock();
     let now = jiff::Timestamp::now();
-    inner
-        .world
-        .corp_mut(&corp_id)?
-        .remove_user(&userid, "delete", now)?;
-    publish(&mut inner, &corp_id, changes::user_left(&userid, now));
+    let events = remove_user(&mut inner.world, &corp_id, &userid, "delete", now)?.1;
+    publish(&mut inner, &corp_id, events);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -277,12 +292,39 @@ async fn leave(
 ) -> AdminResult<crate::dingtalk::types::LeaveRecord> {
     let mut inner = s.lock();
     let now = jiff::Timestamp::now();
-    let record = inner
-        .world
-        .corp_mut(&corp_id)?
-        .remove_user(&userid, "leave", now)?;
-    publish(&mut inner, &corp_id, changes::user_left(&userid, now));
+    let (record, events) = remove_user(&mut inner.world, &corp_id, &userid, "leave", now)?;
+    publish(&mut inner, &corp_id, events);
     Ok(Json(record))
+}
+
+/// Whether a suite is installed in `corp_id` (and needs the marketplace
+/// forms of the contact events).
+fn has_suites(world: &super::World, corp_id: &str) -> bool {
+    world.suites.installed_in(corp_id).next().is_some()
+}
+
+/// Removes a user (deleted or left) and answers the leave record and the
+/// events: the internal apps' `user_leave_org {userId}` and the suites'
+/// `{unionid, dingId}`.
+fn remove_user(
+    world: &mut super::World,
+    corp_id: &str,
+    userid: &str,
+    reason: &str,
+    now: jiff::Timestamp,
+) -> Result<(crate::dingtalk::types::LeaveRecord, Vec<changes::Change>), AdminError> {
+    let suites = has_suites(world, corp_id);
+    let corp = world.corp_mut(corp_id)?;
+    let unionid = corp.user(userid).ok().map(|u| u.unionid);
+    let record = corp.remove_user(userid, reason, now)?;
+    let mut events = changes::user_left(userid, now);
+    if suites && let Some(unionid) = unionid {
+        events.extend(changes::suite_user_left(
+            &unionid,
+            &changes::ding_id(corp_id, userid),
+        ));
+    }
+    Ok((record, events))
 }
 
 /// Body of `PUT /_sim/corps/{corpId}/apps/{agentId}`. With `appKey` and

@@ -8,6 +8,12 @@
 //!
 //! The contacts permission scope is the whole org (an internal app with full
 //! contacts permission); the *visible* scope does not limit reads, as in DingTalk.
+//!
+//! Marketplace apps (suites): `oauth2/suiteAccessToken` gives a suite's own
+//! token, good for `oauth2/apps/authInfo` only; `oauth2/corpAccessToken` a
+//! token in one corp that installed the suite, good for the contacts
+//! endpoints and `auth/scopes` there (not for the internal-app-only v1.0
+//! endpoints). A marketplace caller is limited per suite, corp and API.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,12 +28,15 @@ use axum::routing::{get, post};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::model::{Caller, ModelError, TokenError};
+use super::model::{Caller, CallerKind, ModelError, TokenError, marketplace_key};
+use super::suites::{AUTH_USER_FIELDS, SuiteAuthError};
 use super::{Inner, Shared};
 use crate::dingtalk::types::{
-    AccessTokenRequest, AccessTokenResponse, Api, CorpTokenRequest, CorpTokenResponse, Family,
-    LEAVE_RECORDS_MAX_RESULTS, LeaveRecordPage, ROOT_DEPT_ID, ResultWrapper, ScopeDelta,
-    TopResponse, UserGetRequest, UserListRequest, V1_TOKEN_HEADER, V1Error,
+    AccessTokenRequest, AccessTokenResponse, Api, AuthAgent, AuthAppInfo, AuthCorpInfo,
+    AuthCorpTokenRequest, AuthInfo, AuthOrgScopes, AuthUserInfo, CorpTokenRequest,
+    CorpTokenResponse, Family, LEAVE_RECORDS_MAX_RESULTS, LeaveRecordPage, ROOT_DEPT_ID,
+    ResultWrapper, ScopeDelta, SuiteTokenRequest, TopResponse, UserGetRequest, UserListRequest,
+    V1_TOKEN_HEADER, V1Error,
 };
 
 /// Name of the legacy token endpoint in counters.
@@ -41,6 +50,12 @@ pub(crate) fn fresh_stats(world: &super::World) -> super::stats::SimStats {
     for app in world.corps.values().flat_map(|c| c.apps.values()) {
         stats.app(&app.app_key);
     }
+    for suite in world.suites.iter() {
+        stats.app(&suite.suite_key);
+        for corp_id in suite.installs.keys() {
+            stats.app(&marketplace_key(&suite.suite_key, corp_id));
+        }
+    }
     stats
 }
 
@@ -48,6 +63,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route(Api::AccessToken.path(), post(access_token))
         .route(Api::CorpToken.path(), post(corp_token))
+        .route(Api::SuiteToken.path(), post(suite_token))
+        .route(Api::AuthCorpToken.path(), post(auth_corp_token))
+        .route(Api::AuthInfo.path(), get(auth_info))
+        .route(Api::AuthScopes.path(), get(auth_scopes))
         .route("/gettoken", get(gettoken))
         .route(Api::DeptListSub.path(), post(dept_listsub))
         .route(Api::DeptGet.path(), post(dept_get))
@@ -89,6 +108,18 @@ fn top_ok<T: Serialize>(result: T, rid: String) -> Response {
         request_id: Some(rid),
     })
     .into_response()
+}
+
+/// A topapi answer whose fields sit beside `errcode` (`auth/scopes`).
+fn top_flat<T: Serialize>(answer: T, rid: String) -> Response {
+    let mut body = match serde_json::to_value(answer) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    body.insert("errcode".into(), 0.into());
+    body.insert("errmsg".into(), "ok".into());
+    body.insert("request_id".into(), rid.into());
+    Json(serde_json::Value::Object(body)).into_response()
 }
 
 fn top_err(errcode: i64, msg: &str, rid: String) -> Response {
@@ -188,21 +219,51 @@ fn render(family: Family, reject: Reject, rid: String) -> Response {
     }
 }
 
-fn throttled(family: Family, rid: String) -> Response {
+/// The throttle answer; `isv` for a suite in a corp (DingTalk limits it per
+/// suite, authorizing corp and API: 90019, `…QpsLimitForSuitekeyAndOrgAndApi`).
+fn throttled(family: Family, isv: bool, rid: String) -> Response {
     let until = Timestamp::now() + jiff::SignedDuration::from_secs(1);
+    let who = if isv {
+        "当前第三方企业应用在该企业"
+    } else {
+        "当前企业应用"
+    };
     let msg = format!(
-        "当前企业应用调用该接口次数过多，请求被暂时禁用了，限制将在 {} 结束",
+        "{who}调用该接口次数过多，请求被暂时禁用了，限制将在 {} 结束",
         until.strftime("%Y-%m-%d %H:%M:%S")
     );
-    match family {
-        Family::Topapi => top_err88("90018", &msg, rid),
-        Family::V1 => v1_err(
+    match (family, isv) {
+        (Family::Topapi, false) => top_err88("90018", &msg, rid),
+        (Family::Topapi, true) => top_err88("90019", &msg, rid),
+        (Family::V1, false) => v1_err(
             StatusCode::FORBIDDEN,
             "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
             &msg,
             rid,
         ),
+        (Family::V1, true) => v1_err(
+            StatusCode::FORBIDDEN,
+            "Forbidden.AccessDenied.QpsLimitForSuitekeyAndOrgAndApi",
+            &msg,
+            rid,
+        ),
     }
+}
+
+/// Whether a token of `kind` may call `api`: a suite's own token only
+/// `apps/authInfo`, and `apps/authInfo` only with one. Anything else is
+/// answered as an invalid token would be.
+fn token_fits(api: Api, kind: CallerKind) -> bool {
+    (api == Api::AuthInfo) == (kind == CallerKind::Suite)
+}
+
+/// The v1.0 endpoints DingTalk documents for internal apps only: a
+/// marketplace token gets 403 `AccessTokenPermissionDenied`.
+fn internal_only(api: Api) -> bool {
+    matches!(
+        api,
+        Api::ScopesGet | Api::ScopesUpdate | Api::AllInnerApps | Api::EmpLeaveRecords
+    )
 }
 
 fn unauthorized(family: Family, err: TokenError, rid: String) -> Response {
@@ -262,23 +323,25 @@ impl Shared {
     }
 
     /// Applies the per-app per-API limit of the current 1-second window: the
-    /// throttle answer, if the call is over it.
+    /// throttle answer, if the call is over it. `key` is the bucket: the
+    /// appKey, or `suiteKey@corpId` for a suite in a corp (`isv`).
     fn limit(
         &self,
         inner: &mut Inner,
         name: &'static str,
         family: Family,
-        app_key: &str,
+        key: &str,
+        isv: bool,
     ) -> Option<Response> {
         let window = self.started.elapsed().as_secs();
         let qps = inner.faults.throttle_qps;
-        inner.stats.app(app_key).calls += 1;
-        if inner.limiter.admit(app_key, name, window, qps) {
+        inner.stats.app(key).calls += 1;
+        if inner.limiter.admit(key, name, window, qps) {
             return None;
         }
         inner.stats.endpoint(name).throttled += 1;
-        inner.stats.app(app_key).throttled += 1;
-        Some(throttled(family, request_id(&mut inner.rng)))
+        inner.stats.app(key).throttled += 1;
+        Some(throttled(family, isv, request_id(&mut inner.rng)))
     }
 
     /// Runs `op` for an authenticated call of `api` and renders its answer.
@@ -301,13 +364,26 @@ impl Shared {
             Ok(c) => c,
             Err(e) => return unauthorized(family, e, rid),
         };
-        if let Some(r) = self.limit(&mut inner, api.name(), family, &caller.app_key) {
+        if !token_fits(api, caller.kind) {
+            return unauthorized(family, TokenError::Invalid, rid);
+        }
+        if caller.kind == CallerKind::Marketplace && internal_only(api) {
+            return v1_err(
+                StatusCode::FORBIDDEN,
+                "Forbidden.AccessDenied.AccessTokenPermissionDenied",
+                "没有调用该接口的权限",
+                rid,
+            );
+        }
+        let isv = caller.kind == CallerKind::Marketplace;
+        if let Some(r) = self.limit(&mut inner, api.name(), family, &caller.limit_key(), isv) {
             return r;
         }
         let result = op(&mut inner, &caller);
         // Serialize outside the lock.
         drop(inner);
         match (result, family) {
+            (Ok(v), Family::Topapi) if api.flat_answer() => top_flat(v, rid),
             (Ok(v), Family::Topapi) => top_ok(v, rid),
             (Ok(v), Family::V1) => Json(v).into_response(),
             (Err(e), _) => render(family, e, rid),
@@ -357,7 +433,7 @@ async fn access_token(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
             );
         }
     };
-    if let Some(r) = s.limit(&mut inner, name, Family::V1, &req.app_key) {
+    if let Some(r) = s.limit(&mut inner, name, Family::V1, &req.app_key, false) {
         return r;
     }
     match issue(&mut inner, name, &req.app_key, req.app_secret.expose()) {
@@ -407,7 +483,7 @@ async fn corp_token(
             rid,
         );
     }
-    if let Some(r) = s.limit(&mut inner, name, Family::V1, &req.client_id) {
+    if let Some(r) = s.limit(&mut inner, name, Family::V1, &req.client_id, false) {
         return r;
     }
     let app_corp = inner.world.corps.values().find_map(|c| {
@@ -468,6 +544,121 @@ fn issue(
     Some((token, i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)))
 }
 
+/// The answer to a refused marketplace token request (HTTP 400).
+fn suite_refusal(e: SuiteAuthError, rid: String) -> Response {
+    v1_err(StatusCode::BAD_REQUEST, e.code(), e.message(), rid)
+}
+
+/// A token's life in seconds, for `expireIn`.
+fn ttl_secs(ttl: std::time::Duration) -> i64 {
+    i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// A new random token value.
+fn fresh_token(rng: &mut fastrand::Rng) -> String {
+    (0..32).map(|_| rng.alphanumeric()).collect()
+}
+
+/// `POST /v1.0/oauth2/suiteAccessToken` `{suiteKey, suiteSecret, suiteTicket}`:
+/// a suite's own token (the same while valid, extended), with the current
+/// ticket only.
+async fn suite_token(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let name = Api::SuiteToken.name();
+    if let Some(r) = s.prelude(name, Family::V1).await {
+        return r;
+    }
+    let mut inner = s.lock();
+    let rid = request_id(&mut inner.rng);
+    let Ok(req) = serde_json::from_slice::<SuiteTokenRequest>(&body) else {
+        return v1_err(
+            StatusCode::BAD_REQUEST,
+            "MissingsuiteKey",
+            "body is mandatory: suiteKey, suiteSecret, suiteTicket",
+            rid,
+        );
+    };
+    if let Some(r) = s.limit(&mut inner, name, Family::V1, &req.suite_key, false) {
+        return r;
+    }
+    let ttl = inner.faults.token_ttl();
+    let Inner {
+        world, rng, stats, ..
+    } = &mut *inner;
+    let mut issued = false;
+    let result = world.issue_suite_token(
+        &req.suite_key,
+        req.suite_secret.expose(),
+        req.suite_ticket.expose(),
+        std::time::Instant::now(),
+        ttl,
+        || {
+            issued = true;
+            fresh_token(rng)
+        },
+    );
+    match result {
+        Ok(token) => {
+            stats.tokens_issued += u64::from(issued);
+            stats.endpoint(name).granted += 1;
+            Json(AccessTokenResponse {
+                access_token: token.into(),
+                expire_in: ttl_secs(ttl),
+            })
+            .into_response()
+        }
+        Err(e) => suite_refusal(e, rid),
+    }
+}
+
+/// `POST /v1.0/oauth2/corpAccessToken` `{suiteKey, suiteSecret, authCorpId,
+/// suiteTicket}`: the suite's token in a corp that installed it, a new one
+/// on every call.
+async fn auth_corp_token(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let name = Api::AuthCorpToken.name();
+    if let Some(r) = s.prelude(name, Family::V1).await {
+        return r;
+    }
+    let mut inner = s.lock();
+    let rid = request_id(&mut inner.rng);
+    let Ok(req) = serde_json::from_slice::<AuthCorpTokenRequest>(&body) else {
+        return v1_err(
+            StatusCode::BAD_REQUEST,
+            "MissingsuiteKey",
+            "body is mandatory: suiteKey, suiteSecret, authCorpId, suiteTicket",
+            rid,
+        );
+    };
+    let key = marketplace_key(&req.suite_key, &req.auth_corp_id);
+    if let Some(r) = s.limit(&mut inner, name, Family::V1, &key, true) {
+        return r;
+    }
+    let ttl = inner.faults.token_ttl();
+    let Inner {
+        world, rng, stats, ..
+    } = &mut *inner;
+    let result = world.issue_corp_token(
+        &req.suite_key,
+        req.suite_secret.expose(),
+        &req.auth_corp_id,
+        req.suite_ticket.expose(),
+        std::time::Instant::now(),
+        ttl,
+        || fresh_token(rng),
+    );
+    match result {
+        Ok(token) => {
+            stats.tokens_issued += 1;
+            stats.endpoint(name).granted += 1;
+            Json(AccessTokenResponse {
+                access_token: token.into(),
+                expire_in: ttl_secs(ttl),
+            })
+            .into_response()
+        }
+        Err(e) => suite_refusal(e, rid),
+    }
+}
+
 /// Legacy `GET /gettoken?appkey=…&appsecret=…` (deprecated by DingTalk, still served).
 async fn gettoken(
     State(s): State<Arc<Shared>>,
@@ -481,7 +672,7 @@ async fn gettoken(
     let (Some(key), Some(secret)) = (q.get("appkey"), q.get("appsecret")) else {
         return top_err(40035, "缺少参数 corpid or appkey", rid);
     };
-    if let Some(r) = s.limit(&mut inner, GETTOKEN, Family::Topapi, key) {
+    if let Some(r) = s.limit(&mut inner, GETTOKEN, Family::Topapi, key, false) {
         return r;
     }
     match issue(&mut inner, GETTOKEN, key, secret) {
@@ -688,6 +879,102 @@ async fn leave_records(
             })
         },
     )
+    .await
+}
+
+/// `GET /v1.0/oauth2/apps/authInfo?authCorpId=` with a suite's own token:
+/// what the corp installed of the suite (a stopped or removed app is still
+/// listed: the answer has no status).
+async fn auth_info(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    s.serve(Api::AuthInfo, header_token(&headers), |inner, caller| {
+        let corp_id = q
+            .get("authCorpId")
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                Reject::V1(
+                    StatusCode::BAD_REQUEST,
+                    "MissingauthCorpId",
+                    "authCorpId is mandatory for this action.".into(),
+                )
+            })?;
+        let corp = inner
+            .world
+            .corp(corp_id)
+            .map_err(|_| Reject::V1(StatusCode::BAD_REQUEST, "orgNotExist", "企业不存在".into()))?;
+        let suite = inner.world.suites.get(&caller.app_key)?;
+        let install = suite.installs.get(corp_id).ok_or_else(|| {
+            Reject::V1(
+                StatusCode::BAD_REQUEST,
+                "orgNotAuthApp",
+                "企业未授权该应用".into(),
+            )
+        })?;
+        Ok(AuthInfo {
+            auth_app_info: AuthAppInfo {
+                agent_list: vec![AuthAgent {
+                    agent_id: install.agent_id,
+                    agent_name: suite.name.clone(),
+                    app_id: suite.app_id(),
+                    admin_list: install.admin_user_id.iter().cloned().collect(),
+                }],
+            },
+            auth_corp_info: AuthCorpInfo {
+                corp_id: corp.corp_id.clone(),
+                corp_name: corp.name.clone(),
+            },
+            auth_user_info: Some(AuthUserInfo {
+                user_id: install.admin_user_id.clone().unwrap_or_default(),
+            }),
+        })
+    })
+    .await
+}
+
+/// The answer of `auth/scopes`, beside `errcode`.
+#[derive(Serialize)]
+struct ScopesAnswer {
+    auth_user_field: Vec<&'static str>,
+    condition_field: Vec<String>,
+    auth_org_scopes: AuthOrgScopes,
+}
+
+/// `GET /auth/scopes` (topapi, fields beside `errcode`): the contacts the
+/// token may read. A corp token: the install's visible scope; an internal
+/// app's: its visible scope (empty lists when only admins see it).
+async fn auth_scopes(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    s.serve(Api::AuthScopes, query_token(&q), |inner, caller| {
+        let scopes = match caller.kind {
+            CallerKind::Marketplace => {
+                let install = inner
+                    .world
+                    .suites
+                    .install_of(&caller.app_key, &caller.corp_id)?;
+                AuthOrgScopes {
+                    authed_dept: install.scope.dept_ids.clone(),
+                    authed_user: install.scope.user_ids.clone(),
+                }
+            }
+            CallerKind::InternalApp | CallerKind::Suite => {
+                let s = inner.world.corp(&caller.corp_id)?.scopes(caller.agent_id)?;
+                AuthOrgScopes {
+                    authed_dept: s.dept_ids,
+                    authed_user: s.user_ids,
+                }
+            }
+        };
+        Ok(ScopesAnswer {
+            auth_user_field: AUTH_USER_FIELDS.to_vec(),
+            condition_field: Vec::new(),
+            auth_org_scopes: scopes,
+        })
+    })
     .await
 }
 

@@ -2,9 +2,15 @@
 //! `POST /v1.0/gateway/connections/open` (the app's credentials, the
 //! subscriptions) answers an endpoint and a single-use ticket; the
 //! WebSocket at `/connect?ticket=` carries the frames of `frames.rs`; a
-//! ticker delivers what is due (redeliveries, SYSTEM pings, closes). The
-//! state and its rules are `hub.rs`; the events each admin change produces
-//! are `changes.rs`.
+//! ticker delivers what is due (redeliveries, SYSTEM pings, closes, a
+//! suite's periodic tickets). The state and its rules are `hub.rs`; the
+//! events each admin change produces are `changes.rs`.
+//!
+//! A marketplace app (suite) connects with its suiteKey and suiteSecret as
+//! `clientId`/`clientSecret`. Each new connection of a suite is sent a
+//! `suite_ticket` event (the current ticket, a new one if none was issued),
+//! and every `ticketPeriodSecs` a new ticket goes to the suite; its
+//! `eventCorpId` is empty (the ticket is the suite's, not an enterprise's).
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -95,7 +101,11 @@ async fn open(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
         c.apps
             .values()
             .any(|a| a.app_key == client_id && a.app_secret == client_secret)
-    });
+    }) || inner
+        .world
+        .suites
+        .check_secret(client_id, client_secret)
+        .is_ok();
     if !known {
         inner.stream.open_refused();
         return error(StatusCode::UNAUTHORIZED, "authFailed", "鉴权失败");
@@ -170,8 +180,19 @@ async fn serve(mut socket: WebSocket, s: Arc<Shared>, app_key: String) {
     let (tx, rx) = unbounded_channel();
     let conn = {
         let mut guard = s.lock();
-        let Inner { stream, rng, .. } = &mut *guard;
-        stream.connect(&app_key, tx, rng, Instant::now())
+        let inner = &mut *guard;
+        let now = Instant::now();
+        let conn = inner.stream.connect(&app_key, tx, &mut inner.rng, now);
+        if inner.world.suites.contains(&app_key) {
+            let Inner { world, rng, .. } = &mut *inner;
+            if let Ok(ticket) = world
+                .suites
+                .ticket_for_connect(&app_key, now, || super::hub::random_id(rng, 32))
+            {
+                publish_ticket(inner, &app_key, &ticket, Some(conn));
+            }
+        }
+        conn
     };
     run(&mut socket, &s, conn, rx).await;
     let mut guard = s.lock();
@@ -219,10 +240,49 @@ pub(crate) async fn ticker(shared: Weak<Shared>) {
             return;
         };
         let mut guard = s.lock();
-        let Inner { stream, rng, .. } = &mut *guard;
-        stream.tick(rng, Instant::now());
+        let inner = &mut *guard;
+        let now = Instant::now();
+        for suite_key in inner.world.suites.due_tickets(now) {
+            let Inner { world, rng, .. } = &mut *inner;
+            if let Ok(ticket) = world
+                .suites
+                .issue_ticket(&suite_key, now, || super::hub::random_id(rng, 32))
+            {
+                publish_ticket(inner, &suite_key, &ticket, None);
+            }
+        }
+        let Inner { stream, rng, .. } = inner;
+        stream.tick(rng, now);
     }
 }
+
+/// Sends `ticket` to suite `suite_key` as a `suite_ticket` event (on
+/// connection `prefer` first, when given); the suite's older tickets still
+/// waiting for an ack are withdrawn: only the newest is worth having.
+pub(crate) fn publish_ticket(
+    inner: &mut Inner,
+    suite_key: &str,
+    ticket: &str,
+    prefer: Option<ConnId>,
+) {
+    let Ok(suite) = inner.world.suites.get(suite_key) else {
+        return;
+    };
+    let event = NewEvent {
+        app_key: suite_key.to_owned(),
+        corp_id: String::new(),
+        unified_app_id: suite.unified_app_id(),
+        event_type: SUITE_TICKET.to_owned(),
+        data: super::changes::suite_ticket(ticket),
+        born_ms: jiff::Timestamp::now().as_millisecond(),
+    };
+    let Inner { stream, rng, .. } = inner;
+    stream.withdraw(suite_key, SUITE_TICKET);
+    stream.push_to(event, prefer, rng, Instant::now());
+}
+
+/// The event type of a suite ticket.
+pub const SUITE_TICKET: &str = "suite_ticket";
 
 /// Pushes the events of `changes` in organization `corp_id` to the apps
 /// they are for.
@@ -233,18 +293,33 @@ pub(crate) fn publish(inner: &mut Inner, corp_id: &str, changes: Vec<Change>) {
     let born_ms = jiff::Timestamp::now().as_millisecond();
     let mut events = Vec::new();
     for change in changes {
-        for app in corp.apps.values() {
-            if matches!(change.audience, Audience::App(agent) if agent != app.agent_id) {
-                continue;
+        let event = |app_key: &str, unified_app_id: String| NewEvent {
+            app_key: app_key.to_owned(),
+            corp_id: corp_id.to_owned(),
+            unified_app_id,
+            event_type: change.event_type.to_owned(),
+            data: change.data.clone(),
+            born_ms,
+        };
+        match &change.audience {
+            Audience::Corp | Audience::App(_) => {
+                for app in corp.apps.values() {
+                    if matches!(change.audience, Audience::App(agent) if agent != app.agent_id) {
+                        continue;
+                    }
+                    events.push(event(&app.app_key, unified_app_id(corp_id, app.agent_id)));
+                }
             }
-            events.push(NewEvent {
-                app_key: app.app_key.clone(),
-                corp_id: corp_id.to_owned(),
-                unified_app_id: unified_app_id(corp_id, app.agent_id),
-                event_type: change.event_type.to_owned(),
-                data: change.data.clone(),
-                born_ms,
-            });
+            Audience::Suites => {
+                for (suite, _) in inner.world.suites.installed_in(corp_id) {
+                    events.push(event(&suite.suite_key, suite.unified_app_id()));
+                }
+            }
+            Audience::Suite(key) => {
+                if let Ok(suite) = inner.world.suites.get(key) {
+                    events.push(event(&suite.suite_key, suite.unified_app_id()));
+                }
+            }
         }
     }
     let Inner {

@@ -246,6 +246,9 @@ struct Pending {
     not_before: Instant,
     /// Sent twice at its first delivery (`duplicateNext`).
     twice: bool,
+    /// The connection its first delivery goes to, if still live (a suite's
+    /// `suite_ticket` goes to the connection that just opened).
+    prefer: Option<ConnId>,
     /// The last delivery: the connection and when (`None`: to deliver now).
     sent: Option<(ConnId, Instant)>,
     /// Every messageId it was sent under: an ack of any of them counts.
@@ -388,6 +391,18 @@ impl Hub {
     /// Pushes an event to one open connection of its app, chosen at random
     /// (or keeps it until one opens).
     pub fn push(&mut self, event: NewEvent, rng: &mut fastrand::Rng, now: Instant) {
+        self.push_to(event, None, rng, now);
+    }
+
+    /// Like [`Hub::push`], the first delivery on connection `prefer` while
+    /// it is live.
+    pub fn push_to(
+        &mut self,
+        event: NewEvent,
+        prefer: Option<ConnId>,
+        rng: &mut fastrand::Rng,
+        now: Instant,
+    ) {
         let same_app = self
             .pending
             .iter()
@@ -421,6 +436,7 @@ impl Hub {
             pushed_at: now,
             not_before: now + Duration::from_millis(delay),
             twice,
+            prefer,
             sent: None,
             message_ids: Vec::new(),
         });
@@ -446,7 +462,13 @@ impl Hub {
         if live.is_empty() {
             return;
         }
-        let conn = live[rng.usize(..live.len())];
+        let conn = match p
+            .prefer
+            .filter(|c| p.message_ids.is_empty() && live.contains(c))
+        {
+            Some(c) => c,
+            None => live[rng.usize(..live.len())],
+        };
         let message_id = random_id(rng, 24);
         let frame = frames::event(
             &EventHeaders {
@@ -477,6 +499,20 @@ impl Hub {
             p.sent = None;
             self.deliver(index, rng, now);
         }
+    }
+
+    /// Forgets the events of `event_type` waiting for `app_key` (a suite's
+    /// older `suite_ticket`s, superseded by a newer one); answers how many.
+    pub fn withdraw(&mut self, app_key: &str, event_type: &str) -> usize {
+        let before = self.pending.len();
+        self.pending
+            .retain(|p| !(p.app_key == app_key && p.event_type == event_type));
+        before - self.pending.len()
+    }
+
+    /// Whether `conn` is an open connection of `app_key`.
+    pub fn is_connection_of(&self, conn: ConnId, app_key: &str) -> bool {
+        self.conns.get(&conn).is_some_and(|c| c.app_key == app_key)
     }
 
     /// A text frame from connection `conn`: an ack of an event, an answer
@@ -810,6 +846,26 @@ mod tests {
         sorted.sort_by_key(|n| n[1..].parse::<u32>().expect("number"));
         assert_eq!(sorted, names, "every event arrives once");
         assert_ne!(arrived, names, "not in the order produced");
+    }
+
+    #[test]
+    fn a_preferred_connection_gets_the_first_delivery_and_withdrawn_events_go() {
+        let mut hub = Hub::default();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let t0 = Instant::now();
+        let (tx1, mut rx1) = unbounded_channel();
+        let (tx2, mut rx2) = unbounded_channel();
+        hub.connect("k", tx1, &mut rng, t0);
+        let c2 = hub.connect("k", tx2, &mut rng, t0);
+        for _ in 0..10 {
+            hub.push_to(event(), Some(c2), &mut rng, t0);
+        }
+        assert!(texts(&mut rx1).is_empty());
+        assert_eq!(texts(&mut rx2).len(), 10);
+        assert!(hub.is_connection_of(c2, "k") && !hub.is_connection_of(c2, "other"));
+        assert_eq!(hub.withdraw("k", "user_leave_org"), 10);
+        assert_eq!(hub.withdraw("k", "user_leave_org"), 0);
+        assert!(hub.stats().pending.is_empty());
     }
 
     #[test]

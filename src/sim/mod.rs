@@ -10,6 +10,8 @@
 //! - `gateway`: the Stream gateway (`connections/open`, the WebSocket); `hub`
 //!   its state, `frames` its frames, `changes` the events each admin change sends.
 //! - `push`: HTTP push of those events to a registered URL, encrypted.
+//! - `suites`: marketplace apps (suites), their tickets and installs;
+//!   `suite_admin` their admin API.
 
 pub mod admin;
 pub mod api;
@@ -24,6 +26,8 @@ pub mod org_file;
 pub mod push;
 pub mod ratelimit;
 pub mod stats;
+pub mod suite_admin;
+pub mod suites;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 
 use super::generate::{GenSpec, Generated, generate_lazily};
-use super::org_file::{AppSpec, CorpSpec, DeptSpec, OrgFile, ScopeSpec, UserSpec};
+use super::org_file::{AppSpec, CorpSpec, DeptSpec, OrgFile, ScopeSpec, SuiteSpec, UserSpec};
+use super::suites::{InstallRequest, Installed, SuiteAuthError, Suites};
 use crate::dingtalk::types::{self, AppScopes, InnerApp, LeaveRecord, ROOT_DEPT_ID, ScopeDelta};
 
 /// Why a change or a query was refused.
@@ -31,6 +32,10 @@ pub enum ModelError {
     Invalid(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error("no suite {0}")]
+    SuiteNotFound(String),
+    #[error("corp {corp_id} has not installed suite {suite_key}")]
+    NotInstalled { suite_key: String, corp_id: String },
 }
 
 /// Why a token was refused.
@@ -45,9 +50,41 @@ pub enum TokenError {
 /// The caller behind a valid token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
+    /// Empty for a suite's own token.
     pub corp_id: String,
+    /// 0 for a suite's own token.
     pub agent_id: i64,
+    /// The appKey, or the suiteKey of a marketplace token.
     pub app_key: String,
+    pub kind: CallerKind,
+}
+
+/// Which kind of token a caller holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallerKind {
+    /// An internal app's token (`oauth2/accessToken`, `gettoken`).
+    InternalApp,
+    /// A suite's own token (`oauth2/suiteAccessToken`): `apps/authInfo` only.
+    Suite,
+    /// A suite's token in one corp that installed it (`oauth2/corpAccessToken`).
+    Marketplace,
+}
+
+impl Caller {
+    /// The rate-limit bucket (and the `apps` counter): the appKey, or for a
+    /// marketplace token `suiteKey@corpId`, as DingTalk limits an ISV app per
+    /// suite, authorizing corp and API.
+    pub fn limit_key(&self) -> String {
+        match self.kind {
+            CallerKind::Marketplace => marketplace_key(&self.app_key, &self.corp_id),
+            CallerKind::InternalApp | CallerKind::Suite => self.app_key.clone(),
+        }
+    }
+}
+
+/// The rate-limit bucket and counter name of a suite in one corp.
+pub fn marketplace_key(suite_key: &str, corp_id: &str) -> String {
+    format!("{suite_key}@{corp_id}")
 }
 
 /// An issued token.
@@ -241,6 +278,14 @@ impl Corp {
                 .as_ref()
                 .map_or_else(String::new, |g| g.userid(n)),
         }
+    }
+
+    /// The first admin among the users given one by one (by userid).
+    pub fn first_admin(&self) -> Option<String> {
+        self.users
+            .values()
+            .find(|u| u.admin)
+            .map(|u| u.userid.clone())
     }
 
     fn dept_exists(&self, id: i64) -> bool {
@@ -691,6 +736,12 @@ impl Corp {
     }
 }
 
+/// `now + ttl`; a life beyond what Instant holds is "never expires".
+fn life_end(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
 fn apply_list<T: PartialEq + Clone>(list: &mut Vec<T>, add: &[T], del: &[T]) {
     list.retain(|x| !del.contains(x));
     for a in add {
@@ -700,23 +751,114 @@ fn apply_list<T: PartialEq + Clone>(list: &mut Vec<T>, add: &[T], del: &[T]) {
     }
 }
 
-/// Every corp and the tokens issued to their apps.
+/// Every corp, the marketplace apps installed in them, and the tokens
+/// issued to both.
 #[derive(Clone, Debug, Default)]
 pub struct World {
     pub corps: BTreeMap<String, Corp>,
+    pub suites: Suites,
     tokens: HashMap<String, TokenEntry>,
-    /// appKey → its current token.
+    /// appKey (or suiteKey) → its current token.
     token_by_app: HashMap<String, String>,
 }
 
 impl World {
-    /// Builds the world from a file's corps.
+    /// Builds the world from a file's corps and suites.
     pub fn from_file(file: OrgFile) -> Result<Self, ModelError> {
         let mut world = World::default();
         for corp in file.corps {
             world.put_corp(corp)?;
         }
+        for suite in file.suites {
+            world.put_suite_spec(suite)?;
+        }
         Ok(world)
+    }
+
+    /// Adds a suite of an org file with its installs.
+    fn put_suite_spec(&mut self, spec: SuiteSpec) -> Result<(), ModelError> {
+        let key = spec.suite_key.clone();
+        self.add_suite(
+            &spec.suite_key,
+            &spec.suite_secret,
+            spec.ticket_period_secs,
+            spec.name,
+        )?;
+        for i in spec.installs {
+            let req = InstallRequest {
+                agent_id: i.agent_id,
+                scope: i.scope,
+                admin_user_id: i.admin_user_id,
+            };
+            self.install_suite(&key, &i.corp_id, req)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a marketplace app; answers its suiteId. Its key is distinct from
+    /// every appKey (both are a Stream `clientId`).
+    pub fn add_suite(
+        &mut self,
+        suite_key: &str,
+        suite_secret: &str,
+        ticket_period_secs: u64,
+        name: Option<String>,
+    ) -> Result<i64, ModelError> {
+        if self.app_key_taken(suite_key) {
+            return Err(ModelError::Conflict(format!(
+                "{suite_key} is an app's appKey"
+            )));
+        }
+        self.suites
+            .add(suite_key, suite_secret, ticket_period_secs, name)
+    }
+
+    fn app_key_taken(&self, key: &str) -> bool {
+        self.corps
+            .values()
+            .any(|c| c.apps.values().any(|a| a.app_key == key))
+    }
+
+    /// Installs `suite_key` in corp `corp_id`, or updates the install (a
+    /// new agentId revokes the corp's tokens of the suite).
+    pub fn install_suite(
+        &mut self,
+        suite_key: &str,
+        corp_id: &str,
+        req: InstallRequest,
+    ) -> Result<Installed, ModelError> {
+        let corp = self.corp(corp_id)?;
+        let taken: Vec<i64> = corp.apps.keys().copied().collect();
+        let admin = corp.first_admin();
+        let suite_id = self.suites.get(suite_key)?.suite_id;
+        let done = self
+            .suites
+            .install(suite_key, corp_id, req, &taken, admin, || {
+                format!("pc-{suite_id}-{corp_id}")
+            })?;
+        if done.agent_changed {
+            self.revoke_install_tokens(suite_key, corp_id);
+        }
+        Ok(done)
+    }
+
+    /// Uninstalls `suite_key` from `corp_id`: its tokens there are revoked.
+    pub fn uninstall_suite(
+        &mut self,
+        suite_key: &str,
+        corp_id: &str,
+    ) -> Result<super::suites::Install, ModelError> {
+        let install = self.suites.uninstall(suite_key, corp_id)?;
+        self.revoke_install_tokens(suite_key, corp_id);
+        Ok(install)
+    }
+
+    fn revoke_install_tokens(&mut self, suite_key: &str, corp_id: &str) {
+        self.tokens.retain(|_, t| {
+            !(t.caller.kind == CallerKind::Marketplace
+                && t.caller.app_key == suite_key
+                && t.caller.corp_id == corp_id)
+        });
     }
 
     /// Adds or replaces a corp. App keys must be unique across corps.
@@ -726,6 +868,18 @@ impl World {
 
     fn insert_corp(&mut self, corp: Corp) -> Result<(), ModelError> {
         for app in corp.apps.values() {
+            if self.suites.contains(&app.app_key) {
+                return Err(ModelError::Conflict(format!(
+                    "appKey {} is a suite's key",
+                    app.app_key
+                )));
+            }
+            if self.suites.agent_in_use(&corp.corp_id, app.agent_id) {
+                return Err(ModelError::Conflict(format!(
+                    "agentId {} is a marketplace app's in {}",
+                    app.agent_id, corp.corp_id
+                )));
+            }
             if self.corps.values().any(|c| {
                 c.corp_id != corp.corp_id && c.apps.values().any(|a| a.app_key == app.app_key)
             }) {
@@ -754,16 +908,19 @@ impl World {
         self.insert_corp(corp)
     }
 
-    /// Adds an app to a corp. Agent ids are unique in the corp, app keys in the world.
+    /// Adds an app to a corp. Agent ids are unique in the corp (marketplace
+    /// installs included), app keys in the world (suite keys included).
     pub fn add_app(&mut self, corp_id: &str, app: AppSpec) -> Result<(), ModelError> {
-        if self
-            .corps
-            .values()
-            .any(|c| c.apps.values().any(|a| a.app_key == app.app_key))
-        {
+        if self.app_key_taken(&app.app_key) || self.suites.contains(&app.app_key) {
             return Err(ModelError::Conflict(format!(
                 "appKey {} exists",
                 app.app_key
+            )));
+        }
+        if self.suites.agent_in_use(corp_id, app.agent_id) {
+            return Err(ModelError::Conflict(format!(
+                "agentId {} is a marketplace app's",
+                app.agent_id
             )));
         }
         let corp = self.corp_mut(corp_id)?;
@@ -814,17 +971,31 @@ impl World {
                     corp_id: c.corp_id.clone(),
                     agent_id: a.agent_id,
                     app_key: a.app_key.clone(),
+                    kind: CallerKind::InternalApp,
                 })
         })?;
+        Some(self.reuse_or_issue(caller, now, ttl, fresh))
+    }
+
+    /// The caller's current token, extended to `ttl`, or a new one after
+    /// expiry (keyed by the caller's appKey or suiteKey).
+    fn reuse_or_issue(
+        &mut self,
+        caller: Caller,
+        now: Instant,
+        ttl: Duration,
+        fresh: impl FnOnce() -> String,
+    ) -> String {
+        let key = caller.app_key.clone();
         let current = self
             .token_by_app
-            .get(app_key)
+            .get(&key)
             .filter(|t| self.tokens.get(*t).is_some_and(|e| e.expires_at > now))
             .cloned();
         let token = match current {
             Some(t) => t,
             None => {
-                if let Some(old) = self.token_by_app.remove(app_key) {
+                if let Some(old) = self.token_by_app.remove(&key) {
                     self.tokens.remove(&old);
                 }
                 fresh()
@@ -834,14 +1005,76 @@ impl World {
             token.clone(),
             TokenEntry {
                 caller,
-                // A life beyond what Instant holds is "never expires".
-                expires_at: now
-                    .checked_add(ttl)
-                    .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400)),
+                expires_at: life_end(now, ttl),
             },
         );
-        self.token_by_app.insert(app_key.to_owned(), token.clone());
-        Some(token)
+        self.token_by_app.insert(key, token.clone());
+        token
+    }
+
+    /// A suite's own token (`oauth2/suiteAccessToken`): key, secret and the
+    /// current ticket. Like an internal app's, the same token while it is
+    /// valid, extended.
+    pub fn issue_suite_token(
+        &mut self,
+        suite_key: &str,
+        suite_secret: &str,
+        suite_ticket: &str,
+        now: Instant,
+        ttl: Duration,
+        fresh: impl FnOnce() -> String,
+    ) -> Result<String, SuiteAuthError> {
+        let suite = self
+            .suites
+            .authenticate(suite_key, suite_secret, suite_ticket)?;
+        let caller = Caller {
+            corp_id: String::new(),
+            agent_id: 0,
+            app_key: suite.suite_key.clone(),
+            kind: CallerKind::Suite,
+        };
+        Ok(self.reuse_or_issue(caller, now, ttl, fresh))
+    }
+
+    /// A suite's token in corp `auth_corp_id` (`oauth2/corpAccessToken`):
+    /// key, secret, the current ticket, and an install. A new token on every
+    /// call (the earlier ones stay valid until they expire).
+    #[allow(clippy::too_many_arguments)]
+    pub fn issue_corp_token(
+        &mut self,
+        suite_key: &str,
+        suite_secret: &str,
+        auth_corp_id: &str,
+        suite_ticket: &str,
+        now: Instant,
+        ttl: Duration,
+        fresh: impl FnOnce() -> String,
+    ) -> Result<String, SuiteAuthError> {
+        let suite = self
+            .suites
+            .authenticate(suite_key, suite_secret, suite_ticket)?;
+        let install = suite
+            .installs
+            .get(auth_corp_id)
+            .filter(|_| self.corps.contains_key(auth_corp_id))
+            .ok_or(SuiteAuthError::NotInstalled)?;
+        let caller = Caller {
+            corp_id: auth_corp_id.to_owned(),
+            agent_id: install.agent_id,
+            app_key: suite.suite_key.clone(),
+            kind: CallerKind::Marketplace,
+        };
+        // Every call adds one: forget the expired ones as we go.
+        self.tokens.retain(|_, e| e.expires_at > now);
+        let token = fresh();
+        self.tokens.insert(
+            token.clone(),
+            TokenEntry {
+                caller,
+                expires_at: life_end(now, ttl),
+            },
+        );
+        Ok(token)
     }
 
     /// Who holds `token`, if it is valid at `now`.
@@ -1053,10 +1286,160 @@ corps:
         ));
     }
 
+    fn marketplace_world() -> World {
+        let mut w = World::from_file(OrgFile {
+            corps: vec![corp().to_spec()],
+            ..OrgFile::default()
+        })
+        .unwrap();
+        w.add_suite("sk", "ss", 0, None).unwrap();
+        w.suites
+            .issue_ticket("sk", Instant::now(), || "t1".into())
+            .unwrap();
+        w
+    }
+
+    #[test]
+    fn a_corp_token_is_new_on_every_call_and_answers_for_the_install() {
+        let mut w = marketplace_world();
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(10);
+        let mut n = 0;
+        let mut fresh = || {
+            n += 1;
+            format!("c{n}")
+        };
+        assert_eq!(
+            w.issue_corp_token("sk", "ss", "dingacme", "t1", t0, ttl, &mut fresh),
+            Err(SuiteAuthError::NotInstalled),
+            "not installed"
+        );
+        w.install_suite("sk", "dingacme", InstallRequest::default())
+            .unwrap();
+        let a = w
+            .issue_corp_token("sk", "ss", "dingacme", "t1", t0, ttl, &mut fresh)
+            .unwrap();
+        let b = w
+            .issue_corp_token("sk", "ss", "dingacme", "t1", t0, ttl, &mut fresh)
+            .unwrap();
+        assert_ne!(a, b);
+        let caller = w.check_token(Some(&a), t0).unwrap();
+        assert_eq!(caller.kind, CallerKind::Marketplace);
+        assert_eq!(caller.corp_id, "dingacme");
+        assert_eq!(caller.agent_id, super::super::suites::FIRST_AGENT_ID);
+        assert_eq!(caller.limit_key(), "sk@dingacme");
+        assert_eq!(
+            w.issue_corp_token("sk", "ss", "nowhere", "t1", t0, ttl, &mut fresh),
+            Err(SuiteAuthError::NotInstalled)
+        );
+        assert_eq!(
+            w.issue_corp_token("sk", "ss", "dingacme", "t0", t0, ttl, &mut fresh),
+            Err(SuiteAuthError::Ticket)
+        );
+        w.uninstall_suite("sk", "dingacme").unwrap();
+        assert_eq!(w.check_token(Some(&a), t0), Err(TokenError::Invalid));
+        assert_eq!(w.check_token(Some(&b), t0), Err(TokenError::Invalid));
+        assert_eq!(
+            w.issue_corp_token("sk", "ss", "dingacme", "t1", t0, ttl, &mut fresh),
+            Err(SuiteAuthError::NotInstalled),
+            "uninstalled"
+        );
+    }
+
+    #[test]
+    fn a_suite_token_needs_the_current_ticket_and_is_reused_while_valid() {
+        let mut w = marketplace_world();
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(10);
+        let a = w
+            .issue_suite_token("sk", "ss", "t1", t0, ttl, || "s1".into())
+            .unwrap();
+        let b = w
+            .issue_suite_token("sk", "ss", "t1", t0, ttl, || "s2".into())
+            .unwrap();
+        assert_eq!(a, b);
+        let caller = w.check_token(Some(&a), t0).unwrap();
+        assert_eq!(
+            (caller.kind, caller.limit_key()),
+            (CallerKind::Suite, "sk".into())
+        );
+        w.suites.issue_ticket("sk", t0, || "t2".into()).unwrap();
+        assert_eq!(
+            w.issue_suite_token("sk", "ss", "t1", t0, ttl, || "s3".into()),
+            Err(SuiteAuthError::Ticket)
+        );
+        assert!(
+            w.check_token(Some(&a), t0).is_ok(),
+            "a token outlives its ticket"
+        );
+        assert_eq!(
+            w.issue_suite_token("sk", "bad", "t2", t0, ttl, || "s3".into()),
+            Err(SuiteAuthError::Secret)
+        );
+    }
+
+    #[test]
+    fn app_keys_suite_keys_and_agent_ids_do_not_collide() {
+        let mut w = marketplace_world();
+        assert!(matches!(
+            w.add_suite("k", "x", 0, None),
+            Err(ModelError::Conflict(_))
+        ));
+        w.install_suite(
+            "sk",
+            "dingacme",
+            InstallRequest {
+                agent_id: Some(5000),
+                ..InstallRequest::default()
+            },
+        )
+        .unwrap();
+        let app = |agent_id, key: &str| AppSpec {
+            agent_id,
+            app_key: key.into(),
+            app_secret: "x".into(),
+            name: String::new(),
+            enabled: true,
+            visible_scope: ScopeSpec::default(),
+        };
+        assert!(w.add_app("dingacme", app(5000, "new-key")).is_err());
+        assert!(w.add_app("dingacme", app(5001, "sk")).is_err());
+        assert!(w.add_app("dingacme", app(5001, "new-key")).is_ok());
+        assert!(matches!(
+            w.install_suite("sk", "nowhere", InstallRequest::default()),
+            Err(ModelError::CorpNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn an_org_file_installs_its_suites() {
+        let file = OrgFile::parse(
+            r#"
+corps:
+  - corpId: dingacme
+    apps: [{agentId: 1001, appKey: k, appSecret: s}]
+    users: [{userid: boss, name: B, deptIds: [1], admin: true}]
+suites:
+  - {suiteKey: sk, suiteSecret: ss, installs: [{corpId: dingacme}]}
+"#,
+        )
+        .unwrap();
+        let w = World::from_file(file).unwrap();
+        let i = w.suites.install_of("sk", "dingacme").unwrap();
+        assert_eq!(i.admin_user_id.as_deref(), Some("boss"));
+        assert_eq!(i.scope.dept_ids, vec![1]);
+        let bad = OrgFile::parse(
+            "suites: [{suiteKey: sk, suiteSecret: ss, installs: [{corpId: nowhere}]}]",
+        )
+        .unwrap();
+        assert!(World::from_file(bad).is_err());
+    }
+
     #[test]
     fn token_is_reused_and_extended_while_valid_and_renewed_after_expiry() {
         let mut w = World::from_file(OrgFile {
             corps: vec![corp().to_spec()],
+            ..OrgFile::default()
         })
         .unwrap();
         let t0 = Instant::now();

@@ -3,7 +3,8 @@
 //! The names `corps`, `corpId`, `apps`, `agentId`, `appKey`, `appSecret`,
 //! `enabled`, `visibleScope {deptIds, userIds}`, `departments {id, name, parentId}`
 //! and `users {userid, name, deptIds, mobile, email}` are a contract with scripts:
-//! keep them; add fields freely.
+//! keep them; add fields freely. `suites` declares marketplace apps and
+//! the corps that installed them (`suites.rs`).
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,44 @@ use crate::dingtalk::types::{LeaveRecord, ROOT_DEPT_ID};
 pub struct OrgFile {
     #[serde(default)]
     pub corps: Vec<CorpSpec>,
+    /// Marketplace apps (suites), installed in corps of `corps`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suites: Vec<SuiteSpec>,
+}
+
+/// A marketplace app (suite, 第三方企业应用): its credentials, how often
+/// DingTalk pushes a new suite ticket, and the corps that installed it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SuiteSpec {
+    pub suite_key: String,
+    pub suite_secret: String,
+    /// A new ticket this often on the suite's Stream connections; 0 = only
+    /// the one sent on each connect.
+    #[serde(default)]
+    pub ticket_period_secs: u64,
+    /// The app's name in the corps (`agentName`); defaults to the suite key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub installs: Vec<InstallSpec>,
+}
+
+/// One corp's install of a suite.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstallSpec {
+    pub corp_id: String,
+    /// The app's agentId in the corp; allocated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<i64>,
+    /// The visible scope the corp's admin set; all employees (`deptIds: [1]`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeSpec>,
+    /// The admin who installed it (`authUserInfo.userId`); the corp's first
+    /// admin when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_user_id: Option<String>,
 }
 
 /// One organization (corp) with its apps, departments, members and leavers.
@@ -152,5 +191,31 @@ corps:
         assert_eq!(corp.departments[0].parent_id, 1);
         assert_eq!(corp.users[0].mobile.as_deref(), Some("13800000001"));
         assert!(corp.users[0].active);
+        assert!(f.suites.is_empty());
+    }
+
+    #[test]
+    fn suites_and_their_installs_parse() {
+        let f = OrgFile::parse(
+            r#"
+corps: []
+suites:
+  - suiteKey: sk
+    suiteSecret: ss
+    ticketPeriodSecs: 60
+    installs:
+      - {corpId: dingacme}
+      - {corpId: dingglobex, agentId: 7001, scope: {deptIds: [2], userIds: [g1]}}
+"#,
+        )
+        .unwrap();
+        let s = &f.suites[0];
+        assert_eq!((s.suite_key.as_str(), s.ticket_period_secs), ("sk", 60));
+        assert_eq!(s.installs[0].agent_id, None);
+        assert_eq!(s.installs[1].agent_id, Some(7001));
+        assert_eq!(
+            s.installs[1].scope.as_ref().map(|s| s.user_ids.clone()),
+            Some(vec!["g1".to_string()])
+        );
     }
 }

@@ -383,7 +383,11 @@ impl Scenario {
         };
         let ns = env.new_namespace(&prefix);
         let client = env.client().await;
-        let world = World::from_file(OrgFile { corps }).expect("a valid world");
+        let world = World::from_file(OrgFile {
+            corps,
+            ..OrgFile::default()
+        })
+        .expect("a valid world");
         let sim = Simulator::start(world, "127.0.0.1:0".parse::<SocketAddr>().unwrap())
             .await
             .expect("simulator starts");
