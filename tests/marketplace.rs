@@ -271,7 +271,6 @@ async fn an_expected_scope_that_differs_says_what_to_tick_and_nothing_is_written
         let seen = EventsSeen {
             dirty: Dirty {
                 scope: true,
-                full_sync: true,
                 ..Dirty::default()
             },
             channel: None,
@@ -369,6 +368,47 @@ async fn an_installed_app_holds_the_unbind_until_it_is_uninstalled() {
         assert_eq!(o.status.mode, Some(Mode::DingTalk), "still bound");
         assert_eq!(cond(&o, condition::READY).1, reason::APP_STILL_ENABLED);
         assert_eq!(env.members("acme").await, set_of(&["s1", "s2"]));
+    }
+}
+
+#[tokio::test]
+async fn the_stop_event_proves_the_app_stopped_for_the_unbind() {
+    for env in envs().await {
+        env.ticket().await;
+        env.install(json!({"deptIds": [2], "userIds": []})).await;
+        let mut t = env.tenant("acme", marketplace());
+        env.run(&mut t, &none()).await;
+        env.admin(
+            reqwest::Method::POST,
+            &format!("corps/dingacme/suites/{SUITE_KEY}/stop"),
+            None,
+        )
+        .await;
+        // The event, as the suite's connection hands it to the tenant.
+        let mut dirty = Dirty::default();
+        dirty.mark(&dingbind::core::dirty::change(
+            "org_micro_app_stop",
+            &json!({"agentId": 1}),
+        ));
+        let o = env
+            .run(
+                &mut t,
+                &EventsSeen {
+                    dirty,
+                    channel: None,
+                },
+            )
+            .await;
+        assert_eq!(
+            cond(&o, condition::BOUND).0,
+            "True",
+            "a stopped app stays bound"
+        );
+        // Asked later, after any restart: the kept state is the proof.
+        t.spec.mode = Mode::Public;
+        let o = env.run(&mut t, &none()).await;
+        assert_eq!(o.status.mode, Some(Mode::Public), "{:?}", o.status);
+        assert!(env.members("acme").await.is_empty());
     }
 }
 

@@ -201,6 +201,43 @@ pub struct Dirty {
     pub scope_operators: BTreeSet<String>,
     /// The binding must be checked now (the app was disabled or enabled).
     pub binding: bool,
+    /// A marketplace app's state in the organization, as its latest event
+    /// told (`org_micro_app_stop`, `_restore`, `_remove`, `org_suite_relieve`).
+    pub install: Option<InstallState>,
+}
+
+/// A marketplace app's state in an organization, as DingTalk's events tell it
+/// on the suite's own connection (`authInfo` shows no state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum InstallState {
+    /// Installed (`org_suite_auth`, `org_suite_change`) or restored (`org_micro_app_restore`).
+    Running,
+    /// Stopped (停用, `org_micro_app_stop`).
+    Stopped,
+    /// The micro-app deleted, the authorization kept (`org_micro_app_remove`).
+    Removed,
+    /// Uninstalled (`org_suite_relieve`).
+    Uninstalled,
+}
+
+impl InstallState {
+    /// The state an install event tells, if it tells one.
+    pub fn of_event(event_type: &str) -> Option<Self> {
+        match event_type {
+            "org_suite_auth" | "org_suite_change" | "org_micro_app_restore" => {
+                Some(InstallState::Running)
+            }
+            "org_micro_app_stop" => Some(InstallState::Stopped),
+            "org_micro_app_remove" => Some(InstallState::Removed),
+            "org_suite_relieve" => Some(InstallState::Uninstalled),
+            _ => None,
+        }
+    }
+
+    /// Whether the app no longer runs there: what an unbind's precondition asks.
+    pub fn stopped(self) -> bool {
+        self != InstallState::Running
+    }
 }
 
 impl Dirty {
@@ -212,6 +249,7 @@ impl Dirty {
             && !self.full_sync
             && !self.scope
             && !self.binding
+            && self.install.is_none()
     }
 
     /// Whether the directory needs a sync of some kind.
@@ -243,9 +281,13 @@ impl Dirty {
                 self.departments.extend(departments);
             }
             Change::AppStatus { .. } => self.binding = true,
-            Change::Install { .. } => {
+            Change::Install { event_type } => {
                 self.binding = true;
                 self.scope = true;
+                // Events of one connection arrive in order: the latest wins.
+                if let Some(state) = InstallState::of_event(event_type) {
+                    self.install = Some(state);
+                }
             }
             Change::Unreadable { .. } => self.mark_full_sync(),
             Change::Ignored => {}
@@ -275,6 +317,9 @@ impl Dirty {
             self.scope_operators.insert(op);
         }
         self.binding |= other.binding;
+        // `other` arrived later, unless it is a failed batch handed back:
+        // then what came meanwhile (self) is the newer.
+        self.install = self.install.or(other.install);
         self.escalate();
     }
 
@@ -421,6 +466,9 @@ mod tests {
         let mut d = Dirty::default();
         d.mark(&change("org_micro_app_stop", &json!({"agentId": 5})));
         assert!(d.binding && d.scope && !d.needs_sync());
+        assert_eq!(d.install, Some(InstallState::Stopped));
+        d.mark(&change("org_micro_app_restore", &json!({"agentId": 5})));
+        assert_eq!(d.install, Some(InstallState::Running), "the latest wins");
         let mut d = Dirty::default();
         d.mark(&change("user_leave_org", &json!({"unionid": "un1"})));
         assert!(d.needs_sync() && d.unionids.contains("un1"));

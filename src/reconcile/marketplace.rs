@@ -9,11 +9,14 @@ use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
+use jiff::Timestamp;
+
 use super::Reconciler;
 use crate::{
-    api::{DingTalkSpec, ObservedScope},
+    api::{DingTalkSpec, ObservedScope, TenantKey},
     core::{
         binding::{AppSeen, Binding, Identity},
+        dirty::InstallState,
         scope::{self, DesiredScope},
         status::BindingFailure,
     },
@@ -49,6 +52,16 @@ impl SuiteClients {
             .or_insert_with(|| client.app(TokenSource::marketplace(self.suite.clone(), corp_id)))
             .clone()
     }
+}
+
+/// Store document holding a marketplace tenant's install state, as the
+/// latest install event told it.
+pub const INSTALL_DOCUMENT: &str = "marketplace-install";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptInstall {
+    state: InstallState,
+    at: String,
 }
 
 /// What the binding check of a marketplace tenant found: the enterprise's
@@ -110,12 +123,45 @@ impl Reconciler {
         })
     }
 
+    /// Keeps the install's state an event told (`authInfo` shows none): the
+    /// stop it tells is the proof an unbind needs, after any restart.
+    pub(super) async fn keep_install_state(
+        &self,
+        key: &TenantKey,
+        state: InstallState,
+        now: Timestamp,
+    ) -> Result<(), crate::store::Error> {
+        let kept = KeptInstall {
+            state,
+            at: now.to_string(),
+        };
+        self.store
+            .put_document(
+                key,
+                INSTALL_DOCUMENT,
+                &serde_json::to_value(&kept).unwrap_or_default(),
+            )
+            .await
+    }
+
+    /// The install's state as the latest install event told it, if one did.
+    pub(super) async fn kept_install_state(
+        &self,
+        key: &TenantKey,
+    ) -> Result<Option<InstallState>, crate::store::Error> {
+        let kept: Option<KeptInstall> = self.store.typed_document(key, INSTALL_DOCUMENT).await?;
+        Ok(kept.map(|k| k.state))
+    }
+
     /// What DingTalk shows of a marketplace tenant's bound app, for the
     /// unbind's precondition: uninstalled is proved by `authInfo` read with
-    /// the suite's own token. `Err` only when DingTalk could not answer.
+    /// the suite's own token; stopped (停用) or removed by the event the
+    /// suite's connection received for the organization (`told`). `Err`
+    /// only when DingTalk could not answer.
     pub(super) async fn marketplace_app_seen(
         &self,
         bound: &Identity,
+        told: Option<InstallState>,
     ) -> Result<AppSeen, dingtalk::Error> {
         let Some(suite) = &self.suite else {
             return Ok(AppSeen::NoCredentials(
@@ -123,6 +169,7 @@ impl Reconciler {
             ));
         };
         match suite.own.auth_info(&bound.corp_id).await {
+            Ok(Some(_)) if told.is_some_and(InstallState::stopped) => Ok(AppSeen::Disabled),
             Ok(Some(_)) => Ok(AppSeen::Enabled),
             Ok(None) => Ok(AppSeen::Uninstalled),
             Err(e) if e.kind() == ErrorKind::InvalidCredentials => Ok(AppSeen::CredentialsRefused),

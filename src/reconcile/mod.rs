@@ -185,6 +185,9 @@ impl Reconciler {
         progress: &(dyn Fn(&SyncProgress) + Send + Sync),
     ) -> Result<Outcome, Error> {
         let key = tenant.key();
+        if let Some(state) = events.dirty.install {
+            self.keep_install_state(&key, state, now).await?;
+        }
         let ledger = self.ledger_facts(&key).await?;
         let previous = self.previous_status(&key, tenant).await?;
         let proofs = Proofs {

@@ -80,10 +80,15 @@ impl Reconciler {
 
         // 2. The visible scope: an internal app's is made the declared one; a
         //    marketplace app's is read as the enterprise's admin set it.
+        let scope_before = run.status.previous().visible_scope.clone();
         let desired = match self.scope_step(&app, dt, agent_id, run).await {
             Some(desired) => desired,
             None => return Ok(()),
         };
+        // A marketplace app's scope changed in DingTalk's console since the
+        // last look: the whole scope is read again.
+        let scope_moved = dt.is_marketplace()
+            && scope_before.is_some_and(|before| DesiredScope::from_observed(&before) != desired);
 
         // 3. The directory, when a sync is due.
         let annotations = tenant.metadata.annotations.clone().unwrap_or_default();
@@ -97,6 +102,9 @@ impl Reconciler {
         );
         run.status.sync_decided(&decision);
         let mut kind = schedule::sync_kind(&decision, dirty);
+        if scope_moved && !matches!(kind, SyncKind::Full(_)) {
+            kind = SyncKind::Full(SyncTrigger::Events);
+        }
         if kind == SyncKind::Incremental {
             let creator = creator_identity(tenant);
             match self

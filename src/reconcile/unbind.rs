@@ -175,7 +175,8 @@ impl Reconciler {
             .as_ref()
             .is_some_and(|d| d.is_marketplace());
         let seen = if marketplace {
-            self.marketplace_app_seen(bound).await
+            let told = self.kept_install_state(key).await?;
+            self.marketplace_app_seen(bound, told).await
         } else {
             self.app_seen(secrets, bound).await
         };
