@@ -1909,6 +1909,209 @@ async fn s19_events_bring_a_leaver_a_joiner_and_a_disabled_app_to_the_tenant_wit
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s23_a_marketplace_install_binds_a_waiting_tenant_and_the_suites_events_reach_it() {
+    let corp = "dingbind23";
+    let suite = "mkt23";
+    let mut s = Scenario::new("market", Backend::Sqlite, vec![small_corp(corp)]).await;
+    s.sim(
+        reqwest::Method::POST,
+        "/_sim/suites",
+        Some(json!({"suiteKey": suite, "suiteSecret": "mkt23-secret"})),
+    )
+    .await;
+    s.secret(
+        "dingbind-suite",
+        &[("suiteKey", suite), ("suiteSecret", "mkt23-secret")],
+    )
+    .await;
+    s.secret("acme-creator", &[("password", "correct-horse")])
+        .await;
+    // The suite's first connections are refused: its ticket comes late.
+    s.sim_stream_faults(json!({"refuseOpenNext": 3})).await;
+    s.start_controller(ControllerOpts {
+        events: true,
+        suite_secret: Some("dingbind-suite".into()),
+        ..ControllerOpts::default()
+    });
+    let mut spec = json!({
+        "mode": "DingTalk",
+        "dingtalk": {"app": "Marketplace", "corpId": corp},
+        "creator": {"email": format!("owner@{corp}.example"), "passwordSecretRef": {"name": "acme-creator"}},
+        "sync": {"interval": "6h"},
+    });
+    s.apply_ok("acme", spec.clone()).await;
+    s.wait_tenant("acme", "WaitingForSuiteTicket", |t| {
+        expect_cond(
+            t,
+            condition::BOUND,
+            "False",
+            reason::WAITING_FOR_SUITE_TICKET,
+        )
+    })
+    .await;
+    // The ticket arrives once a connection opens; the tenant is not lost.
+    s.wait_tenant("acme", "NotInstalled", |t| {
+        expect_cond(t, condition::BOUND, "False", reason::NOT_INSTALLED)
+    })
+    .await;
+
+    // The enterprise's admin installs the app from the market: bound within
+    // seconds (org_suite_auth), well before the 30 s recheck.
+    let install = s
+        .sim(
+            reqwest::Method::PUT,
+            &format!("/_sim/corps/{corp}/suites/{suite}"),
+            Some(json!({"scope": {"deptIds": [2, 3], "userIds": []}})),
+        )
+        .await;
+    let agent = install["agentId"].as_i64().expect("agentId");
+    let creator = format!("owner@{corp}.example");
+    let expected = userids_in_scope(&s.sim_corp(corp).await, &[2, 3], &[], &creator);
+    s.eventually_within(
+        "acme: bound and synced within seconds of the install",
+        Duration::from_secs(15),
+        || async {
+            let t = s.tenant("acme").await?;
+            ready_and_synced(&t)?;
+            expect_cond(
+                &t,
+                condition::SCOPE_IN_SYNC,
+                "True",
+                reason::SCOPE_SET_IN_DINGTALK,
+            )
+        },
+    )
+    .await;
+    s.wait_members("acme", &expected).await;
+    assert!(
+        matches!(
+            s.store.ledger(&s.key("acme")).await.unwrap().as_slice(),
+            [LedgerEntry::Bound { agent_id: Some(a), .. }] if *a == agent
+        ),
+        "the ledger holds the installed app"
+    );
+
+    // A leaver is known only by unionid in the marketplace event.
+    s.sim_leave(corp, "zhang").await;
+    let expected = userids_in_scope(&s.sim_corp(corp).await, &[2, 3], &[], &creator);
+    assert!(!expected.contains("zhang"));
+    s.wait_members("acme", &expected).await;
+
+    // The admin narrows the scope in DingTalk's console: mirrored, and the
+    // directory follows (the platform expects nothing, so it matches).
+    s.sim(
+        reqwest::Method::PUT,
+        &format!("/_sim/corps/{corp}/suites/{suite}/scope"),
+        Some(json!({"deptIds": [3], "userIds": []})),
+    )
+    .await;
+    let expected = userids_in_scope(&s.sim_corp(corp).await, &[3], &[], &creator);
+    s.wait_tenant("acme", "the scope set in DingTalk", |t| {
+        let scope = t.status.as_ref().and_then(|s| s.visible_scope.as_ref());
+        (scope.map(|v| v.dept_ids.clone()) == Some(vec![3]))
+            .then_some(())
+            .ok_or(format!("status.visibleScope {scope:?}"))
+    })
+    .await;
+    s.wait_members("acme", &expected).await;
+
+    // The unbind waits while the app runs; stopping it in DingTalk proves
+    // the precondition within seconds.
+    spec["mode"] = json!("Public");
+    s.apply_ok("acme", spec).await;
+    s.wait_tenant("acme", "AppStillEnabled", |t| {
+        expect_cond(t, condition::READY, "False", reason::APP_STILL_ENABLED)
+    })
+    .await;
+    s.sim(
+        reqwest::Method::POST,
+        &format!("/_sim/corps/{corp}/suites/{suite}/stop"),
+        None,
+    )
+    .await;
+    s.eventually_within(
+        "acme: unbound within seconds of the app being stopped",
+        Duration::from_secs(15),
+        || async {
+            let t = s.tenant("acme").await?;
+            (status_mode(&t) == Some(Mode::Public))
+                .then_some(())
+                .ok_or(format!("mode {:?}", status_mode(&t)))
+        },
+    )
+    .await;
+    assert!(s.directory("acme").await.members.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s24_an_uninstall_without_a_request_keeps_the_directory_until_a_person_decides() {
+    let corp = "dingbind24";
+    let suite = "mkt24";
+    let mut s = Scenario::new("uninstall", Backend::Postgres, vec![small_corp(corp)]).await;
+    s.sim(
+        reqwest::Method::POST,
+        "/_sim/suites",
+        Some(json!({"suiteKey": suite, "suiteSecret": "mkt24-secret"})),
+    )
+    .await;
+    s.sim(
+        reqwest::Method::PUT,
+        &format!("/_sim/corps/{corp}/suites/{suite}"),
+        None,
+    )
+    .await;
+    s.secret(
+        "dingbind-suite",
+        &[("suiteKey", suite), ("suiteSecret", "mkt24-secret")],
+    )
+    .await;
+    s.secret("acme-creator", &[("password", "correct-horse")])
+        .await;
+    s.start_controller(ControllerOpts {
+        events: true,
+        suite_secret: Some("dingbind-suite".into()),
+        ..ControllerOpts::default()
+    });
+    let mut spec = json!({
+        "mode": "DingTalk",
+        "dingtalk": {"app": "Marketplace", "corpId": corp},
+        "creator": {"email": format!("owner@{corp}.example"), "passwordSecretRef": {"name": "acme-creator"}},
+        "sync": {"interval": "6h"},
+    });
+    s.apply_ok("acme", spec.clone()).await;
+    s.wait_tenant("acme", "Ready", ready_and_synced).await;
+    let kept = member_ids(&s.directory("acme").await);
+    assert!(!kept.is_empty());
+
+    s.sim(
+        reqwest::Method::DELETE,
+        &format!("/_sim/corps/{corp}/suites/{suite}"),
+        None,
+    )
+    .await;
+    s.wait_tenant("acme", "AppUninstalled", |t| {
+        expect_cond(t, condition::BOUND, "False", reason::APP_UNINSTALLED)
+    })
+    .await;
+    assert_eq!(
+        member_ids(&s.directory("acme").await),
+        kept,
+        "the directory is kept"
+    );
+
+    // A person decides: the uninstall is the proof.
+    spec["mode"] = json!("Public");
+    s.apply_ok("acme", spec).await;
+    s.wait_tenant("acme", "Public", |t| {
+        (status_mode(t) == Some(Mode::Public))
+            .then_some(())
+            .ok_or(format!("mode {:?}", status_mode(t)))
+    })
+    .await;
+    assert!(s.directory("acme").await.members.is_empty());
+}
+
 /// `EventsConnected=True` (`Connected`) with `status.events.connectedSince`.
 fn events_connected(t: &Tenant) -> Result<(), String> {
     expect_cond(t, condition::EVENTS_CONNECTED, "True", reason::CONNECTED)?;

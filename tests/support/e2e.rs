@@ -330,6 +330,8 @@ pub struct ControllerOpts {
     pub events: bool,
     /// `--events-addr`: where the controller receives DingTalk's HTTP pushes.
     pub events_addr: Option<std::net::SocketAddr>,
+    /// `--suite-secret`: the name of the suite Secret in the scenario's namespace.
+    pub suite_secret: Option<String>,
 }
 
 impl Default for ControllerOpts {
@@ -340,6 +342,7 @@ impl Default for ControllerOpts {
             lease_duration: 15,
             events: false,
             events_addr: None,
+            suite_secret: None,
         }
     }
 }
@@ -447,6 +450,11 @@ impl Scenario {
                 opts.events_addr
                     .iter()
                     .flat_map(|a| ["--events-addr".to_string(), a.to_string()]),
+            )
+            .args(
+                opts.suite_secret
+                    .iter()
+                    .flat_map(|name| ["--suite-secret".to_string(), format!("{}/{name}", self.ns)]),
             )
             .env("KUBECONFIG", &self.cluster.operator)
             .env("RUST_LOG", "info,dingbind=debug")
