@@ -126,7 +126,13 @@ pub fn parse_documents(file: &Path, text: &str) -> Result<Vec<Document>, Error> 
                 index: index + 1,
                 source,
             })?;
+        // The agentId as written: the API server's CEL rules read it as it
+        // came, and a float in an integer field fails them (below).
+        let agent_id = value.pointer("/spec/dingtalk/agentId").cloned();
         schema::integral_floats_to_integers(&mut value);
+        if let (Some(raw), Some(slot)) = (agent_id, value.pointer_mut("/spec/dingtalk/agentId")) {
+            *slot = raw;
+        }
         if !value.is_null() {
             docs.push(Document {
                 file: file.to_path_buf(),
@@ -237,6 +243,23 @@ impl TenantValidator {
             severity,
         };
         let mut findings = Vec::new();
+
+        // The rules on spec.dingtalk read agentId, and the API server's CEL
+        // cannot read an integer field written as a float (`1001.0`): it
+        // refuses the object, and so does dingbind.
+        if doc
+            .value
+            .pointer("/spec/dingtalk/agentId")
+            .and_then(|v| v.is_f64().then(|| v.as_f64()).flatten())
+            .is_some_and(|f| f.fract() == 0.0)
+        {
+            findings.push(finding(
+                "spec.dingtalk".into(),
+                "invalid data, expected int, got float64: write agentId as an integer (1001, not 1001.0)".into(),
+                Severity::Error,
+            ));
+            return findings;
+        }
 
         match doc.value.pointer("/metadata/name").and_then(Value::as_str) {
             None => findings.push(finding("metadata.name".into(), "required field is missing".into(), Severity::Error)),
@@ -620,12 +643,19 @@ spec:
     #[test]
     fn an_integral_float_is_read_as_the_integer_the_api_server_stores() {
         let v = TenantValidator::new();
-        let d = doc(&BOUND.replace("agentId: 1001", "agentId: 1001.0"));
+        let d = doc(&format!("{BOUND}  sync: {{maxDeletions: 50.0}}\n"));
         assert_eq!(
-            d.value.pointer("/spec/dingtalk/agentId"),
-            Some(&Value::from(1001))
+            d.value.pointer("/spec/sync/maxDeletions"),
+            Some(&Value::from(50))
         );
         assert!(errors(&v.validate(&d, None)).is_empty());
+        // But agentId, which the rules read, cannot be a float.
+        let d = doc(&BOUND.replace("agentId: 1001", "agentId: 1001.0"));
+        assert!(
+            errors(&v.validate(&d, None))
+                .iter()
+                .any(|f| f.field == "spec.dingtalk" && f.message.contains("expected int")),
+        );
         let fraction = doc(&BOUND.replace("agentId: 1001", "agentId: 1001.5"));
         assert!(
             errors(&v.validate(&fraction, None))
