@@ -34,6 +34,11 @@ pub struct PlanArgs {
     /// credentials in the manifests' Secrets.
     #[arg(long)]
     pub live: bool,
+    /// The marketplace suite's Secret in the folder, for marketplace tenants
+    /// (default: `dingbind-system/dingbind-suite` when the folder holds it).
+    /// Its newest ticket is the store's.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub suite_secret: Option<TenantKey>,
 }
 
 /// Prints the plan; returns whether every manifest would be accepted.
@@ -72,7 +77,11 @@ pub async fn run(
         Some(url) => dingtalk::Config::with_base_url(url),
         None => dingtalk::Config::default(),
     })?;
-    let reconciler = Reconciler::new(store.clone(), client);
+    let mut reconciler = Reconciler::new(store.clone(), client);
+    if let Some(suite) = source::suite(&manifests.secrets, args.suite_secret.as_ref())? {
+        reconciler = reconciler.with_suite(suite);
+        reconciler.restore_suite_ticket().await?;
+    }
     let validator = TenantValidator::new();
     for doc in &manifests.tenants {
         let key: TenantKey = doc.object_name().parse()?;
@@ -199,6 +208,9 @@ pub async fn run(
                     sync.guarded.held
                 )?;
             }
+        }
+        if let Some(n) = &plan.note {
+            writeln!(out, "  note: {n}")?;
         }
         if let Some(p) = &plan.problem {
             // Told to read DingTalk and could not: the plan is incomplete.

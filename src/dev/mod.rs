@@ -66,7 +66,8 @@ pub struct DevArgs {
     pub events: EventsMode,
     /// The platform's marketplace app (a suite), for tenants with
     /// `spec.dingtalk.app: Marketplace`: a Secret `NAMESPACE/NAME` in the
-    /// folder holding `suiteKey` and `suiteSecret`, read at start.
+    /// folder holding `suiteKey` and `suiteSecret`, read at start. Without
+    /// it, `dingbind-system/dingbind-suite` when the folder holds it.
     #[arg(long, value_name = "NAMESPACE/NAME")]
     pub suite_secret: Option<TenantKey>,
 }
@@ -140,22 +141,12 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
     config.rate_limit.per_second = args.qps;
     let mut reconciler = Reconciler::new(store.clone(), dingtalk::Client::new(config)?)
         .with_sync_memory(args.sync_memory);
-    let suite = match &args.suite_secret {
-        Some(name) => {
-            let data = source::read(&args.dir)
-                .secrets
-                .remove(name)
-                .ok_or_else(|| {
-                    Error::SuiteSecret(format!("no Secret {name} in {}", args.dir.display()))
-                })?;
-            let suite = crate::reconcile::suite_of(&name.to_string(), &data.0)
-                .map_err(Error::SuiteSecret)?;
-            reconciler = reconciler.with_suite(suite.clone());
-            reconciler.restore_suite_ticket().await?;
-            Some(suite)
-        }
-        None => None,
-    };
+    let suite = source::suite(&source::read(&args.dir).secrets, args.suite_secret.as_ref())
+        .map_err(Error::SuiteSecret)?;
+    if let Some(suite) = &suite {
+        reconciler = reconciler.with_suite(suite.clone());
+        reconciler.restore_suite_ticket().await?;
+    }
     tracing::info!(dir = %args.dir.display(), store = store.url(), "watching Tenants; edit a file to reconcile it, Ctrl-C to stop");
 
     // Events from DingTalk in Stream mode, as the controller's leader hears

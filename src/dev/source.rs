@@ -103,6 +103,33 @@ pub fn read(dir: &Path) -> Manifests {
     m
 }
 
+/// The Secret of the marketplace suite when none is named: `dingbind dev`
+/// and `dingbind plan` take it when the folder holds it.
+pub const DEFAULT_SUITE_SECRET: (&str, &str) = ("dingbind-system", "dingbind-suite");
+
+/// The marketplace suite of the folder's Secrets: the one `named`, else
+/// [`DEFAULT_SUITE_SECRET`] when the folder holds it (`Ok(None)`: neither).
+pub fn suite(
+    secrets: &BTreeMap<TenantKey, SecretData>,
+    named: Option<&TenantKey>,
+) -> Result<Option<crate::dingtalk::Suite>, String> {
+    let default = TenantKey {
+        namespace: DEFAULT_SUITE_SECRET.0.into(),
+        name: DEFAULT_SUITE_SECRET.1.into(),
+    };
+    let (name, data) = match named {
+        Some(name) => match secrets.get(name) {
+            Some(data) => (name, data),
+            None => return Err(format!("no Secret {name} in the folder")),
+        },
+        None => match secrets.get(&default) {
+            Some(data) => (&default, data),
+            None => return Ok(None),
+        },
+    };
+    crate::reconcile::suite_of(&name.to_string(), &data.0).map(Some)
+}
+
 fn secret(v: &Value) -> Option<(TenantKey, SecretData)> {
     use base64::Engine;
     let meta = v.get("metadata")?;

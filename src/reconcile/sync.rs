@@ -19,7 +19,7 @@ use crate::{
         directory::{Directory, DirectoryDiff, diff},
         guard::{Guarded, guard},
         scope::{DesiredScope, ScopeDelta, delta},
-        status::SyncResult,
+        status::{BindingFailure, SyncResult},
     },
     dingtalk::{self, AppClient},
     store::{Staged, SyncOutcome, SyncRunRecord},
@@ -305,6 +305,7 @@ impl Reconciler {
             scope: None,
             sync: None,
             problem: None,
+            note: None,
         };
         if plan.step != Step::Operate || !read_dingtalk {
             return Ok(plan);
@@ -317,9 +318,27 @@ impl Reconciler {
             let installed = match self.marketplace_install(dt, ledger.binding.as_ref()).await {
                 Ok(installed) => installed,
                 Err(failure) => {
-                    plan.problem = Some(format!(
-                        "the marketplace app's install could not be read ({failure:?}); DingTalk was not read"
-                    ));
+                    let waits = match &failure {
+                        BindingFailure::NoSuite => {
+                            Some("no marketplace suite is configured (--suite-secret)".to_string())
+                        }
+                        BindingFailure::WaitingForSuiteTicket => Some(
+                            "no suite ticket yet (DingTalk sends it on the suite's Stream connection)"
+                                .to_string(),
+                        ),
+                        BindingFailure::NotInstalled { corp_id } => Some(format!(
+                            "the marketplace app is not installed in {corp_id}"
+                        )),
+                        _ => None,
+                    };
+                    match waits {
+                        Some(why) => plan.note = Some(format!("{why}; DingTalk was not read")),
+                        None => {
+                            plan.problem = Some(format!(
+                                "the marketplace app's install could not be read: {failure:?}"
+                            ))
+                        }
+                    }
                     return Ok(plan);
                 }
             };
@@ -373,6 +392,9 @@ pub struct Plan {
     pub sync: Option<SyncPlan>,
     /// Why DingTalk could not be read, if it could not.
     pub problem: Option<String>,
+    /// Why DingTalk was not read for a tenant that waits (a marketplace
+    /// app not installed yet, or no suite ticket): not a failure of the plan.
+    pub note: Option<String>,
 }
 
 /// When a sync that started at `started` finished: now, or `started` if the
