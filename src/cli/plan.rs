@@ -35,7 +35,7 @@ pub struct PlanArgs {
     #[arg(long)]
     pub live: bool,
     /// The marketplace suite's Secret in the folder, for marketplace tenants
-    /// (default: `dingbind-system/dingbind-suite` when the folder holds it).
+    /// (default: the folder's Secret named `dingbind-suite`).
     /// Its newest ticket is the store's.
     #[arg(long, value_name = "NAMESPACE/NAME")]
     pub suite_secret: Option<TenantKey>,

@@ -67,7 +67,7 @@ pub struct DevArgs {
     /// The platform's marketplace app (a suite), for tenants with
     /// `spec.dingtalk.app: Marketplace`: a Secret `NAMESPACE/NAME` in the
     /// folder holding `suiteKey` and `suiteSecret`, read at start. Without
-    /// it, `dingbind-system/dingbind-suite` when the folder holds it.
+    /// it, the folder's Secret named `dingbind-suite`.
     #[arg(long, value_name = "NAMESPACE/NAME")]
     pub suite_secret: Option<TenantKey>,
 }

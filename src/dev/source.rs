@@ -103,31 +103,28 @@ pub fn read(dir: &Path) -> Manifests {
     m
 }
 
-/// The Secret of the marketplace suite when none is named: `dingbind dev`
-/// and `dingbind plan` take it when the folder holds it.
-pub const DEFAULT_SUITE_SECRET: (&str, &str) = ("dingbind-system", "dingbind-suite");
+/// The name of the marketplace suite's Secret when none is named: `dingbind
+/// dev` and `dingbind plan` take the folder's Secret of that name.
+pub const DEFAULT_SUITE_SECRET: &str = "dingbind-suite";
 
-/// The marketplace suite of the folder's Secrets: the one `named`, else
-/// [`DEFAULT_SUITE_SECRET`] when the folder holds it (`Ok(None)`: neither).
+/// The marketplace suite of the folder's Secrets: the one `named`, else the
+/// one named [`DEFAULT_SUITE_SECRET`] (in any namespace) when the folder
+/// holds it (`Ok(None)`: neither).
 pub fn suite(
     secrets: &BTreeMap<TenantKey, SecretData>,
     named: Option<&TenantKey>,
 ) -> Result<Option<crate::dingtalk::Suite>, String> {
-    let default = TenantKey {
-        namespace: DEFAULT_SUITE_SECRET.0.into(),
-        name: DEFAULT_SUITE_SECRET.1.into(),
-    };
-    let (name, data) = match named {
-        Some(name) => match secrets.get(name) {
-            Some(data) => (name, data),
+    let found = match named {
+        Some(name) => match secrets.get_key_value(name) {
+            Some(found) => found,
             None => return Err(format!("no Secret {name} in the folder")),
         },
-        None => match secrets.get(&default) {
-            Some(data) => (&default, data),
+        None => match secrets.iter().find(|(k, _)| k.name == DEFAULT_SUITE_SECRET) {
+            Some(found) => found,
             None => return Ok(None),
         },
     };
-    crate::reconcile::suite_of(&name.to_string(), &data.0).map(Some)
+    crate::reconcile::suite_of(&found.0.to_string(), &found.1.0).map(Some)
 }
 
 fn secret(v: &Value) -> Option<(TenantKey, SecretData)> {
@@ -191,11 +188,39 @@ mod tests {
             "/examples/tenants"
         )));
         assert!(m.errors.is_empty(), "{:?}", m.errors);
-        assert_eq!(m.tenants.len(), 4);
+        assert_eq!(m.tenants.len(), 5);
         assert!(m.secrets.contains_key(&TenantKey {
             namespace: "tenants".into(),
             name: "acme-dingtalk".into()
         }));
+        // The marketplace suite's Secret, taken without being named.
+        let suite = suite(&m.secrets, None)
+            .unwrap()
+            .expect("the examples' suite");
+        assert_eq!(suite.key(), "dingbind-suite");
+    }
+
+    #[test]
+    fn a_named_suite_secret_must_exist_and_hold_both_keys() {
+        let key = |name: &str| TenantKey {
+            namespace: "ns".into(),
+            name: name.into(),
+        };
+        let mut secrets = BTreeMap::new();
+        assert!(
+            suite(&secrets, None).unwrap().is_none(),
+            "none named, none found"
+        );
+        assert!(
+            suite(&secrets, Some(&key("s"))).is_err(),
+            "named but missing"
+        );
+        secrets.insert(
+            key("s"),
+            SecretData([("suiteKey".to_string(), "k".to_string())].into()),
+        );
+        let err = suite(&secrets, Some(&key("s"))).unwrap_err();
+        assert!(err.contains("suiteSecret"), "{err}");
     }
 
     #[test]
