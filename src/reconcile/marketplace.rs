@@ -7,9 +7,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use tokio::sync::mpsc;
-
 use jiff::Timestamp;
+use tokio::sync::mpsc;
 
 use super::Reconciler;
 use crate::{
@@ -176,9 +175,7 @@ impl Reconciler {
             Err(e) => Err(e),
         }
     }
-}
 
-impl Reconciler {
     /// Takes the suite's newest ticket from the store, unless one came
     /// already: a restart does not wait hours for DingTalk's next.
     pub async fn restore_suite_ticket(&self) -> Result<(), crate::store::Error> {
