@@ -264,8 +264,12 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     };
     // The suite's tickets arrive on its Stream connection and are kept in the store.
     let (tickets_tx, tickets_rx) = tokio::sync::mpsc::unbounded_channel();
-    if let (Some(hub), Some(suite)) = (&events, &suite) {
-        hub.set_suite(suite.clone(), tickets_tx);
+    match (&events, &suite) {
+        (Some(hub), Some(suite)) => hub.set_suite(suite.clone(), tickets_tx),
+        (None, Some(_)) => tracing::warn!(
+            "--suite-secret with --events off: no new suite ticket can arrive (DingTalk sends them on the suite's Stream connection); marketplace tenants use the stored one, and wait once DingTalk replaces it"
+        ),
+        _ => {}
     }
 
     // Serve probes while waiting for the Lease: a standby replica is healthy and ready.
