@@ -13,6 +13,7 @@ pub mod core;
 pub mod dev;
 pub mod dingtalk;
 pub mod events;
+pub mod login;
 pub mod reconcile;
 pub mod redact;
 pub mod signal;

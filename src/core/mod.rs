@@ -21,6 +21,7 @@ pub mod events;
 pub mod guard;
 pub mod incremental;
 pub mod kstatus;
+pub mod login;
 pub mod push;
 pub mod schedule;
 pub mod scope;
