@@ -181,6 +181,7 @@ both_backends!(
     documents_round_trip_per_tenant_and_kind,
     the_newest_suite_ticket_replaces_the_old,
     a_unionid_resolves_to_the_members_userid_in_its_tenant_only,
+    a_member_is_read_alone_with_their_departments,
     tenants_lists_every_tenant_with_data_or_ledger,
     migrations_are_idempotent,
     concurrent_connects_migrate_once,
@@ -758,6 +759,29 @@ async fn a_unionid_resolves_to_the_members_userid_in_its_tenant_only(db: &TestDb
     );
     assert_eq!(store.userid_of_unionid(&a, "un-u2").await.unwrap(), None);
     assert_eq!(store.userid_of_unionid(&b, "un-u1").await.unwrap(), None);
+}
+
+async fn a_member_is_read_alone_with_their_departments(db: &TestDb) {
+    let store = db.store().await;
+    let t = key("acme", "main");
+    let dir = Directory::new(
+        [
+            dept(1, None, "Acme"),
+            dept(2, Some(1), "Sales"),
+            dept(3, Some(1), "R&D"),
+        ],
+        [
+            member("u1", "Zhang San", &[2, 3]),
+            member("u2", "Li Si", &[2]),
+        ],
+    );
+    let d = diff(&Directory::default(), &dir);
+    store.apply_sync(&t, &d, &run_for(&d)).await.unwrap();
+    let u1 = store.member(&t, "u1").await.unwrap().expect("u1");
+    assert_eq!(&u1, &dir.members["u1"]);
+    assert_eq!(u1.dept_ids, vec![2, 3]);
+    assert_eq!(store.member(&t, "nobody").await.unwrap(), None);
+    assert_eq!(store.member(&key("x", "y"), "u1").await.unwrap(), None);
 }
 
 async fn documents_round_trip_per_tenant_and_kind(db: &TestDb) {

@@ -352,6 +352,11 @@ impl Store {
         dispatch!(self, s => s.suite_ticket(suite_key).await)
     }
 
+    /// The tenant's member `userid`, with their departments, if the directory has them.
+    pub async fn member(&self, tenant: &TenantKey, userid: &str) -> Result<Option<Member>> {
+        dispatch!(self, s => s.member(tenant, userid).await)
+    }
+
     /// The userid of the tenant's member with `unionid`, if the directory has one.
     pub async fn userid_of_unionid(
         &self,

@@ -527,6 +527,31 @@ impl PgStore {
             .ctx(|| format!("reading the suite ticket of {suite_key}"))
     }
 
+    pub(crate) async fn member(&self, t: &TenantKey, userid: &str) -> Result<Option<Member>> {
+        let ctx = || format!("reading a member of {t}");
+        // One read transaction: the member and their departments from one snapshot.
+        let mut tx = self.pool.begin().await.ctx(ctx)?;
+        let row: Option<rows::MemberRow> = sqlx::query_as(sql::MEMBER)
+            .bind(&t.namespace)
+            .bind(&t.name)
+            .bind(userid)
+            .fetch_optional(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let dept_ids: Vec<i64> = sqlx::query_scalar(sql::MEMBER_DEPT_IDS)
+            .bind(&t.namespace)
+            .bind(&t.name)
+            .bind(userid)
+            .fetch_all(&mut *tx)
+            .await
+            .ctx(ctx)?;
+        tx.commit().await.ctx(ctx)?;
+        Ok(Some(rows::member(row, dept_ids)))
+    }
+
     pub(crate) async fn userid_of_unionid(
         &self,
         t: &TenantKey,

@@ -37,6 +37,24 @@ pub(crate) type MemberRow = (
     bool,
 );
 
+/// The member of `row`, in departments `dept_ids`.
+pub(crate) fn member(row: MemberRow, dept_ids: Vec<i64>) -> Member {
+    let (userid, unionid, name, mobile, email, title, job_number, active, admin, boss) = row;
+    Member {
+        userid,
+        unionid,
+        name,
+        mobile,
+        email,
+        title,
+        job_number,
+        active,
+        admin,
+        boss,
+        dept_ids,
+    }
+}
+
 /// `userid, dept_id` of `member_departments`.
 pub(crate) type LinkRow = (String, i64);
 
@@ -185,21 +203,7 @@ impl DirectoryReader {
         mut rows: impl Stream<Item = sqlx::Result<MemberRow>> + Unpin,
     ) -> Result<()> {
         while let Some(row) = self.next(&mut rows).await? {
-            let (userid, unionid, name, mobile, email, title, job_number, active, admin, boss) =
-                row;
-            let m = Member {
-                userid,
-                unionid,
-                name,
-                mobile,
-                email,
-                title,
-                job_number,
-                active,
-                admin,
-                boss,
-                dept_ids: Vec::new(),
-            };
+            let m = member(row, Vec::new());
             self.dir.members.insert(m.userid.clone(), m);
         }
         Ok(())

@@ -24,6 +24,16 @@ pub(crate) const DEPARTMENTS: &str =
 pub(crate) const MEMBERS: &str = "SELECT userid, unionid, name, mobile, email, title, job_number, active, admin, boss \
      FROM members WHERE tenant_id = $1";
 
+/// The member with userid $3 of tenant ($1 namespace, $2 name), as
+/// [`super::rows::MemberRow`] (the primary key).
+pub(crate) const MEMBER: &str = "SELECT m.userid, m.unionid, m.name, m.mobile, m.email, m.title, m.job_number, m.active, m.admin, m.boss \
+     FROM members m JOIN tenants t ON t.id = m.tenant_id WHERE t.namespace = $1 AND t.name = $2 AND m.userid = $3";
+
+/// The departments, ascending, of the member with userid $3 of tenant ($1
+/// namespace, $2 name).
+pub(crate) const MEMBER_DEPT_IDS: &str = "SELECT md.dept_id FROM member_departments md JOIN tenants t ON t.id = md.tenant_id \
+     WHERE t.namespace = $1 AND t.name = $2 AND md.userid = $3 ORDER BY md.dept_id";
+
 /// The department links of tenant id $1, as [`super::rows::LinkRow`], ordered
 /// so that each member's `dept_ids` come out ascending.
 pub(crate) const MEMBER_DEPARTMENTS: &str =
