@@ -26,6 +26,13 @@ pub enum ErrorKind {
     /// or does not exist (`orgNotAuthApp`, `invalidAuthInfo`, `orgNotExist`,
     /// `invalidCorpId`).
     NotInstalled,
+    /// A login code DingTalk does not accept: unknown, expired, used already,
+    /// or issued for another app (40078 不存在的临时授权码; `userAccessToken`'s
+    /// code errors, see [`classify_v1`]). Not retried.
+    CodeInvalid,
+    /// The user is outside what the app may see: not in its visible scope,
+    /// or no such authorization (40079 不存在的授权信息). Not retried.
+    NotInScope,
     /// Any other API error (permission, bad parameter, quota…). Not retried.
     Other,
     /// The request did not complete (connect, timeout, reset).
@@ -215,13 +222,43 @@ pub fn classify_topapi(errcode: &str, sub_code: Option<&str>) -> ErrorKind {
         "40014" | "42001" => ErrorKind::TokenInvalid,
         "90018" | "90002" | "90005" | "90006" | "90019" => ErrorKind::Throttled,
         "60121" | "33012" | "60003" => ErrorKind::NotFound,
+        "40078" => ErrorKind::CodeInvalid,
+        "40079" => ErrorKind::NotInScope,
         "-1" | "400001" => ErrorKind::Busy,
         _ => ErrorKind::Other,
     }
 }
 
+/// Whether a v1.0 `code` says the login code is bad. DingTalk does not list
+/// `userAccessToken`'s errors; its global table has `invalidCode` (无效的授权码),
+/// and the spellings below are accepted too (case and separators ignored),
+/// as is the topapi number 40078 sent as a v1.0 code.
+pub fn is_code_error(code: &str) -> bool {
+    let folded: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    matches!(
+        folded.as_str(),
+        "invalidcode"
+            | "invalidauthcode"
+            | "invalidauthorizationcode"
+            | "invalidtmpauthcode"
+            | "authcodeinvalid"
+            | "authcodeexpired"
+            | "codeexpired"
+            | "codeinvalid"
+            | "invalidgrant"
+            | "40078"
+    )
+}
+
 /// v1.0: HTTP 4xx/5xx with a string `code`.
 pub fn classify_v1(status: u16, code: &str) -> ErrorKind {
+    if is_code_error(code) {
+        return ErrorKind::CodeInvalid;
+    }
     match code {
         "invalidClientIdOrSecret" | "invalid.client" | "invalidSuiteKey" | "invalidSuiteSecret" => {
             return ErrorKind::InvalidCredentials;
@@ -282,6 +319,31 @@ mod tests {
         assert_eq!(classify_topapi("60003", None), ErrorKind::NotFound);
         assert_eq!(classify_topapi("-1", None), ErrorKind::Busy);
         assert_eq!(classify_topapi("40035", None), ErrorKind::Other);
+        assert_eq!(classify_topapi("40078", None), ErrorKind::CodeInvalid);
+        assert_eq!(classify_topapi("40079", None), ErrorKind::NotInScope);
+        assert_eq!(classify_topapi("88", Some("40078")), ErrorKind::CodeInvalid);
+    }
+
+    #[test]
+    fn the_bad_code_answers_of_user_access_token_are_read_leniently() {
+        for code in [
+            "invalidCode",
+            "InvalidCode",
+            "invalid.code",
+            "invalidAuthCode",
+            "invalid_grant",
+            "authCode.expired",
+            "40078",
+        ] {
+            assert_eq!(classify_v1(400, code), ErrorKind::CodeInvalid, "{code}");
+        }
+        assert_eq!(classify_v1(409, "invalidCode"), ErrorKind::CodeInvalid);
+        assert_eq!(
+            classify_v1(400, "invalidClientIdOrSecret"),
+            ErrorKind::InvalidCredentials,
+            "not a code error"
+        );
+        assert_eq!(classify_v1(400, "invalidParameter"), ErrorKind::Other);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! - [`AppClient`]: one app of one organization. Holds its token cache and one
 //!   pacer per API (DingTalk limits calls per app per API; a marketplace app
 //!   per suite, enterprise and API). Every endpoint method and stream lives
-//!   here (`endpoints.rs`, `walk.rs`).
+//!   here (`endpoints.rs`, `walk.rs`, the login endpoints in `login.rs`).
 //! - [`Suite`]: a marketplace app's credentials and newest suite ticket,
 //!   shared by its own client ([`TokenSource::Suite`]) and each enterprise's
 //!   ([`TokenSource::Marketplace`]).
@@ -16,6 +16,7 @@
 pub mod callback_crypto;
 mod endpoints;
 pub mod error;
+mod login;
 pub mod ratelimit;
 pub mod retry;
 pub mod secret;

@@ -16,8 +16,15 @@
 //!   would undo an admin's removal). The error is returned; the reconciler reads
 //!   the scope again (GET) and computes a fresh delta, which is always correct.
 //!   It *is* retried when the connection could not even be opened (never sent).
-//! - Everything else (bad credentials, not found, permission, bad parameter,
-//!   undecodable answer) is returned at once.
+//! - **The login code exchanges** (`v2/user/getuserinfo`, `userAccessToken`)
+//!   are not retried after a 5xx, a timeout or a reset either: a code is
+//!   single-use, DingTalk may have used it up, and a second send would be
+//!   refused as a bad code, hiding the real failure. A throttle answer, a
+//!   rejected app token and a connection never opened are retried as above.
+//! - A token error on `users/me` is the user's token, not the app's: there is
+//!   nothing to refresh, it is returned.
+//! - Everything else (bad credentials, not found, bad or used code, outside
+//!   the scope, permission, bad parameter, undecodable answer) is returned at once.
 
 use std::time::Duration;
 
@@ -88,7 +95,7 @@ pub fn decide(
         ErrorKind::Throttled if attempts.throttled < policy.max_throttled => {
             Decision::Throttled(policy.throttle_pause.mul_f64(1.0 + jitter / 4.0))
         }
-        ErrorKind::TokenInvalid if !api.issues_tokens() && attempts.token_refreshes == 0 => {
+        ErrorKind::TokenInvalid if api.uses_app_token() && attempts.token_refreshes == 0 => {
             Decision::RefreshToken
         }
         ErrorKind::Busy | ErrorKind::Transport if attempts.failures + 1 < policy.max_attempts => {
@@ -197,6 +204,59 @@ mod tests {
         let gone = api_err(Api::UserGet, 200, "60121", None);
         assert_eq!(
             decide(&p, Api::UserGet, &gone, &Attempts::default(), 0.0),
+            Decision::Fail
+        );
+    }
+
+    #[test]
+    fn a_login_code_exchange_is_not_resent_after_a_server_error_or_a_timeout() {
+        let p = RetryPolicy::default();
+        for api in [Api::UserInfoByCode, Api::UserAccessToken] {
+            let busy = api_err(api, 500, "systemBusy", None);
+            assert_eq!(
+                decide(&p, api, &busy, &Attempts::default(), 0.0),
+                Decision::Fail,
+                "{api:?}"
+            );
+            let used = api_err(api, 200, "40078", None);
+            assert_eq!(
+                decide(&p, api, &used, &Attempts::default(), 0.0),
+                Decision::Fail,
+                "{api:?}"
+            );
+            let throttled = api_err(api, 200, "88", Some("90018"));
+            assert!(
+                matches!(
+                    decide(&p, api, &throttled, &Attempts::default(), 0.0),
+                    Decision::Throttled(_)
+                ),
+                "{api:?}: rejected before it ran"
+            );
+        }
+        let token = api_err(Api::UserInfoByCode, 200, "88", Some("40014"));
+        assert_eq!(
+            decide(&p, Api::UserInfoByCode, &token, &Attempts::default(), 0.0),
+            Decision::RefreshToken,
+            "the app token was rejected before the code was looked at"
+        );
+        let busy = api_err(Api::UserByUnionId, 200, "-1", None);
+        assert!(matches!(
+            decide(&p, Api::UserByUnionId, &busy, &Attempts::default(), 0.0),
+            Decision::RetryAfter(_)
+        ));
+    }
+
+    #[test]
+    fn a_rejected_user_token_is_not_refreshed() {
+        let p = RetryPolicy::default();
+        let e = api_err(Api::UsersMe, 400, "InvalidAuthentication", None);
+        assert_eq!(
+            decide(&p, Api::UsersMe, &e, &Attempts::default(), 0.0),
+            Decision::Fail
+        );
+        let e = api_err(Api::UserAccessToken, 400, "InvalidAuthentication", None);
+        assert_eq!(
+            decide(&p, Api::UserAccessToken, &e, &Attempts::default(), 0.0),
             Decision::Fail
         );
     }

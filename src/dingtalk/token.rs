@@ -54,6 +54,21 @@ impl TokenSource {
         }
     }
 
+    /// The OAuth client of the login endpoints (`clientId`, `clientSecret`):
+    /// an internal app's appKey and appSecret, a marketplace app's suiteKey
+    /// and suiteSecret (its own client and each enterprise's alike).
+    pub(crate) fn client_credentials(&self) -> (&str, &Secret) {
+        match self {
+            TokenSource::InternalApp {
+                app_key,
+                app_secret,
+            } => (app_key, app_secret),
+            TokenSource::Suite(suite) | TokenSource::Marketplace { suite, .. } => {
+                (suite.key(), suite.secret())
+            }
+        }
+    }
+
     /// What must never leave in an error: the app or suite secret and the
     /// suite ticket.
     pub(crate) fn secrets(&self) -> Vec<Secret> {

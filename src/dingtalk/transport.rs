@@ -29,6 +29,12 @@ pub(crate) struct Request {
     pub path: String,
     pub query: Vec<(&'static str, String)>,
     pub body: Option<serde_json::Value>,
+    /// The token sent instead of the app's, for a call made on behalf of a
+    /// user (`users/me`: the token of the user who logged in).
+    pub user_token: Option<Secret>,
+    /// What else the request carries that must not leave in an error (a
+    /// login code).
+    pub secrets: Vec<Secret>,
 }
 
 impl Request {
@@ -39,7 +45,21 @@ impl Request {
             path: api.path().to_owned(),
             query: Vec::new(),
             body: None,
+            user_token: None,
+            secrets: Vec::new(),
         }
+    }
+
+    /// Sends `token` (a user's) instead of the app's token.
+    pub fn user_token(mut self, token: &Secret) -> Self {
+        self.user_token = Some(token.clone());
+        self
+    }
+
+    /// Redacts `secret` from any error of this call.
+    pub fn secret(mut self, secret: &Secret) -> Self {
+        self.secrets.push(secret.clone());
+        self
     }
 
     pub fn path(mut self, path: String) -> Self {
@@ -75,16 +95,16 @@ impl AppClient {
         let mut is_retry = false;
         loop {
             self.pacer(api).acquire().await;
-            let token = if api.issues_tokens() {
-                None
-            } else {
+            let token = if api.uses_app_token() {
                 Some(self.token().await?)
+            } else {
+                req.user_token.clone()
             };
             self.count(|s| s.call(api, is_retry));
             let err = match self.send::<T>(&req, token.as_ref()).await {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    let known = self.known_secrets(token.as_ref());
+                    let known = self.known_secrets(token.as_ref(), &req.secrets);
                     e.redacted(&known.iter().map(Secret::expose).collect::<Vec<_>>())
                 }
             };
@@ -119,11 +139,13 @@ impl AppClient {
         }
     }
 
-    /// What must never leave in an error: the token of the request, the app
-    /// or suite secret and the suite ticket.
-    fn known_secrets(&self, token: Option<&Secret>) -> Vec<Secret> {
+    /// What must never leave in an error: the token of the request (the
+    /// app's or the user's), the app or suite secret, the suite ticket, and
+    /// what else the request carries (a login code).
+    fn known_secrets(&self, token: Option<&Secret>, extra: &[Secret]) -> Vec<Secret> {
         let mut known = self.inner.source.secrets();
         known.extend(token.cloned());
+        known.extend(extra.iter().cloned());
         known
     }
 

@@ -49,11 +49,15 @@ pub enum Api {
     AuthCorpToken,
     AuthInfo,
     AuthScopes,
+    UserInfoByCode,
+    UserAccessToken,
+    UsersMe,
+    UserByUnionId,
 }
 
 impl Api {
     /// Every API, in a stable order (for counters).
-    pub const ALL: [Api; 15] = [
+    pub const ALL: [Api; 19] = [
         Api::AccessToken,
         Api::CorpToken,
         Api::DeptListSub,
@@ -69,6 +73,10 @@ impl Api {
         Api::AuthCorpToken,
         Api::AuthInfo,
         Api::AuthScopes,
+        Api::UserInfoByCode,
+        Api::UserAccessToken,
+        Api::UsersMe,
+        Api::UserByUnionId,
     ];
 
     /// Position in [`Api::ALL`].
@@ -83,7 +91,9 @@ impl Api {
             | Api::UserList
             | Api::UserGet
             | Api::UserListId
-            | Api::AuthScopes => Family::Topapi,
+            | Api::AuthScopes
+            | Api::UserInfoByCode
+            | Api::UserByUnionId => Family::Topapi,
             _ => Family::V1,
         }
     }
@@ -105,6 +115,10 @@ impl Api {
             Api::AuthCorpToken => "/v1.0/oauth2/corpAccessToken",
             Api::AuthInfo => "/v1.0/oauth2/apps/authInfo",
             Api::AuthScopes => "/auth/scopes",
+            Api::UserInfoByCode => "/topapi/v2/user/getuserinfo",
+            Api::UserAccessToken => "/v1.0/oauth2/userAccessToken",
+            Api::UsersMe => "/v1.0/contact/users/me",
+            Api::UserByUnionId => "/topapi/user/getbyunionid",
         }
     }
 
@@ -126,15 +140,31 @@ impl Api {
             Api::AuthCorpToken => "v1.0/oauth2/corpAccessToken",
             Api::AuthInfo => "v1.0/oauth2/apps/authInfo",
             Api::AuthScopes => "auth/scopes",
+            Api::UserInfoByCode => "topapi/v2/user/getuserinfo",
+            Api::UserAccessToken => "v1.0/oauth2/userAccessToken",
+            Api::UsersMe => "v1.0/contact/users/me",
+            Api::UserByUnionId => "topapi/user/getbyunionid",
         }
     }
 
-    /// The token endpoints, called without a token.
+    /// The token endpoints, called without a token: the app tokens' and
+    /// the user token's (`userAccessToken`, which takes a login code).
     pub fn issues_tokens(self) -> bool {
         matches!(
             self,
-            Api::AccessToken | Api::CorpToken | Api::SuiteToken | Api::AuthCorpToken
+            Api::AccessToken
+                | Api::CorpToken
+                | Api::SuiteToken
+                | Api::AuthCorpToken
+                | Api::UserAccessToken
         )
+    }
+
+    /// Whether the call carries the app's token (fetched and cached by the
+    /// client, refreshed when DingTalk rejects it). Not the token endpoints,
+    /// nor `users/me`, which carries the token of the user who logged in.
+    pub fn uses_app_token(self) -> bool {
+        !self.issues_tokens() && !matches!(self, Api::UsersMe)
     }
 
     /// A topapi answer whose fields sit beside `errcode` instead of in a
@@ -144,9 +174,14 @@ impl Api {
     }
 
     /// Whether sending the same request twice has the same effect as once.
-    /// Only the scopes POST changes state.
+    /// The scopes POST changes state; the two calls that exchange a login
+    /// code use it up (a code is single-use), so a second send after a 5xx
+    /// or a timeout would be refused even when the first one worked.
     pub fn idempotent(self) -> bool {
-        !matches!(self, Api::ScopesUpdate)
+        !matches!(
+            self,
+            Api::ScopesUpdate | Api::UserInfoByCode | Api::UserAccessToken
+        )
     }
 }
 
@@ -658,6 +693,186 @@ pub struct LeaveRecord {
     pub leave_reason: String,
 }
 
+// ---------------------------------------------------------------- login
+
+/// `sys_level` of `v2/user/getuserinfo`: the organization's main admin (主管理员).
+pub const SYS_LEVEL_MAIN_ADMIN: i64 = 1;
+/// `sys_level`: a sub-admin (子管理员).
+pub const SYS_LEVEL_SUB_ADMIN: i64 = 2;
+/// `sys_level`: the boss (老板).
+pub const SYS_LEVEL_BOSS: i64 = 100;
+/// `sys_level`: anyone else.
+pub const SYS_LEVEL_OTHER: i64 = 0;
+
+/// Body of `topapi/v2/user/getuserinfo`: an in-app login code (JSAPI
+/// `requestAuthCode`; five minutes, single use).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct UserInfoByCodeRequest {
+    pub code: Secret,
+}
+
+impl fmt::Debug for UserInfoByCodeRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserInfoByCodeRequest")
+            .field("code", &self.code)
+            .finish()
+    }
+}
+
+/// `result` of `topapi/v2/user/getuserinfo`: who the code belongs to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfoByCodeResult {
+    pub userid: String,
+    #[serde(default)]
+    pub unionid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub associated_unionid: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    /// An admin of the organization (main or sub).
+    #[serde(default)]
+    pub sys: bool,
+    /// [`SYS_LEVEL_MAIN_ADMIN`], [`SYS_LEVEL_SUB_ADMIN`], [`SYS_LEVEL_BOSS`]
+    /// or [`SYS_LEVEL_OTHER`].
+    #[serde(default)]
+    pub sys_level: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+}
+
+/// Who an in-app login code belongs to, as [`AppClient::user_by_code`]
+/// answers it: a member of the app's organization, in its visible scope or
+/// an admin (DingTalk refuses the others with 40079).
+///
+/// [`AppClient::user_by_code`]: super::AppClient::user_by_code
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeUser {
+    pub userid: String,
+    pub unionid: String,
+    /// The unionid of an associated account, when DingTalk gives one.
+    pub associated_unionid: Option<String>,
+    pub name: String,
+    /// An admin of the organization (main or sub).
+    pub sys: bool,
+    /// 1 main admin, 2 sub-admin, 100 boss, 0 anyone else
+    /// ([`SYS_LEVEL_MAIN_ADMIN`] …).
+    pub sys_level: i64,
+}
+
+impl From<UserInfoByCodeResult> for CodeUser {
+    fn from(r: UserInfoByCodeResult) -> Self {
+        Self {
+            userid: r.userid,
+            unionid: r.unionid,
+            associated_unionid: r.associated_unionid.filter(|u| !u.is_empty()),
+            name: r.name,
+            sys: r.sys,
+            sys_level: r.sys_level,
+        }
+    }
+}
+
+/// Body of `POST /v1.0/oauth2/userAccessToken`. `clientId`/`clientSecret`
+/// are the appKey/appSecret of an internal app, the suiteKey/suiteSecret of
+/// a marketplace app; `grantType` is `authorization_code` with `code` (the
+/// web login's `authCode`) or `refresh_token` with `refreshToken`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserAccessTokenRequest {
+    pub client_id: String,
+    pub client_secret: Secret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<Secret>,
+    pub grant_type: String,
+}
+
+/// The `grantType` that exchanges a login code.
+pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
+
+impl fmt::Debug for UserAccessTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserAccessTokenRequest")
+            .field("client_id", &self.client_id)
+            .field("grant_type", &self.grant_type)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Answer of `POST /v1.0/oauth2/userAccessToken`. `corpId` only with the
+/// login scope `openid corpid`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserAccessTokenResponse {
+    pub access_token: Secret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<Secret>,
+    #[serde(default)]
+    pub expire_in: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corp_id: Option<String>,
+}
+
+/// The token of a user who logged in on the web, as
+/// [`AppClient::user_access_token`] answers it. Good for `users/me`; the
+/// refresh token is not kept.
+///
+/// [`AppClient::user_access_token`]: super::AppClient::user_access_token
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserToken {
+    pub access_token: Secret,
+    /// The organization the user picked (login scope `openid corpid`).
+    pub corp_id: Option<String>,
+    /// Life in seconds.
+    pub expire_in: i64,
+}
+
+/// What dingbind reads of `GET /v1.0/contact/users/me`: the identity of the
+/// DingTalk account, nothing else. The answer also has `email` and
+/// `mobile`, which are the account's (personal, across organizations), not
+/// the organization's, and are never to be trusted for identity: they are
+/// not decoded. Map `union_id` to the organization's member with
+/// `getbyunionid`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    pub union_id: String,
+    /// The account's id for this app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nick: Option<String>,
+}
+
+/// Body of `topapi/user/getbyunionid`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UnionIdRequest {
+    pub unionid: String,
+}
+
+/// `contact_type` of `getbyunionid`: an employee (a member).
+pub const CONTACT_TYPE_EMPLOYEE: i64 = 0;
+/// `contact_type` of `getbyunionid`: an external contact (not a member).
+pub const CONTACT_TYPE_EXTERNAL: i64 = 1;
+
+/// `result` of `topapi/user/getbyunionid`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnionIdResult {
+    #[serde(default)]
+    pub contact_type: i64,
+    #[serde(default)]
+    pub userid: String,
+}
+
+impl UnionIdResult {
+    /// The member's userid: `None` for an external contact (or no userid).
+    pub fn member(self) -> Option<String> {
+        (self.contact_type == CONTACT_TYPE_EMPLOYEE && !self.userid.is_empty())
+            .then_some(self.userid)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -697,6 +912,115 @@ mod tests {
         assert_eq!(calls[0].del_dept_ids.len(), 30);
         assert_eq!(calls[0].only_admin_visible, Some(false));
         assert_eq!(calls[1].only_admin_visible, None);
+    }
+
+    #[test]
+    fn login_bodies_hide_the_code_and_the_secret_in_debug() {
+        let by_code = UserInfoByCodeRequest {
+            code: Secret::new("code-planted-1"),
+        };
+        let token = UserAccessTokenRequest {
+            client_id: "acme-key".into(),
+            client_secret: Secret::new("sec-planted-2"),
+            code: Some(Secret::new("code-planted-3")),
+            refresh_token: None,
+            grant_type: GRANT_AUTHORIZATION_CODE.into(),
+        };
+        let answer: UserAccessTokenResponse = serde_json::from_str(
+            r#"{"accessToken":"tok-planted-4","refreshToken":"ref-planted-5","expireIn":7200,"corpId":"dingacme"}"#,
+        )
+        .unwrap();
+        let text = format!("{by_code:?} {token:?} {answer:?}");
+        for planted in [
+            "code-planted-1",
+            "sec-planted-2",
+            "code-planted-3",
+            "tok-planted-4",
+            "ref-planted-5",
+        ] {
+            assert!(!text.contains(planted), "{text}");
+        }
+        assert!(text.contains("acme-key"), "{text}");
+        let wire = serde_json::to_value(&token).unwrap();
+        assert_eq!(wire["code"], "code-planted-3");
+        assert_eq!(wire["grantType"], "authorization_code");
+        assert!(wire.get("refreshToken").is_none(), "{wire}");
+    }
+
+    #[test]
+    fn users_me_decodes_the_identity_and_drops_email_and_mobile() {
+        let me: Me = serde_json::from_str(
+            r#"{"nick":"Zhang","avatarUrl":"https://a","mobile":"13900000000","openId":"oi","unionId":"un1","email":"zhang@personal.example","stateCode":"86"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            me,
+            Me {
+                union_id: "un1".into(),
+                open_id: Some("oi".into()),
+                nick: Some("Zhang".into()),
+            }
+        );
+        let back = serde_json::to_string(&me).unwrap();
+        assert!(
+            !back.contains("personal") && !back.contains("139"),
+            "{back}"
+        );
+        assert!(
+            serde_json::from_str::<Me>(r#"{"nick":"x"}"#).is_err(),
+            "no unionId"
+        );
+    }
+
+    #[test]
+    fn a_code_user_reads_an_empty_associated_unionid_as_none() {
+        let r: TopResponse<UserInfoByCodeResult> = serde_json::from_str(
+            r#"{"errcode":0,"errmsg":"ok","result":{"userid":"u1","unionid":"un1","associated_unionid":"","name":"A","sys":true,"sys_level":1,"device_id":"d"}}"#,
+        )
+        .unwrap();
+        let user = CodeUser::from(r.result.unwrap());
+        assert_eq!(user.associated_unionid, None);
+        assert_eq!((user.sys, user.sys_level), (true, SYS_LEVEL_MAIN_ADMIN));
+    }
+
+    #[test]
+    fn getbyunionid_gives_a_member_only_for_an_employee() {
+        let employee = UnionIdResult {
+            contact_type: CONTACT_TYPE_EMPLOYEE,
+            userid: "u1".into(),
+        };
+        assert_eq!(employee.member().as_deref(), Some("u1"));
+        let external = UnionIdResult {
+            contact_type: CONTACT_TYPE_EXTERNAL,
+            userid: "x1".into(),
+        };
+        assert_eq!(external.member(), None);
+        assert_eq!(UnionIdResult::default().member(), None);
+    }
+
+    #[test]
+    fn api_tables_agree() {
+        for (i, api) in Api::ALL.iter().enumerate() {
+            assert_eq!(api.index(), i, "{api:?}");
+            let path = api.path();
+            match api.family() {
+                Family::Topapi => assert!(!path.starts_with("/v1.0/"), "{api:?}"),
+                Family::V1 => assert!(path.starts_with("/v1.0/"), "{api:?}"),
+            }
+            assert!(
+                api.name().ends_with(path.trim_start_matches('/')),
+                "{api:?}"
+            );
+            if api.issues_tokens() {
+                assert!(!api.uses_app_token(), "{api:?}");
+            }
+        }
+        assert!(!Api::UsersMe.uses_app_token());
+        assert!(Api::UserByUnionId.uses_app_token() && Api::UserInfoByCode.uses_app_token());
+        for single_use in [Api::UserInfoByCode, Api::UserAccessToken] {
+            assert!(!single_use.idempotent(), "{single_use:?}");
+        }
+        assert!(Api::UsersMe.idempotent() && Api::UserByUnionId.idempotent());
     }
 
     #[test]

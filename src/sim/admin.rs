@@ -54,6 +54,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
         .route("/_sim/stream/disconnect", post(stream_disconnect))
         .merge(super::suite_admin::routes())
+        .merge(super::login::admin_routes())
 }
 
 /// An admin error as `{"error": …}` with a status.
@@ -210,6 +211,8 @@ struct UserFields {
     #[serde(default)]
     admin: bool,
     #[serde(default)]
+    sub_admin: bool,
+    #[serde(default)]
     boss: bool,
     #[serde(default = "yes")]
     active: bool,
@@ -243,6 +246,7 @@ async fn put_user(
         title: f.title,
         job_number: f.job_number,
         admin: f.admin,
+        sub_admin: f.sub_admin,
         boss: f.boss,
         active: f.active,
     };

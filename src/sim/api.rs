@@ -76,14 +76,17 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route(Api::ScopesGet.path(), get(scopes_get).post(scopes_post))
         .route(Api::AllInnerApps.path(), get(all_inner_apps))
         .route(Api::EmpLeaveRecords.path(), get(leave_records))
+        .merge(super::login::routes())
         .fallback(unknown_path)
 }
 
 /// Why a call is refused, before it is rendered in the family's style.
-enum Reject {
+pub(super) enum Reject {
     Model(ModelError),
     /// v1.0 status, code and message.
     V1(StatusCode, &'static str, String),
+    /// A topapi `errcode` and `errmsg` (a v1.0 caller gets 400 `invalidParam`).
+    Top(i64, &'static str),
 }
 
 impl From<ModelError> for Reject {
@@ -92,7 +95,7 @@ impl From<ModelError> for Reject {
     }
 }
 
-fn request_id(rng: &mut fastrand::Rng) -> String {
+pub(super) fn request_id(rng: &mut fastrand::Rng) -> String {
     (0..13)
         .map(|_| rng.alphanumeric().to_ascii_lowercase())
         .collect()
@@ -122,7 +125,7 @@ fn top_flat<T: Serialize>(answer: T, rid: String) -> Response {
     Json(serde_json::Value::Object(body)).into_response()
 }
 
-fn top_err(errcode: i64, msg: &str, rid: String) -> Response {
+pub(super) fn top_err(errcode: i64, msg: &str, rid: String) -> Response {
     Json(TopResponse::<()> {
         errcode,
         errmsg: msg.into(),
@@ -147,7 +150,7 @@ fn top_err88(sub_code: &str, sub_msg: &str, rid: String) -> Response {
     .into_response()
 }
 
-fn v1_err(status: StatusCode, code: &str, message: &str, rid: String) -> Response {
+pub(super) fn v1_err(status: StatusCode, code: &str, message: &str, rid: String) -> Response {
     let header = axum::http::HeaderValue::from_str(&rid).ok();
     let mut resp = (
         status,
@@ -216,6 +219,10 @@ fn render(family: Family, reject: Reject, rid: String) -> Response {
             ),
         },
         (Family::Topapi, Reject::V1(_, _, msg)) => top_err(40035, &msg, rid),
+        (Family::Topapi, Reject::Top(code, msg)) => top_err(code, msg, rid),
+        (Family::V1, Reject::Top(_, msg)) => {
+            v1_err(StatusCode::BAD_REQUEST, "invalidParam", msg, rid)
+        }
     }
 }
 
@@ -266,7 +273,7 @@ fn internal_only(api: Api) -> bool {
     )
 }
 
-fn unauthorized(family: Family, err: TokenError, rid: String) -> Response {
+pub(super) fn unauthorized(family: Family, err: TokenError, rid: String) -> Response {
     match (family, err) {
         (Family::Topapi, TokenError::Missing) => top_err88("40000", "access_token is blank", rid),
         (Family::Topapi, TokenError::Invalid) => top_err88("40014", "不合法的access_token", rid),
@@ -288,7 +295,7 @@ fn unauthorized(family: Family, err: TokenError, rid: String) -> Response {
 impl Shared {
     /// Counts the call, applies latency, and maybe fails it (faults): the
     /// failure answer, if any.
-    async fn prelude(&self, name: &'static str, family: Family) -> Option<Response> {
+    pub(super) async fn prelude(&self, name: &'static str, family: Family) -> Option<Response> {
         let (delay, fail) = {
             let mut inner = self.lock();
             inner.stats.endpoint(name).calls += 1;
@@ -325,7 +332,7 @@ impl Shared {
     /// Applies the per-app per-API limit of the current 1-second window: the
     /// throttle answer, if the call is over it. `key` is the bucket: the
     /// appKey, or `suiteKey@corpId` for a suite in a corp (`isv`).
-    fn limit(
+    pub(super) fn limit(
         &self,
         inner: &mut Inner,
         name: &'static str,
@@ -345,7 +352,7 @@ impl Shared {
     }
 
     /// Runs `op` for an authenticated call of `api` and renders its answer.
-    async fn serve<T: Serialize>(
+    pub(super) async fn serve<T: Serialize>(
         &self,
         api: Api,
         token: Option<String>,
@@ -392,19 +399,19 @@ impl Shared {
 }
 
 /// The topapi token: `?access_token=`.
-fn query_token(q: &HashMap<String, String>) -> Option<String> {
+pub(super) fn query_token(q: &HashMap<String, String>) -> Option<String> {
     q.get("access_token").cloned()
 }
 
 /// The v1.0 token: header `x-acs-dingtalk-access-token`.
-fn header_token(h: &HeaderMap) -> Option<String> {
+pub(super) fn header_token(h: &HeaderMap) -> Option<String> {
     h.get(V1_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
 }
 
 /// A JSON body (an empty body reads as `{}`).
-fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Reject> {
+pub(super) fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Reject> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
@@ -550,12 +557,12 @@ fn suite_refusal(e: SuiteAuthError, rid: String) -> Response {
 }
 
 /// A token's life in seconds, for `expireIn`.
-fn ttl_secs(ttl: std::time::Duration) -> i64 {
+pub(super) fn ttl_secs(ttl: std::time::Duration) -> i64 {
     i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// A new random token value.
-fn fresh_token(rng: &mut fastrand::Rng) -> String {
+pub(super) fn fresh_token(rng: &mut fastrand::Rng) -> String {
     (0..32).map(|_| rng.alphanumeric()).collect()
 }
 

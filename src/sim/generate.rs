@@ -218,6 +218,7 @@ impl Generated {
             title: Some(TITLES[rng.usize(..TITLES.len())].to_owned()),
             job_number: Some(format!("E{n:06}")),
             admin: n <= 3,
+            sub_admin: false,
             boss: n == 1,
             active: rng.u32(..100) < 95,
             userid,

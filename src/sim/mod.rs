@@ -12,15 +12,20 @@
 //! - `push`: HTTP push of those events to a registered URL, encrypted.
 //! - `suites`: marketplace apps (suites), their tickets and installs;
 //!   `suite_admin` their admin API.
+//! - `authcodes`: login codes and user tokens; `login` the login endpoints
+//!   (`v2/user/getuserinfo`, `userAccessToken`, `users/me`, `getbyunionid`)
+//!   and the admin route that issues codes.
 
 pub mod admin;
 pub mod api;
+pub mod authcodes;
 pub mod changes;
 pub mod faults;
 pub mod frames;
 pub mod gateway;
 pub mod generate;
 pub mod hub;
+pub mod login;
 pub mod model;
 pub mod org_file;
 pub mod push;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
+use super::authcodes::Logins;
 use super::generate::{GenSpec, Generated, generate_lazily};
 use super::org_file::{AppSpec, CorpSpec, DeptSpec, OrgFile, ScopeSpec, SuiteSpec, UserSpec};
 use super::suites::{InstallRequest, Installed, SuiteAuthError, Suites};
@@ -498,13 +499,67 @@ impl Corp {
         Ok(self.wire_user(&u, None))
     }
 
+    /// The user's unionid: the one given, or `un-<corpId>-<userid>`.
+    pub fn unionid_of(&self, u: &UserSpec) -> String {
+        u.unionid
+            .clone()
+            .unwrap_or_else(|| format!("un-{}-{}", self.corp_id, u.userid))
+    }
+
+    /// The member `userid` as the corp holds it (given or generated).
+    pub fn member(&self, userid: &str) -> Option<UserSpec> {
+        self.user_spec(userid).map(Cow::into_owned)
+    }
+
+    /// The userid of the member whose unionid is `unionid` (`getbyunionid`).
+    /// A scan of the members: O(users), generated ones included.
+    pub fn userid_by_unionid(&self, unionid: &str) -> Option<String> {
+        if let Some(u) = self.users.values().find(|u| self.unionid_of(u) == unionid) {
+            return Some(u.userid.clone());
+        }
+        let g = self.generated.as_ref()?;
+        (1..=g.len() as u32)
+            .filter(|n| !self.gone.contains(n))
+            .map(|n| g.user(n))
+            .find(|u| self.unionid_of(u) == unionid)
+            .map(|u| u.userid)
+    }
+
+    /// Whether `scope` (an app's visible scope, an install's) covers the
+    /// member: listed by userid, or in a listed department or one of its
+    /// sub-departments (`deptIds: [1]` is everyone). "Only admins"
+    /// (`onlyAdminVisible`) covers the admins alone, main and sub. Roles are
+    /// not modelled.
+    pub fn in_scope(&self, scope: &ScopeSpec, u: &UserSpec) -> bool {
+        if scope.only_admin_visible {
+            return u.admin || u.sub_admin;
+        }
+        if scope.user_ids.contains(&u.userid) {
+            return true;
+        }
+        u.dept_ids.iter().any(|d| {
+            let mut cur = *d;
+            // Bounded by the depth of the tree (no cycles: checked on every change).
+            for _ in 0..=self.departments.len() {
+                if scope.dept_ids.contains(&cur) {
+                    return true;
+                }
+                if cur == ROOT_DEPT_ID {
+                    return false;
+                }
+                match self.departments.get(&cur) {
+                    Some(dept) => cur = dept.parent_id,
+                    None => return false,
+                }
+            }
+            false
+        })
+    }
+
     fn wire_user(&self, u: &UserSpec, listed_in: Option<i64>) -> types::User {
         types::User {
             userid: u.userid.clone(),
-            unionid: u
-                .unionid
-                .clone()
-                .unwrap_or_else(|| format!("un-{}-{}", self.corp_id, u.userid)),
+            unionid: self.unionid_of(u),
             name: u.name.clone(),
             avatar: None,
             state_code: u.mobile.as_ref().map(|_| "86".to_owned()),
@@ -515,7 +570,7 @@ impl Corp {
             dept_id_list: u.dept_ids.clone(),
             hired_date: None,
             active: u.active,
-            admin: u.admin,
+            admin: u.admin || u.sub_admin,
             boss: u.boss,
             leader: listed_in.map(|_| false),
         }
@@ -760,6 +815,8 @@ pub struct World {
     tokens: HashMap<String, TokenEntry>,
     /// appKey (or suiteKey) → its current token.
     token_by_app: HashMap<String, String>,
+    /// Login codes and user tokens (`authcodes.rs`).
+    pub logins: Logins,
 }
 
 impl World {
@@ -1086,10 +1143,12 @@ impl World {
         }
     }
 
-    /// Expires every token at once (admin: simulate a mass expiry).
+    /// Expires every token at once, users' included (admin: simulate a
+    /// mass expiry). Login codes are kept.
     pub fn expire_tokens(&mut self) {
         self.tokens.clear();
         self.token_by_app.clear();
+        self.logins.expire_user_tokens();
     }
 }
 
@@ -1209,6 +1268,56 @@ corps:
         assert_eq!(c.leave_records.len(), 1);
         assert_eq!(c.leave_records[0].leave_reason, "leave");
         assert!(c.scopes(1001).unwrap().user_ids.is_empty());
+    }
+
+    #[test]
+    fn a_scope_covers_its_departments_with_their_sub_departments_and_its_users() {
+        let c = corp();
+        let u = |id: &str| c.member(id).unwrap();
+        let scope = |depts: &[i64], users: &[&str]| ScopeSpec {
+            dept_ids: depts.to_vec(),
+            user_ids: users.iter().map(|s| s.to_string()).collect(),
+            ..ScopeSpec::default()
+        };
+        assert!(c.in_scope(&scope(&[1], &[]), &u("u3")), "everyone");
+        assert!(
+            c.in_scope(&scope(&[2], &[]), &u("u3")),
+            "East is under Sales"
+        );
+        assert!(
+            !c.in_scope(&scope(&[3], &[]), &u("u1")),
+            "u1 is in Sales only"
+        );
+        assert!(c.in_scope(&scope(&[3], &["u1"]), &u("u1")), "listed");
+        assert!(!c.in_scope(&scope(&[], &[]), &u("u1")));
+        let mut admin = u("u1");
+        admin.sub_admin = true;
+        let only_admins = ScopeSpec {
+            only_admin_visible: true,
+            ..scope(&[1], &[])
+        };
+        assert!(c.in_scope(&only_admins, &admin));
+        assert!(!c.in_scope(&only_admins, &u("u2")));
+    }
+
+    #[test]
+    fn a_unionid_maps_to_its_member_given_or_generated() {
+        let c = corp();
+        assert_eq!(c.userid_by_unionid("un-dingacme-u2").as_deref(), Some("u2"));
+        assert_eq!(c.userid_by_unionid("un-dingother-u2"), None);
+        let (spec, users) = crate::sim::generate::generate_lazily(crate::sim::generate::GenSpec {
+            departments: 5,
+            users: 50,
+            seed: 1,
+        });
+        let g = Corp::generated(spec, users).unwrap();
+        let someone = g.to_spec().users.swap_remove(6);
+        let unionid = g.unionid_of(&someone);
+        assert_eq!(
+            g.userid_by_unionid(&unionid).as_deref(),
+            Some(someone.userid.as_str())
+        );
+        assert_eq!(g.userid_by_unionid("un-nobody"), None);
     }
 
     #[test]

@@ -138,8 +138,15 @@ pub struct UserSpec {
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_number: Option<String>,
+    /// An admin of the corp; the main admin (主管理员, `sys_level` 1 in
+    /// `v2/user/getuserinfo`) unless `subAdmin`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub admin: bool,
+    /// A sub-admin (子管理员, `sys_level` 2); reads as `admin: true` in
+    /// `v2/user/get` and `user/list`, as DingTalk has both kinds there.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sub_admin: bool,
+    /// The boss (老板, `sys_level` 100 when not an admin).
     #[serde(default, skip_serializing_if = "is_false")]
     pub boss: bool,
     /// Has activated DingTalk; defaults to true.
