@@ -4,9 +4,9 @@
 //! module reads the Secrets, writes status and Events, holds the finalizer and
 //! the leader Lease.
 
+pub mod access_review;
 mod leader;
 pub mod metrics;
-mod metrics_auth;
 mod records;
 pub mod server;
 pub mod status;
@@ -218,7 +218,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     let mut health =
         Health::new(registry).with_watch_grace(Duration::from_secs(args.watch_failure_grace));
     if args.metrics_auth {
-        health = health.with_metrics_auth(metrics_auth::MetricsAuth::new(client.clone()));
+        health = health.with_metrics_auth(access_review::AccessReview::new(client.clone()));
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = {

@@ -30,7 +30,7 @@ pub struct Health {
     registry: Arc<Registry>,
     watch: WatchHealth,
     watch_grace: Duration,
-    metrics_auth: Option<Arc<crate::controller::metrics_auth::MetricsAuth>>,
+    metrics_auth: Option<Arc<crate::controller::access_review::AccessReview>>,
 }
 
 impl Health {
@@ -45,7 +45,10 @@ impl Health {
     }
 
     /// The same, `/metrics` answering only tokens `auth` accepts.
-    pub fn with_metrics_auth(mut self, auth: crate::controller::metrics_auth::MetricsAuth) -> Self {
+    pub fn with_metrics_auth(
+        mut self,
+        auth: crate::controller::access_review::AccessReview,
+    ) -> Self {
         self.metrics_auth = Some(Arc::new(auth));
         self
     }
@@ -143,12 +146,12 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
 }
 
 async fn metrics(State(h): State<Health>, headers: HeaderMap) -> Response {
-    use crate::controller::metrics_auth::Decision;
+    use crate::controller::access_review::{Ask, Decision};
     if let Some(auth) = &h.metrics_auth {
         let authorization = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        match auth.check(authorization).await {
+        match auth.check(authorization, &Ask::Metrics).await {
             Ok(Decision::Allowed) => {}
             Ok(Decision::Unauthenticated) => {
                 return (StatusCode::UNAUTHORIZED, "a valid bearer token is required")

@@ -184,6 +184,20 @@ fn creator_channels(account: &Account) -> Vec<Channel> {
     channels
 }
 
+/// Why nobody can log in to `account` with DingTalk now, if so: decided
+/// before any code is exchanged.
+pub fn dingtalk_closed(account: &Account) -> Option<Refusal> {
+    if account.mode == Mode::Public {
+        Some(Refusal::TenantPublic)
+    } else if !account.bound {
+        Some(Refusal::NotBound)
+    } else if !account.app_running {
+        Some(Refusal::AppDisabled)
+    } else {
+        None
+    }
+}
+
 /// A login with a DingTalk code of `flow`, whose identity the shell resolved
 /// to `identity`; `entry` is the directory's member of that userid, if any.
 pub fn dingtalk(
@@ -192,14 +206,8 @@ pub fn dingtalk(
     identity: &Identity,
     entry: Option<&Entry>,
 ) -> Decision {
-    if account.mode == Mode::Public {
-        return Decision::Refused(Refusal::TenantPublic);
-    }
-    if !account.bound {
-        return Decision::Refused(Refusal::NotBound);
-    }
-    if !account.app_running {
-        return Decision::Refused(Refusal::AppDisabled);
+    if let Some(refusal) = dingtalk_closed(account) {
+        return Decision::Refused(refusal);
     }
     let (userid, admin) = match identity {
         Identity::CodeInvalid => return Decision::Refused(Refusal::CodeInvalid),

@@ -34,6 +34,7 @@ use crate::{
 };
 
 use budget::SyncMemory;
+pub use operate::{APP_DOCUMENT, AppRunning};
 use outcome::Run;
 pub use outcome::{Event, Outcome, SyncReport};
 pub use secrets::{CallbackKeys, Credentials, SUITE_KEY_KEY, SUITE_SECRET_KEY, Secrets, suite_of};

@@ -20,6 +20,16 @@ use crate::{
     store::LedgerEntry,
 };
 
+/// Store document: whether the bound app runs (enabled; a marketplace app
+/// not stopped), as the last binding check saw it.
+pub const APP_DOCUMENT: &str = "app";
+
+/// The body of [`APP_DOCUMENT`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AppRunning {
+    pub running: bool,
+}
+
 /// How a DingTalk error during the binding check reads.
 fn binding_failure(e: &dingtalk::Error) -> BindingFailure {
     match e.kind() {
@@ -44,9 +54,18 @@ impl Reconciler {
             return Ok(());
         };
         // 1. The binding, and the client that serves the tenant.
-        let Some((app, agent_id)) = self.check_binding(dt, secrets, binding, run).await else {
+        let Some((app, agent_id, enabled)) = self.check_binding(dt, secrets, binding, run).await
+        else {
             return Ok(());
         };
+        let running = if dt.is_marketplace() {
+            self.kept_install_state(key)
+                .await?
+                .is_none_or(|s| !s.stopped())
+        } else {
+            enabled
+        };
+        self.note_app_running(key, running).await?;
         // The binding identity (and the trial it was bound with) goes into the
         // ledger once; next_step never operates on a spec that differs from it.
         let new = if binding.is_none_or(|b| b.agent_id.is_none()) {
@@ -144,17 +163,18 @@ impl Reconciler {
     /// declared organization (checked once per app and organization) and the
     /// app exists; a marketplace app is installed there. The client that
     /// serves the tenant and the app's agentId, or `None` with the failure
-    /// in the status.
+    /// in the status. The flag: an internal app is enabled (a marketplace
+    /// app's state is the events').
     async fn check_binding(
         &self,
         dt: &DingTalkSpec,
         secrets: &Secrets,
         binding: Option<&Binding>,
         run: &mut Run<'_>,
-    ) -> Option<(AppClient, i64)> {
+    ) -> Option<(AppClient, i64, bool)> {
         if dt.is_marketplace() {
             return match self.marketplace_install(dt, binding).await {
-                Ok(installed) => Some((installed.app, installed.agent_id)),
+                Ok(installed) => Some((installed.app, installed.agent_id, true)),
                 Err(failure) => {
                     run.status.binding_failed(failure);
                     None
@@ -194,7 +214,7 @@ impl Reconciler {
             }
         }
         match app.app_enabled(agent_id).await {
-            Ok(Some(_)) => Some((app, agent_id)),
+            Ok(Some(enabled)) => Some((app, agent_id, enabled)),
             Ok(None) => {
                 run.status.binding_failed(BindingFailure::AppNotFound {
                     corp_id: dt.corp_id.clone(),
@@ -207,6 +227,17 @@ impl Reconciler {
                 None
             }
         }
+    }
+
+    /// Keeps whether the bound app runs, as this binding check saw it, for
+    /// the login API (written only when it changes).
+    async fn note_app_running(&self, key: &TenantKey, running: bool) -> Result<(), Error> {
+        let kept: Option<AppRunning> = self.store.typed_document(key, APP_DOCUMENT).await?;
+        if kept.is_none_or(|k| k.running != running) {
+            let body = serde_json::to_value(AppRunning { running }).unwrap_or_default();
+            self.store.put_document(key, APP_DOCUMENT, &body).await?;
+        }
+        Ok(())
     }
 
     /// The scope step: the scope the directory follows, or `None` with the

@@ -1,8 +1,10 @@
-//! `--metrics-auth`: `/metrics` answers only a bearer token that the API
-//! server authenticates (TokenReview) and authorizes for `get` on the
-//! non-resource URL `/metrics` (SubjectAccessReview), as controller-runtime's
-//! secure metrics do. Decisions are cached briefly so that a scrape every few
-//! seconds costs two API calls per token per [`CACHE_FOR`].
+//! Who may call dingbind's own endpoints: a bearer token that the API server
+//! authenticates (TokenReview) and authorizes (SubjectAccessReview) for what
+//! the call asks ([`Ask`]): `get` on the non-resource URL `/metrics`
+//! (`--metrics-auth`, as controller-runtime's secure metrics do), or
+//! `create` on `tenants/login` in the tenant's namespace (the login API).
+//! Decisions are cached briefly, per token and ask, so that a caller calling
+//! every few seconds costs two API calls per [`CACHE_FOR`].
 
 use std::{
     collections::HashMap,
@@ -12,7 +14,9 @@ use std::{
 
 use k8s_openapi::api::{
     authentication::v1::{TokenReview, TokenReviewSpec},
-    authorization::v1::{NonResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
+    authorization::v1::{
+        NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    },
 };
 use kube::{Api, Client, api::PostParams};
 
@@ -33,12 +37,21 @@ pub enum Decision {
 }
 
 /// Checks bearer tokens against the API server.
-pub struct MetricsAuth {
-    client: Client,
-    cache: Mutex<HashMap<String, (Instant, Decision)>>,
+/// What a call asks to do.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Ask {
+    /// `get /metrics`.
+    Metrics,
+    /// `create` `tenants/login` in `namespace`: resolve logins for its tenants.
+    TenantLogin { namespace: String },
 }
 
-impl MetricsAuth {
+pub struct AccessReview {
+    client: Client,
+    cache: Mutex<HashMap<(String, Ask), (Instant, Decision)>>,
+}
+
+impl AccessReview {
     pub fn new(client: Client) -> Self {
         Self {
             client,
@@ -48,7 +61,11 @@ impl MetricsAuth {
 
     /// The decision for an `Authorization` header value, if the API server
     /// could be asked (`Err`: it could not; the request is refused with 503).
-    pub async fn check(&self, authorization: Option<&str>) -> Result<Decision, kube::Error> {
+    pub async fn check(
+        &self,
+        authorization: Option<&str>,
+        ask: &Ask,
+    ) -> Result<Decision, kube::Error> {
         let Some(token) = authorization
             .and_then(|h| {
                 h.strip_prefix("Bearer ")
@@ -59,27 +76,28 @@ impl MetricsAuth {
         else {
             return Ok(Decision::Unauthenticated);
         };
-        if let Some(d) = self.cached(token) {
+        let key = (token.to_string(), ask.clone());
+        if let Some(d) = self.cached(&key) {
             return Ok(d);
         }
-        let decision = self.review(token).await?;
+        let decision = self.review(token, ask).await?;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_MAX {
             cache.clear();
         }
-        cache.insert(token.to_string(), (Instant::now() + CACHE_FOR, decision));
+        cache.insert(key, (Instant::now() + CACHE_FOR, decision));
         Ok(decision)
     }
 
-    fn cached(&self, token: &str) -> Option<Decision> {
+    fn cached(&self, key: &(String, Ask)) -> Option<Decision> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache
-            .get(token)
+            .get(key)
             .filter(|(until, _)| *until > Instant::now())
             .map(|(_, d)| *d)
     }
 
-    async fn review(&self, token: &str) -> Result<Decision, kube::Error> {
+    async fn review(&self, token: &str, ask: &Ask) -> Result<Decision, kube::Error> {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_string()),
@@ -100,10 +118,24 @@ impl MetricsAuth {
                 uid: user.uid,
                 groups: user.groups,
                 extra: user.extra,
-                non_resource_attributes: Some(NonResourceAttributes {
-                    path: Some("/metrics".into()),
-                    verb: Some("get".into()),
-                }),
+                non_resource_attributes: match ask {
+                    Ask::Metrics => Some(NonResourceAttributes {
+                        path: Some("/metrics".into()),
+                        verb: Some("get".into()),
+                    }),
+                    Ask::TenantLogin { .. } => None,
+                },
+                resource_attributes: match ask {
+                    Ask::Metrics => None,
+                    Ask::TenantLogin { namespace } => Some(ResourceAttributes {
+                        group: Some(crate::api::GROUP.into()),
+                        resource: Some("tenants".into()),
+                        subresource: Some("login".into()),
+                        verb: Some("create".into()),
+                        namespace: Some(namespace.clone()),
+                        ..Default::default()
+                    }),
+                },
                 ..Default::default()
             },
             ..Default::default()
