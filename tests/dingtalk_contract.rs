@@ -1378,3 +1378,416 @@ async fn two_corps_of_one_suite_are_throttled_independently() {
     assert!(corp.stats().get(Api::UserGet).throttled >= 1);
     assert_eq!(corp.stats().get(Api::UserGet).errors, 0);
 }
+
+// ---------------------------------------------------------------- login
+
+/// `POST /_sim/corps/{corp}/authcodes` by hand: the status and the answer.
+async fn raw_authcode(sim: &SimHandle, corp: &str, body: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/_sim/corps/{corp}/authcodes", sim.url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// A login code, issued through the admin API (201).
+async fn authcode(sim: &SimHandle, corp: &str, body: Value) -> Secret {
+    let (status, answer) = raw_authcode(sim, corp, body).await;
+    assert_eq!(status, 201, "{answer}");
+    Secret::new(answer["code"].as_str().expect("a code"))
+}
+
+/// Puts a member into ACME (an admin, a sub-admin…).
+async fn put_member(sim: &SimHandle, userid: &str, fields: Value) {
+    let mut body = json!({"name": format!("Name {userid}"), "deptIds": [3]});
+    if let (Some(b), Some(f)) = (body.as_object_mut(), fields.as_object()) {
+        b.extend(f.clone());
+    }
+    admin(
+        sim,
+        reqwest::Method::PUT,
+        &format!("/_sim/corps/{CORP}/users/{userid}"),
+        Some(body),
+    )
+    .await;
+}
+
+/// Neither `Display` nor `Debug` of `err` shows any of `hidden`.
+fn assert_hides(err: &dingbind::dingtalk::Error, hidden: &[&str]) {
+    let text = format!("{err} {err:?}");
+    for h in hidden {
+        assert!(!text.contains(h), "{h} in {text}");
+    }
+}
+
+#[tokio::test]
+async fn an_in_app_code_gives_its_member_and_an_admins_sys_level() {
+    let sim = start(unlimited()).await;
+    put_member(&sim, "a-main", json!({"admin": true})).await;
+    put_member(&sim, "a-sub", json!({"subAdmin": true})).await;
+    let app = app(config(&sim, 0));
+    let code = authcode(&sim, CORP, json!({"userid": "r1", "flow": "inApp"})).await;
+    let user = app.user_by_code(&code).await.unwrap();
+    assert_eq!(user.userid, "r1");
+    assert_eq!(user.unionid, "un-dingacme-r1");
+    assert_eq!(user.name, "Name r1");
+    assert_eq!((user.sys, user.sys_level), (false, 0));
+    assert_eq!(user.associated_unionid, None);
+    for (userid, sys, level) in [
+        ("a-main", true, 1),
+        ("a-sub", true, 2),
+        ("u-boss", false, 100),
+    ] {
+        let code = authcode(&sim, CORP, json!({"userid": userid, "flow": "inApp"})).await;
+        let user = app.user_by_code(&code).await.unwrap();
+        assert_eq!(
+            (user.userid.as_str(), user.sys, user.sys_level),
+            (userid, sys, level)
+        );
+    }
+    // A sub-admin reads as an admin in user/get, as in DingTalk.
+    assert!(app.get_user("a-sub").await.unwrap().expect("a-sub").admin);
+    let stats = sim_stats(&sim).await;
+    assert_eq!(sim_calls(&stats, Api::UserInfoByCode, "calls"), 4);
+}
+
+#[tokio::test]
+async fn a_used_code_is_code_invalid_and_no_error_shows_a_code_token_or_secret() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    let code = authcode(&sim, CORP, json!({"userid": "r1", "flow": "inApp"})).await;
+    app.user_by_code(&code).await.unwrap();
+    let err = app.user_by_code(&code).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CodeInvalid, "{err}");
+    assert_eq!(err.code(), Some("40078"));
+    let token = first_token(&sim).await;
+    assert_hides(&err, &[code.expose(), "acme-secret", &token]);
+    // The web flow alike: a used code, a wrong secret, a bogus user token.
+    let web = authcode(&sim, CORP, json!({"userid": "r2", "flow": "web"})).await;
+    let user_token = app.user_access_token(&web).await.unwrap();
+    let err = app.user_access_token(&web).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CodeInvalid, "{err}");
+    assert_eq!(err.code(), Some("invalidCode"));
+    assert_hides(
+        &err,
+        &[
+            web.expose(),
+            "acme-secret",
+            user_token.access_token.expose(),
+        ],
+    );
+    let wrong = Client::new(config(&sim, 0))
+        .unwrap()
+        .app(TokenSource::internal_app("acme-key", "wrong-secret-value"));
+    let fresh = authcode(&sim, CORP, json!({"userid": "r2", "flow": "web"})).await;
+    let err = wrong.user_access_token(&fresh).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidCredentials, "{err}");
+    assert_hides(&err, &[fresh.expose(), "wrong-secret-value"]);
+    let bogus = Secret::new("planted-user-token-0123456789");
+    let err = app.me(&bogus).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TokenInvalid, "{err}");
+    assert_hides(&err, &[bogus.expose()]);
+    assert!(!format!("{user_token:?}").contains(user_token.access_token.expose()));
+    // The refused exchange did not use the code: the right app still can.
+    assert!(app.user_access_token(&fresh).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_expired_code_is_code_invalid() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    let (status, answer) = raw_authcode(&sim, CORP, json!({"userid": "r1", "flow": "inApp"})).await;
+    assert_eq!(
+        (status, answer["expiresIn"].as_u64()),
+        (201, Some(300)),
+        "{answer}"
+    );
+    assert_eq!(answer["clientId"], "acme-key");
+    // expiresIn 0: a code that has expired already (the simulator's test hook).
+    for flow in ["inApp", "web"] {
+        let code = authcode(
+            &sim,
+            CORP,
+            json!({"userid": "r1", "flow": flow, "expiresIn": 0}),
+        )
+        .await;
+        let err = match flow {
+            "inApp" => app.user_by_code(&code).await.unwrap_err(),
+            _ => app.user_access_token(&code).await.unwrap_err(),
+        };
+        assert_eq!(err.kind(), ErrorKind::CodeInvalid, "{flow}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_code_of_the_other_flow_or_another_app_is_code_invalid() {
+    let sim = start(unlimited()).await;
+    let acme = app(config(&sim, 0));
+    let web = authcode(&sim, CORP, json!({"userid": "r1", "flow": "web"})).await;
+    let err = acme.user_by_code(&web).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CodeInvalid, "{err}");
+    let in_app = authcode(&sim, CORP, json!({"userid": "r1", "flow": "inApp"})).await;
+    let err = acme.user_access_token(&in_app).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CodeInvalid, "{err}");
+    // A second app of ACME: its codes are its own.
+    admin(
+        &sim,
+        reqwest::Method::PUT,
+        &format!("/_sim/corps/{CORP}/apps/1002"),
+        Some(json!({"appKey": "acme-key-2", "appSecret": "acme-secret-2", "visibleScope": {"deptIds": [1]}})),
+    )
+    .await;
+    let (status, body) = raw_authcode(&sim, CORP, json!({"userid": "r1", "flow": "inApp"})).await;
+    assert_eq!(status, 400, "two apps, none named: {body}");
+    let second = Client::new(config(&sim, 0))
+        .unwrap()
+        .app(TokenSource::internal_app("acme-key-2", "acme-secret-2"));
+    let theirs = authcode(
+        &sim,
+        CORP,
+        json!({"userid": "r1", "flow": "inApp", "appKey": "acme-key-2"}),
+    )
+    .await;
+    let err = acme.user_by_code(&theirs).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CodeInvalid, "{err}");
+    let theirs = authcode(
+        &sim,
+        CORP,
+        json!({"userid": "r1", "flow": "inApp", "appKey": "acme-key-2"}),
+    )
+    .await;
+    assert_eq!(second.user_by_code(&theirs).await.unwrap().userid, "r1");
+    let theirs = authcode(
+        &sim,
+        CORP,
+        json!({"userid": "r1", "flow": "web", "appKey": "acme-key-2"}),
+    )
+    .await;
+    let err = acme.user_access_token(&theirs).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CodeInvalid, "{err}");
+}
+
+#[tokio::test]
+async fn a_member_outside_the_visible_scope_is_not_in_scope_but_an_admin_is() {
+    let sim = start(unlimited()).await;
+    put_member(&sim, "a-main", json!({"admin": true})).await;
+    admin(
+        &sim,
+        reqwest::Method::PUT,
+        &format!("/_sim/corps/{CORP}/apps/{AGENT}"),
+        Some(json!({"visibleScope": {"deptIds": [5], "userIds": ["e002"]}})),
+    )
+    .await;
+    let app = app(config(&sim, 0));
+    let code = |userid: &str| {
+        let body = json!({"userid": userid, "flow": "inApp"});
+        let sim = &sim;
+        async move { authcode(sim, CORP, body).await }
+    };
+    let err = app.user_by_code(&code("e001").await).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotInScope, "{err}");
+    assert_eq!(err.code(), Some("40079"));
+    for inside in ["r1", "multi", "e002"] {
+        assert_eq!(
+            app.user_by_code(&code(inside).await).await.unwrap().userid,
+            inside
+        );
+    }
+    // The corp's admins are always in scope (they open the app from the admin console).
+    let admin_user = app.user_by_code(&code("a-main").await).await.unwrap();
+    assert_eq!(admin_user.sys_level, 1);
+}
+
+#[tokio::test]
+async fn a_web_code_gives_a_user_token_whose_unionid_maps_to_the_member() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    let code = authcode(&sim, CORP, json!({"userid": "r2", "flow": "web"})).await;
+    let token = app.user_access_token(&code).await.unwrap();
+    assert_eq!(token.corp_id.as_deref(), Some(CORP));
+    assert_eq!(token.expire_in, 7200);
+    let me = app.me(&token.access_token).await.unwrap();
+    assert_eq!(me.union_id, "un-dingacme-r2");
+    assert_eq!(me.nick.as_deref(), Some("Name r2"));
+    assert!(me.open_id.is_some());
+    assert_eq!(
+        app.userid_by_unionid(&me.union_id)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("r2")
+    );
+    // users/me answers the account's personal email and mobile, not the
+    // organization's: the client does not even decode them.
+    let raw: Value = reqwest::Client::new()
+        .get(format!("{}/v1.0/contact/users/me", sim.url()))
+        .header("x-acs-dingtalk-access-token", token.access_token.expose())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raw["email"], "personal-r2@example.net");
+    let mobile = raw["mobile"].as_str().expect("a mobile");
+    assert_ne!(mobile, "13800000001", "not the org's");
+    assert_eq!(raw["unionId"], me.union_id.as_str());
+    // The user token is not an app token, nor the other way round.
+    let err = app
+        .me(&Secret::new(first_token(&sim).await))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TokenInvalid, "{err}");
+    assert_eq!(app.userid_by_unionid("un-nobody").await.unwrap(), None);
+    assert_eq!(app.userid_by_unionid("").await.unwrap(), None);
+    let stats = sim_stats(&sim).await;
+    assert_eq!(sim_calls(&stats, Api::UserAccessToken, "granted"), 1);
+    assert_eq!(
+        sim_calls(&stats, Api::UserByUnionId, "calls"),
+        2,
+        "none for an empty unionid"
+    );
+}
+
+#[tokio::test]
+async fn a_person_of_another_corp_has_a_web_login_but_is_no_member() {
+    let sim = start(unlimited()).await;
+    add_beta(&sim).await;
+    let (status, body) = raw_authcode(&sim, CORP, json!({"userid": "b1", "flow": "web"})).await;
+    assert_eq!(status, 404, "b1 is no member of ACME: {body}");
+    let (status, body) = raw_authcode(
+        &sim,
+        CORP,
+        json!({"userid": "b1", "flow": "inApp", "personOf": "dingbeta"}),
+    )
+    .await;
+    assert_eq!(status, 400, "no in-app code for an outsider: {body}");
+    let app = app(config(&sim, 0));
+    let code = authcode(
+        &sim,
+        CORP,
+        json!({"userid": "b1", "flow": "web", "personOf": "dingbeta"}),
+    )
+    .await;
+    let token = app.user_access_token(&code).await.unwrap();
+    assert_eq!(
+        token.corp_id.as_deref(),
+        Some("dingbeta"),
+        "their own organization"
+    );
+    let me = app.me(&token.access_token).await.unwrap();
+    assert_eq!(me.union_id, "un-dingbeta-b1");
+    assert_eq!(app.userid_by_unionid(&me.union_id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_marketplace_corp_token_resolves_codes_and_unionids() {
+    let sim = start(unlimited()).await;
+    let ticket = with_suite(&sim).await;
+    let corp = corp_client(&sim, suite(Some(&ticket)), CORP);
+    let (status, _) = raw_authcode(&sim, CORP, json!({"userid": "e001", "flow": "inApp"})).await;
+    assert_eq!(status, 400, "an app and a suite in ACME: name one");
+    let code = |userid: &str, flow: &str| {
+        let body = json!({"userid": userid, "flow": flow, "suiteKey": SUITE_KEY});
+        let sim = &sim;
+        async move { authcode(sim, CORP, body).await }
+    };
+    // The install's scope: Sales (2, East 3 under it) and r1.
+    for inside in ["e001", "r1"] {
+        let user = corp
+            .user_by_code(&code(inside, "inApp").await)
+            .await
+            .unwrap();
+        assert_eq!(user.userid, inside);
+    }
+    let err = corp
+        .user_by_code(&code("r2", "inApp").await)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotInScope, "{err}");
+    // The suite's code is not the internal app's, nor the other way round.
+    let err = app(config(&sim, 0))
+        .user_by_code(&code("e001", "inApp").await)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CodeInvalid, "{err}");
+    let internal = authcode(
+        &sim,
+        CORP,
+        json!({"userid": "e001", "flow": "inApp", "appKey": "acme-key"}),
+    )
+    .await;
+    let err = corp.user_by_code(&internal).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CodeInvalid, "{err}");
+    // The web flow with the suite's key and secret.
+    let token = corp
+        .user_access_token(&code("multi", "web").await)
+        .await
+        .unwrap();
+    let me = corp.me(&token.access_token).await.unwrap();
+    assert_eq!(
+        corp.userid_by_unionid(&me.union_id)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("multi")
+    );
+    assert_eq!(
+        corp.userid_by_unionid("un-dingbeta-b1").await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_code_exchange_is_not_resent_after_a_server_error() {
+    let sim = start(unlimited()).await;
+    let app = app(config(&sim, 0));
+    let in_app = authcode(&sim, CORP, json!({"userid": "r1", "flow": "inApp"})).await;
+    let web = authcode(&sim, CORP, json!({"userid": "r1", "flow": "web"})).await;
+    // Fetch the app token first, so that the failure lands on the exchange.
+    assert!(app.get_user("r1").await.unwrap().is_some());
+    let faults = |n: u32| {
+        let sim = &sim;
+        async move {
+            admin(
+                sim,
+                reqwest::Method::PUT,
+                "/_sim/faults",
+                Some(json!({"failNext": n})),
+            )
+            .await;
+        }
+    };
+    faults(1).await;
+    let err = app.user_by_code(&in_app).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+    faults(1).await;
+    let err = app.user_access_token(&web).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+    let stats = sim_stats(&sim).await;
+    assert_eq!(
+        sim_calls(&stats, Api::UserInfoByCode, "calls"),
+        1,
+        "sent once"
+    );
+    assert_eq!(
+        sim_calls(&stats, Api::UserAccessToken, "calls"),
+        1,
+        "sent once"
+    );
+    // The simulator failed them before looking at the codes: still good.
+    assert_eq!(app.user_by_code(&in_app).await.unwrap().userid, "r1");
+    assert!(app.user_access_token(&web).await.is_ok());
+    // The lookups are retried as any read.
+    faults(1).await;
+    assert_eq!(
+        app.userid_by_unionid("un-dingacme-r1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("r1")
+    );
+}
