@@ -170,6 +170,7 @@ impl Dev {
             .arg("--org")
             .arg(Path::new(MANIFEST_DIR).join("examples/org.yaml"))
             .args(["--store", &store, "--sim-listen", &addr])
+            .args(["--login-listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -1002,7 +1003,10 @@ fn readme_local_mode_commands_work() {
             .replace("127.0.0.1:8089", &format!("127.0.0.1:{port}"));
         cmd.replace(
             &format!("'{}' dev", bin()),
-            &format!("'{}' dev --sim-listen 127.0.0.1:{port}", bin()),
+            &format!(
+                "'{}' dev --sim-listen 127.0.0.1:{port} --login-listen 127.0.0.1:0",
+                bin()
+            ),
         )
     };
     let run = |cmd: &str| -> Output {

@@ -22,6 +22,15 @@ pub struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoginLabels {
+    /// `member`, `creator`, or `-` when refused.
+    pub r#as: String,
+    pub allowed: String,
+    /// The refusal's reason, `-` when allowed.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventTypeLabels {
     /// DingTalk's `eventType` (`user_leave_org`…), `unknown` when absent.
     pub r#type: String,
@@ -47,6 +56,8 @@ pub struct Metrics {
     pub stream_connections: Counter,
     pub stream_reconnects: Counter,
     pub stream_disconnects: Counter,
+    pub logins: Family<LoginLabels, Counter>,
+    pub login_throttled: Counter,
 }
 
 impl Metrics {
@@ -71,6 +82,8 @@ impl Metrics {
             stream_connections: Counter::default(),
             stream_reconnects: Counter::default(),
             stream_disconnects: Counter::default(),
+            logins: Family::default(),
+            login_throttled: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("dingbind");
         r.register("reconciles", "Reconciliations run", m.reconciles.clone());
@@ -154,10 +167,35 @@ impl Metrics {
             "Stream connections lost, or not opened",
             m.stream_disconnects.clone(),
         );
+        r.register(
+            "logins",
+            "Login decisions of the login API, by who and reason",
+            m.logins.clone(),
+        );
+        r.register(
+            "login_throttled",
+            "Password attempts refused without a check (backoff or lockout)",
+            m.login_throttled.clone(),
+        );
         m
     }
 
     /// Counts what a Stream connection observed at `now`.
+    /// Counts one login decision.
+    pub fn observe_login(&self, logged: &crate::login::service::Logged<'_>) {
+        let a = logged.answer;
+        self.logins
+            .get_or_create(&LoginLabels {
+                r#as: a.as_.unwrap_or("-").to_string(),
+                allowed: a.allowed.to_string(),
+                reason: a.reason.unwrap_or("-").to_string(),
+            })
+            .inc();
+        if logged.throttled {
+            self.login_throttled.inc();
+        }
+    }
+
     pub fn observe_stream(&self, item: &crate::events::StreamItem, now: jiff::Timestamp) {
         use crate::events::StreamItem;
         match item {

@@ -6,6 +6,7 @@
 
 pub mod access_review;
 mod leader;
+mod login;
 pub mod metrics;
 mod records;
 pub mod server;
@@ -118,6 +119,10 @@ pub struct ControllerArgs {
     /// `suiteKey` and `suiteSecret`, read at start.
     #[arg(long, env = "DINGBIND_SUITE_SECRET", value_name = "NAMESPACE/NAME")]
     pub suite_secret: Option<TenantKey>,
+    /// Where the login API is served (docs/login.md); off unless given.
+    /// Every replica serves it, reading the store.
+    #[arg(long, env = "DINGBIND_LOGIN_ADDR")]
+    pub login_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -262,6 +267,31 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         }
         _ => None,
     };
+    let login = args.login_addr.map(|addr| {
+        let mut logins = crate::login::Logins::new(
+            store.clone(),
+            dingtalk.clone(),
+            Arc::new(login::KubeTenants {
+                client: client.clone(),
+            }),
+        );
+        if let Some(suite) = &suite {
+            logins = logins.with_suite(suite.clone());
+        }
+        let metrics = metrics.clone();
+        let logins = Arc::new(logins.observed(Box::new(move |l| metrics.observe_login(l))));
+        let authorize = Arc::new(login::ReviewedCallers(Arc::new(
+            access_review::AccessReview::new(client.clone()),
+        )));
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            crate::login::http::serve(addr, logins, authorize, async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
+            .map_err(|source| Error::Serve { addr, source })
+        })
+    });
     // The suite's tickets arrive on its Stream connection and are kept in the store.
     let (tickets_tx, tickets_rx) = tokio::sync::mpsc::unbounded_channel();
     match (&events, &suite) {
@@ -362,6 +392,11 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         && let Ok(Err(e)) = receiver.await
     {
         tracing::warn!(error = %e, "HTTP push receiver");
+    }
+    if let Some(login) = login
+        && let Ok(Err(e)) = login.await
+    {
+        tracing::warn!(error = %e, "login API");
     }
     if let Ok(Err(e)) = server.await {
         tracing::warn!(error = %e, "metrics server");

@@ -3,6 +3,7 @@
 //! embedded simulator (or any base URL), the directory and every tenant's
 //! status go to the store. The reconciler is the controller's own.
 
+mod login;
 pub mod source;
 
 use std::{
@@ -70,6 +71,10 @@ pub struct DevArgs {
     /// it, the folder's Secret named `dingbind-suite`.
     #[arg(long, value_name = "NAMESPACE/NAME")]
     pub suite_secret: Option<TenantKey>,
+    /// Where the login API listens (docs/login.md; its bearer token is
+    /// printed at start).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub login_listen: SocketAddr,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -103,6 +108,8 @@ pub enum Error {
     NotAFolder(PathBuf),
     #[error("--suite-secret: {0}")]
     SuiteSecret(String),
+    #[error("listening on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
 }
 
 /// How often the folder is looked at.
@@ -160,8 +167,41 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
     if let Some(suite) = suite {
         events.set_suite(suite, tickets_tx);
     }
+    // The login API: the accepted Tenants, the folder's Secrets as last
+    // loaded, one bearer token printed here.
+    let secrets: login::SharedSecrets = Arc::default();
+    let mut logins = crate::login::Logins::new(
+        store.clone(),
+        dingtalk::Client::new(dingtalk::Config::with_base_url(&url))?,
+        Arc::new(login::DevTenants {
+            store: store.clone(),
+            secrets: secrets.clone(),
+        }),
+    );
+    if let Some(suite) = reconciler.suite().cloned() {
+        logins = logins.with_suite(suite);
+    }
+    let token: String = (0..32).map(|_| fastrand::alphanumeric()).collect();
+    let listener = tokio::net::TcpListener::bind(args.login_listen)
+        .await
+        .map_err(|e| Error::Listen(args.login_listen, e))?;
+    let login_addr = listener
+        .local_addr()
+        .map_err(|e| Error::Listen(args.login_listen, e))?;
+    tracing::info!("login API at http://{login_addr} (docs/login.md), bearer token: {token}");
+    let login_api = tokio::spawn(crate::login::http::serve_on(
+        listener,
+        Arc::new(logins),
+        Arc::new(crate::login::http::StaticToken(dingtalk::Secret::new(
+            token,
+        ))),
+        async {
+            crate::signal::shutdown().await;
+        },
+    ));
     let mut dev = Dev {
         validator: TenantValidator::new(),
+        secrets,
         store,
         reconciler,
         events: events.clone(),
@@ -196,6 +236,7 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
         }
     }
     events.step_down().await;
+    login_api.abort();
     tracing::info!("stopped");
     Ok(())
 }
@@ -207,6 +248,8 @@ struct Dev {
     /// Events from DingTalk, and what they marked.
     events: Arc<EventsHub>,
     manifests: Manifests,
+    /// The folder's Secrets, shared with the login API.
+    secrets: login::SharedSecrets,
     /// When each tenant is next reconciled.
     due: HashMap<TenantKey, Instant>,
     /// The file each tenant was last read from.
@@ -235,6 +278,7 @@ impl Dev {
         }
         let secrets_changed = manifests.secrets != self.manifests.secrets;
         self.manifests = manifests;
+        *self.secrets.write().unwrap_or_else(|p| p.into_inner()) = self.manifests.secrets.clone();
         let mut seen: BTreeMap<TenantKey, PathBuf> = BTreeMap::new();
         for doc in &self.manifests.tenants {
             let key: TenantKey = match doc.object_name().parse() {

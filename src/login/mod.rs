@@ -3,6 +3,7 @@
 //! checks the creator's password (`password.rs`) and serves the API
 //! (`http.rs`).
 
+pub mod http;
 pub mod password;
 pub mod service;
 

@@ -299,7 +299,7 @@ impl Logins {
         let answer = Answer::of(decision);
         tracing::info!(
             tenant = %key,
-            as_ = answer.as_.unwrap_or("-"),
+            login_as = answer.as_.unwrap_or("-"),
             userid = userid.unwrap_or("-"),
             allowed = answer.allowed,
             reason = answer.reason.unwrap_or("-"),
