@@ -2112,6 +2112,223 @@ async fn s24_an_uninstall_without_a_request_keeps_the_directory_until_a_person_d
     assert!(s.directory("acme").await.members.is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s25_logins_follow_the_mode_the_binding_the_scope_and_the_callers_rbac() {
+    let corp = "dingbind25";
+    let other = "dingbind25x";
+    let login = free_addr();
+    let mut s = Scenario::new(
+        "login",
+        Backend::Sqlite,
+        vec![small_corp(corp), small_corp(other)],
+    )
+    .await;
+    s.start_controller(ControllerOpts {
+        login_addr: Some(login),
+        ..ControllerOpts::default()
+    });
+    s.credentials("acme", corp).await;
+    let spec = dingtalk_spec("acme", corp, json!({"departments": [2, 3]}));
+    s.apply_ok("acme", spec.clone()).await;
+    s.wait_tenant("acme", "Ready", ready_and_synced).await;
+
+    // Two callers: the platform's login service, granted `create
+    // tenants/login` here, and a stranger.
+    let env = s.cluster.env;
+    let kubectl = |args: &[&str]| {
+        let out = env.kubectl(args.iter().copied());
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    kubectl(&[
+        "apply",
+        "-f",
+        repo("manifests/login-role.yaml").to_str().unwrap(),
+    ]);
+    kubectl(&["create", "serviceaccount", "platform", "-n", &s.ns]);
+    kubectl(&["create", "serviceaccount", "stranger", "-n", &s.ns]);
+    kubectl(&[
+        "create",
+        "rolebinding",
+        "platform-login",
+        "-n",
+        &s.ns,
+        "--clusterrole=dingbind-login",
+        &format!("--serviceaccount={}:platform", s.ns),
+    ]);
+    let platform = kubectl(&["create", "token", "platform", "-n", &s.ns]);
+    let stranger = kubectl(&["create", "token", "stranger", "-n", &s.ns]);
+    let url = |kind: &str| {
+        format!(
+            "http://{login}/v1/namespaces/{}/tenants/acme/logins/{kind}",
+            s.ns
+        )
+    };
+    let ask = |token: String, kind: &'static str, body: Value| {
+        let (http, url) = (s.http.clone(), url(kind));
+        async move {
+            let resp = http
+                .post(&url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .expect("the login API answers");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let sc = &s;
+    let code = |userid: &'static str, flow: &'static str, person_of: Option<&'static str>| async move {
+        let mut body = json!({"userid": userid, "flow": flow});
+        if let Some(p) = person_of {
+            body["personOf"] = json!(p);
+        }
+        let c = sc
+            .sim(
+                reqwest::Method::POST,
+                &format!("/_sim/corps/{corp}/authcodes"),
+                Some(body),
+            )
+            .await;
+        c["code"].as_str().expect("a code").to_string()
+    };
+    let allowed_as = |(status, answer): (u16, Value), who: &str| {
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["allowed"], true, "{who}: {answer}");
+        answer["as"].as_str().unwrap_or_default().to_string()
+    };
+    let refused = |(status, answer): (u16, Value), who: &str| {
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["allowed"], false, "{who}: {answer}");
+        answer["reason"].as_str().unwrap_or_default().to_string()
+    };
+    // The login API may take a moment to come up with the controller.
+    s.eventually("the login API answers", || async {
+        s.http
+            .post(url("member"))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+
+    // Members log in with an in-app code and with a web code.
+    let c = code("zhang", "inApp", None).await;
+    let a = ask(
+        platform.clone(),
+        "dingtalk",
+        json!({"code": c, "flow": "inApp"}),
+    )
+    .await;
+    assert_eq!(a.1["member"]["userid"], "zhang", "{}", a.1);
+    assert_eq!(allowed_as(a, "zhang in the app"), "member");
+    let c = code("li", "web", None).await;
+    let a = ask(
+        platform.clone(),
+        "dingtalk",
+        json!({"code": c, "flow": "web"}),
+    )
+    .await;
+    assert_eq!(allowed_as(a, "li on the web"), "member");
+    // The same code twice: DingTalk refuses it.
+    let a = ask(
+        platform.clone(),
+        "dingtalk",
+        json!({"code": c, "flow": "web"}),
+    )
+    .await;
+    assert_eq!(refused(a, "a used code"), "CodeInvalid");
+    // Outside the scope (Finance), and a person of another organization.
+    let c = code("qian", "inApp", None).await;
+    let a = ask(
+        platform.clone(),
+        "dingtalk",
+        json!({"code": c, "flow": "inApp"}),
+    )
+    .await;
+    assert_eq!(refused(a, "qian, outside the scope"), "NotInScope");
+    let c = code("zhou", "web", Some(other)).await;
+    let a = ask(
+        platform.clone(),
+        "dingtalk",
+        json!({"code": c, "flow": "web"}),
+    )
+    .await;
+    assert_eq!(refused(a, "a person of another organization"), "NotInScope");
+
+    // A leaver is refused as soon as the directory drops them.
+    let a = ask(platform.clone(), "member", json!({"userid": "wang"})).await;
+    assert_eq!(allowed_as(a, "wang before leaving"), "member");
+    s.sim_leave(corp, "wang").await;
+    s.annotate("acme", SYNC_REQUESTED_AT, "after-wang-left")
+        .await;
+    s.eventually("wang gone from the directory", || async {
+        (!member_ids(&s.directory("acme").await).contains("wang"))
+            .then_some(())
+            .ok_or("still there".to_string())
+    })
+    .await;
+    let a = ask(platform.clone(), "member", json!({"userid": "wang"})).await;
+    assert_eq!(refused(a, "wang after leaving"), "NotInScope");
+
+    // The creator logs in by password only once the account is complete.
+    let creator = json!({"account": format!("owner@{corp}.example"), "password": "correct-horse"});
+    let a = ask(platform.clone(), "creator", creator.clone()).await;
+    assert_eq!(
+        refused(a, "the creator without a password"),
+        "CreatorIncomplete"
+    );
+    s.secret("acme-creator", &[("password", "correct-horse")])
+        .await;
+    let a = ask(platform.clone(), "creator", creator.clone()).await;
+    assert_eq!(allowed_as(a, "the creator"), "creator");
+    let wrong = json!({"account": format!("owner@{corp}.example"), "password": "wrong"});
+    let a = ask(platform.clone(), "creator", wrong).await;
+    assert_eq!(refused(a, "a wrong password"), "InvalidCredentials");
+    let unknown = json!({"account": "nobody@example.com", "password": "correct-horse"});
+    let a = ask(platform.clone(), "creator", unknown).await;
+    assert_eq!(refused(a, "an unknown account"), "InvalidCredentials");
+
+    // Callers without the grant, or without a token.
+    let a = ask(stranger, "member", json!({"userid": "zhang"})).await;
+    assert_eq!(a.0, 403, "{}", a.1);
+    let a = ask(String::new(), "member", json!({"userid": "zhang"})).await;
+    assert_eq!(a.0, 401, "{}", a.1);
+
+    // After the unbind: no DingTalk login any more; the password still works.
+    let mut public = spec;
+    public["mode"] = json!("Public");
+    s.apply_ok("acme", public).await;
+    s.sim_app(corp, json!({"enabled": false})).await;
+    s.wait_tenant("acme", "Public", |t| {
+        (status_mode(t) == Some(Mode::Public))
+            .then_some(())
+            .ok_or(format!("mode {:?}", status_mode(t)))
+    })
+    .await;
+    let c = code("zhang", "inApp", None).await;
+    let a = ask(
+        platform.clone(),
+        "dingtalk",
+        json!({"code": c, "flow": "inApp"}),
+    )
+    .await;
+    assert_eq!(refused(a, "zhang after the unbind"), "TenantPublic");
+    let a = ask(platform, "creator", creator).await;
+    assert_eq!(allowed_as(a, "the creator after the unbind"), "creator");
+    let metrics = s.controller_metrics(0).await;
+    assert!(
+        metrics.contains("dingbind_logins_total{as=\"creator\",allowed=\"true\",reason=\"-\"}"),
+        "{metrics}"
+    );
+}
+
 /// `EventsConnected=True` (`Connected`) with `status.events.connectedSince`.
 fn events_connected(t: &Tenant) -> Result<(), String> {
     expect_cond(t, condition::EVENTS_CONNECTED, "True", reason::CONNECTED)?;

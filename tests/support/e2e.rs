@@ -332,6 +332,8 @@ pub struct ControllerOpts {
     pub events_addr: Option<std::net::SocketAddr>,
     /// `--suite-secret`: the name of the suite Secret in the scenario's namespace.
     pub suite_secret: Option<String>,
+    /// `--login-addr`: where the controller serves the login API.
+    pub login_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for ControllerOpts {
@@ -343,6 +345,7 @@ impl Default for ControllerOpts {
             events: false,
             events_addr: None,
             suite_secret: None,
+            login_addr: None,
         }
     }
 }
@@ -450,6 +453,11 @@ impl Scenario {
                 opts.events_addr
                     .iter()
                     .flat_map(|a| ["--events-addr".to_string(), a.to_string()]),
+            )
+            .args(
+                opts.login_addr
+                    .iter()
+                    .flat_map(|a| ["--login-addr".to_string(), a.to_string()]),
             )
             .args(
                 opts.suite_secret
