@@ -136,7 +136,6 @@ impl AccessReview {
                         ..Default::default()
                     }),
                 },
-                ..Default::default()
             },
             ..Default::default()
         };

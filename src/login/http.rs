@@ -160,28 +160,28 @@ fn problem(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// The caller may resolve logins for `ns`, or the answer that says why not.
-async fn admitted(s: &Shared, headers: &HeaderMap, ns: &str) -> Result<(), Response> {
+async fn admitted(s: &Shared, headers: &HeaderMap, ns: &str) -> Result<(), Box<Response>> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match s.authorize.access(authorization, ns).await {
-        Ok(Access::Allowed) => Ok(()),
-        Ok(Access::Unauthenticated) => Err(problem(
-            StatusCode::UNAUTHORIZED,
-            "a valid bearer token is required",
-        )),
-        Ok(Access::Forbidden) => Err(problem(
+    let refused = match s.authorize.access(authorization, ns).await {
+        Ok(Access::Allowed) => return Ok(()),
+        Ok(Access::Unauthenticated) => {
+            problem(StatusCode::UNAUTHORIZED, "a valid bearer token is required")
+        }
+        Ok(Access::Forbidden) => problem(
             StatusCode::FORBIDDEN,
             format!("this caller may not create tenants/login in namespace {ns}"),
-        )),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "cannot check the caller of the login API");
-            Err(problem(
+            problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the caller cannot be checked now",
-            ))
+            )
         }
-    }
+    };
+    Err(Box::new(refused))
 }
 
 fn decided(result: Result<super::Answer, Error>) -> Response {
@@ -199,9 +199,9 @@ fn decided(result: Result<super::Answer, Error>) -> Response {
     }
 }
 
-fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
+fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Box<Response>> {
     body.map(|Json(b)| b)
-        .map_err(|e| problem(StatusCode::BAD_REQUEST, e.body_text()))
+        .map_err(|e| Box::new(problem(StatusCode::BAD_REQUEST, e.body_text())))
 }
 
 async fn dingtalk(
@@ -211,11 +211,11 @@ async fn dingtalk(
     payload: Result<Json<DingTalkLogin>, JsonRejection>,
 ) -> Response {
     if let Err(r) = admitted(&s, &headers, &ns).await {
-        return r;
+        return *r;
     }
     let b = match body(payload) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let flow = match b.flow {
         FlowName::InApp => Flow::InApp,
@@ -236,11 +236,11 @@ async fn member(
     payload: Result<Json<MemberLogin>, JsonRejection>,
 ) -> Response {
     if let Err(r) = admitted(&s, &headers, &ns).await {
-        return r;
+        return *r;
     }
     let b = match body(payload) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if b.userid.is_some() == b.unionid.is_some() {
         return problem(
@@ -266,11 +266,11 @@ async fn creator(
     payload: Result<Json<CreatorLogin>, JsonRejection>,
 ) -> Response {
     if let Err(r) = admitted(&s, &headers, &ns).await {
-        return r;
+        return *r;
     }
     let b = match body(payload) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let key = TenantKey {
         namespace: ns,
