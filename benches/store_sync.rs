@@ -9,13 +9,14 @@
 
 #[path = "../tests/support/org.rs"]
 mod org;
+#[path = "support/postgres.rs"]
+mod postgres;
 
 use std::time::Instant;
 
 use dingbind::api::TenantKey;
 use dingbind::core::directory::{Directory, DirectoryDiff, diff};
 use dingbind::store::{Store, SyncRunRecord};
-use sqlx::Connection;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -220,18 +221,6 @@ async fn bench(name: &str, url: &str, depts: usize, members: usize) -> Result<()
     Ok(())
 }
 
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let start = base.find("://").map_or(0, |i| i + 3);
-    let end = base[start..].find('/').map_or(base.len(), |i| start + i);
-    match query {
-        Some(q) => format!("{}/{db}?{q}", &base[..end]),
-        None => format!("{}/{db}", &base[..end]),
-    }
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), String> {
     let members = env_usize("DINGBIND_BENCH_MEMBERS", 100_000);
@@ -246,22 +235,14 @@ async fn main() -> Result<(), String> {
     )
     .await?;
 
-    match std::env::var("DINGBIND_TEST_POSTGRES_URL") {
-        Ok(admin) if !admin.trim().is_empty() => {
-            let name = format!("dingbind_bench_{}", std::process::id());
-            let mut c = sqlx::PgConnection::connect(&admin)
-                .await
-                .map_err(|e| format!("PostgreSQL unreachable: {e}"))?;
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                .execute(&mut c)
-                .await
-                .map_err(|e| e.to_string())?;
-            let result = bench("postgres", &with_database(&admin, &name), depts, members).await;
-            let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-            let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut c).await;
-            result?;
+    match postgres::admin_url() {
+        Some(admin) => {
+            postgres::with_scratch_database(&admin, "dingbind_bench", |url| async move {
+                bench("postgres", &url, depts, members).await
+            })
+            .await?;
         }
-        _ => {
+        None => {
             println!("postgres: skipped (DINGBIND_TEST_POSTGRES_URL is not set; see docs/store.md)")
         }
     }
