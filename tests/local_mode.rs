@@ -172,6 +172,8 @@ impl Dev {
             .args(["--store", &store, "--sim-listen", &addr])
             .args(["--login-listen", "127.0.0.1:0"])
             .args(args)
+            // The login token file lands here.
+            .current_dir(root.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -996,15 +998,17 @@ fn readme_local_mode_commands_work() {
         &scratch.path().join("tests/fixtures/validate"),
     );
     let port = free_port();
+    let login_port = free_port();
     let shell = |cmd: &str| -> String {
         let cmd = cmd
             .replace("cargo run --release --", &format!("'{}'", bin()))
             .replace("cargo run --", &format!("'{}'", bin()))
-            .replace("127.0.0.1:8089", &format!("127.0.0.1:{port}"));
+            .replace("127.0.0.1:8089", &format!("127.0.0.1:{port}"))
+            .replace("127.0.0.1:8090", &format!("127.0.0.1:{login_port}"));
         cmd.replace(
             &format!("'{}' dev", bin()),
             &format!(
-                "'{}' dev --sim-listen 127.0.0.1:{port} --login-listen 127.0.0.1:0",
+                "'{}' dev --sim-listen 127.0.0.1:{port} --login-listen 127.0.0.1:{login_port}",
                 bin()
             ),
         )

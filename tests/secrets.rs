@@ -235,6 +235,8 @@ fn an_echoing_dingtalk_puts_no_credential_in_the_log_or_the_status() {
         .arg("--dir")
         .arg(&dir)
         .args(["--store", &store, "--dingtalk-url", &dingtalk])
+        .args(["--login-listen", "127.0.0.1:0"])
+        .current_dir(root.path())
         .env("RUST_LOG", "debug")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())

@@ -72,7 +72,7 @@ pub struct DevArgs {
     #[arg(long, value_name = "NAMESPACE/NAME")]
     pub suite_secret: Option<TenantKey>,
     /// Where the login API listens (docs/login.md; its bearer token is
-    /// printed at start).
+    /// written to `dingbind-login.token` in the current folder).
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub login_listen: SocketAddr,
 }
@@ -108,8 +108,25 @@ pub enum Error {
     NotAFolder(PathBuf),
     #[error("--suite-secret: {0}")]
     SuiteSecret(String),
-    #[error("listening on {0}: {1}")]
+    #[error("the login API on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+}
+
+/// Where `dingbind dev` writes its login API's bearer token (the current
+/// folder).
+pub const LOGIN_TOKEN_FILE: &str = "dingbind-login.token";
+
+/// Writes `token` to `path`, readable by this user only.
+fn write_token(path: &str, token: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path)?;
+    file.write_all(token.as_bytes())
 }
 
 /// How often the folder is looked at.
@@ -168,7 +185,7 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
         events.set_suite(suite, tickets_tx);
     }
     // The login API: the accepted Tenants, the folder's Secrets as last
-    // loaded, one bearer token printed here.
+    // loaded, one bearer token in a file.
     let secrets: login::SharedSecrets = Arc::default();
     let mut logins = crate::login::Logins::new(
         store.clone(),
@@ -188,7 +205,11 @@ pub async fn run(args: DevArgs) -> Result<(), Error> {
     let login_addr = listener
         .local_addr()
         .map_err(|e| Error::Listen(args.login_listen, e))?;
-    tracing::info!("login API at http://{login_addr} (docs/login.md), bearer token: {token}");
+    // In a file readable by this user only: a token never goes to the log.
+    write_token(LOGIN_TOKEN_FILE, &token).map_err(|e| Error::Listen(login_addr, e))?;
+    tracing::info!(
+        "login API at http://{login_addr} (docs/login.md); its bearer token is in {LOGIN_TOKEN_FILE}"
+    );
     let login_api = tokio::spawn(crate::login::http::serve_on(
         listener,
         Arc::new(logins),

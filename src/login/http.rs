@@ -7,7 +7,7 @@
 //! Every call carries `Authorization: Bearer <token>`; [`Authorize`] says
 //! whether that caller may resolve logins for the tenant's namespace (in a
 //! cluster: TokenReview, then SubjectAccessReview for `create` on
-//! `tenants/login`; in `dev`: the token it printed). A refusal is an answer
+//! `tenants/login`; in `dev`: the token it wrote to a file). A refusal is an answer
 //! (200, `allowed: false`); HTTP errors are for the caller and the request.
 //! Codes, passwords and tokens are never logged.
 
@@ -49,7 +49,8 @@ pub trait Authorize: Send + Sync {
     ) -> BoxFuture<'a, Result<Access, String>>;
 }
 
-/// One static bearer token (`dingbind dev`), compared in constant time.
+/// One static bearer token (`dingbind dev`, which writes it to a file),
+/// compared in constant time.
 pub struct StaticToken(pub Secret);
 
 impl Authorize for StaticToken {
