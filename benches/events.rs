@@ -21,10 +21,11 @@
 //!
 //! `cargo test` never runs it.
 
+#[path = "support/generated.rs"]
+mod generated;
+
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -35,9 +36,7 @@ use dingbind::{
     dingtalk,
     events::{EventsHub, StreamConfig},
     reconcile::{Reconciler, Secrets},
-    sim::generate::{
-        GEN_AGENT_ID, GEN_APP_KEY, GEN_APP_SECRET, GEN_CORP_ID, GenSpec, generate_lazily,
-    },
+    sim::generate::{GEN_APP_KEY, GEN_CORP_ID, GenSpec, generate_lazily},
     store::Store,
 };
 use jiff::Timestamp;
@@ -52,16 +51,11 @@ fn env(name: &str, default: usize) -> usize {
 }
 
 struct Sim {
-    child: Child,
+    /// Kept for its `Drop`: the process ends with the bench.
+    #[allow(dead_code)]
+    process: generated::SimProcess,
     url: String,
     http: reqwest::Client,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Sim {
@@ -69,30 +63,10 @@ impl Sim {
     /// (`dinggen`, `dinggen2`, …).
     fn start(spec: GenSpec, orgs: usize) -> Sim {
         dingtalk::install_crypto_provider();
-        let generated = format!(
-            "departments={},users={},seed={}",
-            spec.departments, spec.users, spec.seed
-        );
-        let mut args = vec!["dingtalk-sim".to_string()];
-        for _ in 0..orgs {
-            args.extend(["--generate".to_string(), generated.clone()]);
-        }
-        args.extend(["--listen".into(), "127.0.0.1:0".into()]);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dingbind"))
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the simulator");
-        let stdout = child.stdout.take().expect("simulator stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("simulator address");
-        let url = line.trim().rsplit(' ').next().expect("address").to_string();
+        let process = generated::start_sim(spec, orgs);
         Sim {
-            child,
-            url,
+            url: process.url.clone(),
+            process,
             http: reqwest::Client::new(),
         }
     }
@@ -170,32 +144,9 @@ struct Waiting {
     made: Instant,
 }
 
-fn suffix(i: usize) -> String {
-    if i == 0 {
-        String::new()
-    } else {
-        (i + 1).to_string()
-    }
-}
-
-/// Tenant `i` (0-based), bound to generated org `i`, synced every 6 h (so
-/// only events bring changes in during the bench).
+/// Tenant `i`, synced every 6 h (so only events bring changes in during the bench).
 fn tenant(i: usize) -> (Tenant, Secrets) {
-    let s = suffix(i);
-    let tenant: Tenant = serde_json::from_value(json!({
-        "apiVersion": "dingbind.dev/v1alpha1", "kind": "Tenant",
-        "metadata": {"name": format!("gen{}", i + 1), "namespace": "bench", "generation": 1},
-        "spec": {"mode": "DingTalk", "dingtalk": {"corpId": format!("{GEN_CORP_ID}{s}"), "agentId": GEN_AGENT_ID,
-                 "credentialsSecretRef": {"name": "creds"}, "visibleScope": {"allEmployees": true}},
-                 "sync": {"interval": "6h"}}
-    }))
-    .expect("tenant");
-    let creds = BTreeMap::from([
-        ("appKey".to_string(), format!("{GEN_APP_KEY}{s}")),
-        ("appSecret".to_string(), format!("{GEN_APP_SECRET}{s}")),
-    ]);
-    let secrets = Secrets::resolve(&tenant, |_| Some(creds.clone()));
-    (tenant, secrets)
+    generated::tenant(i, Some("6h"))
 }
 
 /// The runner: reconciles a tenant whenever events mark it (one
@@ -435,7 +386,7 @@ async fn latency() {
     let (people, depts) = people_of(spec);
     let mut orgs: Vec<Vec<(String, i64)>> = vec![people; active];
     let idle_keys: Vec<String> = (active..tenants)
-        .map(|i| format!("{GEN_APP_KEY}{}", suffix(i)))
+        .map(|i| format!("{GEN_APP_KEY}{}", generated::suffix(i)))
         .collect();
     let before = sim.app_calls().await;
     let mut rng = fastrand::Rng::with_seed(5);
@@ -446,7 +397,7 @@ async fn latency() {
         tick.tick().await;
         let i = rng.usize(..active);
         let change = next_change(&mut rng, &mut orgs[i], &depts, n);
-        let corp = format!("{GEN_CORP_ID}{}", suffix(i));
+        let corp = format!("{GEN_CORP_ID}{}", generated::suffix(i));
         let key = tenant(i).0.key();
         sim.apply(&corp, &change).await;
         runner.wait_for(&key, change, Instant::now());

@@ -18,37 +18,28 @@
 //!
 //! `cargo test` never runs it: it takes minutes at 20 calls/s.
 
+#[path = "support/generated.rs"]
+mod generated;
+#[path = "support/postgres.rs"]
+mod postgres;
+
 use std::{
     collections::{BTreeMap, HashMap},
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
     sync::Arc,
     time::Instant,
 };
 
 use dingbind::{
-    api::{SYNC_REQUESTED_AT, Tenant},
+    api::SYNC_REQUESTED_AT,
     dingtalk,
-    reconcile::{Reconciler, Secrets, budget::DEFAULT_SYNC_MEMORY_MIB},
-    sim::generate::{
-        GEN_AGENT_ID, GEN_APP_KEY, GEN_APP_SECRET, GEN_CORP_ID, GenSpec, generate_lazily,
-    },
+    reconcile::{Reconciler, budget::DEFAULT_SYNC_MEMORY_MIB},
+    sim::generate::{GenSpec, generate_lazily},
     store::Store,
 };
 use jiff::Timestamp;
-use serde_json::json;
 use sqlx::Connection;
 
 const QPS: f64 = 20.0;
-
-struct Sim(Child);
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -89,54 +80,6 @@ fn bound(spec: GenSpec) -> (usize, usize, f64) {
     (depts, pages, depts.max(pages) as f64 / QPS)
 }
 
-fn start_sim(spec: GenSpec, orgs: usize) -> (Sim, String) {
-    let generated = format!(
-        "departments={},users={},seed={}",
-        spec.departments, spec.users, spec.seed
-    );
-    let mut args = vec!["dingtalk-sim".to_string()];
-    for _ in 0..orgs {
-        args.extend(["--generate".to_string(), generated.clone()]);
-    }
-    args.extend(["--listen".into(), "127.0.0.1:0".into()]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dingbind"))
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the simulator");
-    let stdout = child.stdout.take().expect("simulator stdout");
-    let sim = Sim(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("simulator address");
-    let url = line.trim().rsplit(' ').next().expect("address").to_string();
-    (sim, url)
-}
-
-/// Tenant `i` (0-based) bound to generated org `i` (`dinggen`, `dinggen2`, ...).
-fn tenant(i: usize) -> (Tenant, Secrets) {
-    let suffix = if i == 0 {
-        String::new()
-    } else {
-        (i + 1).to_string()
-    };
-    let tenant: Tenant = serde_json::from_value(json!({
-        "apiVersion": "dingbind.dev/v1alpha1", "kind": "Tenant",
-        "metadata": {"name": format!("gen{}", i + 1), "namespace": "bench", "generation": 1},
-        "spec": {"mode": "DingTalk", "dingtalk": {"corpId": format!("{GEN_CORP_ID}{suffix}"), "agentId": GEN_AGENT_ID,
-                 "credentialsSecretRef": {"name": "creds"}, "visibleScope": {"allEmployees": true}}}
-    }))
-    .expect("tenant");
-    let creds = BTreeMap::from([
-        ("appKey".to_string(), format!("{GEN_APP_KEY}{suffix}")),
-        ("appSecret".to_string(), format!("{GEN_APP_SECRET}{suffix}")),
-    ]);
-    let secrets = Secrets::resolve(&tenant, |_| Some(creds.clone()));
-    (tenant, secrets)
-}
-
 /// A fresh store of kind `kind` (and what drops it afterwards).
 async fn open_store(
     kind: &str,
@@ -162,15 +105,7 @@ async fn open_store(
                 .execute(&mut c)
                 .await
                 .expect("create database");
-            let (base, query) = admin
-                .split_once('?')
-                .map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
-            let start = base.find("://").map_or(0, |i| i + 3);
-            let end = base[start..].find('/').map_or(base.len(), |i| start + i);
-            let url = match query {
-                Some(q) => format!("{}/{name}?{q}", &base[..end]),
-                None => format!("{}/{name}", &base[..end]),
-            };
+            let url = postgres::with_database(&admin, &name);
             Some((
                 Store::connect(&url).await.expect("store"),
                 Some((admin.clone(), name)),
@@ -198,10 +133,11 @@ async fn one(kind: &str, spec: GenSpec) {
     let Some((store, pg)) = open_store(kind, dir.path()).await else {
         return;
     };
-    let (_sim, url) = start_sim(spec, 1);
+    let sim = generated::start_sim(spec, 1);
+    let url = sim.url.clone();
     let client = dingtalk::Client::new(dingtalk::Config::with_base_url(&url)).expect("client");
     let rec = Reconciler::new(store.clone(), client.clone());
-    let (mut tenant, secrets) = tenant(0);
+    let (mut tenant, secrets) = generated::tenant(0, None);
 
     println!(
         "{kind}: organization of {depts} departments, {} users",
@@ -274,7 +210,8 @@ async fn concurrent(kind: &str, spec: GenSpec, n: usize) {
     let Some((store, pg)) = open_store(kind, dir.path()).await else {
         return;
     };
-    let (_sim, url) = start_sim(spec, n);
+    let sim = generated::start_sim(spec, n);
+    let url = sim.url.clone();
     let client = dingtalk::Client::new(dingtalk::Config::with_base_url(&url)).expect("client");
     let rec = Arc::new(Reconciler::new(store.clone(), client).with_sync_memory(budget));
     println!(
@@ -288,7 +225,7 @@ async fn concurrent(kind: &str, spec: GenSpec, n: usize) {
         .map(|i| {
             let rec = rec.clone();
             tokio::spawn(async move {
-                let (tenant, secrets) = tenant(i);
+                let (tenant, secrets) = generated::tenant(i, None);
                 let t = Instant::now();
                 let outcome = rec
                     .reconcile(&tenant, &secrets, None, Timestamp::now(), &|_| {})
