@@ -182,6 +182,7 @@ both_backends!(
     the_newest_suite_ticket_replaces_the_old,
     a_unionid_resolves_to_the_members_userid_in_its_tenant_only,
     a_member_is_read_alone_with_their_departments,
+    login_facts_are_read_in_one_go,
     tenants_lists_every_tenant_with_data_or_ledger,
     migrations_are_idempotent,
     concurrent_connects_migrate_once,
@@ -761,6 +762,56 @@ async fn a_unionid_resolves_to_the_members_userid_in_its_tenant_only(db: &TestDb
     assert_eq!(store.userid_of_unionid(&b, "un-u1").await.unwrap(), None);
 }
 
+async fn login_facts_are_read_in_one_go(db: &TestDb) {
+    let store = db.store().await;
+    let t = key("acme", "main");
+    assert_eq!(
+        store.login_facts(&t, ["status", "app"]).await.unwrap(),
+        dingbind::store::LoginFacts::default()
+    );
+    store
+        .put_account(
+            &t,
+            &dingbind::store::Account {
+                mode: dingbind::api::Mode::DingTalk,
+                corp_id: Some("dingacme".into()),
+                creator_email: None,
+                creator_phone: None,
+                password_set: false,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .put_document(&t, "app", &json!({"running": false}))
+        .await
+        .unwrap();
+    let facts = store.login_facts(&t, ["status", "app"]).await.unwrap();
+    assert_eq!(facts.mode, Some(dingbind::api::Mode::DingTalk));
+    assert!(!facts.unbound);
+    assert_eq!(facts.documents, [None, Some(json!({"running": false}))]);
+    store
+        .append_ledger(
+            &t,
+            LedgerEntry::Unbound {
+                at: ts("2026-01-01T00:00:00Z"),
+                corp_id: "dingacme".into(),
+                agent_id: Some(1001),
+                reason: dingbind::api::UnbindReason::Requested,
+                confirmation: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .login_facts(&t, ["status", "app"])
+            .await
+            .unwrap()
+            .unbound
+    );
+}
+
 async fn a_member_is_read_alone_with_their_departments(db: &TestDb) {
     let store = db.store().await;
     let t = key("acme", "main");
@@ -773,6 +824,7 @@ async fn a_member_is_read_alone_with_their_departments(db: &TestDb) {
         [
             member("u1", "Zhang San", &[2, 3]),
             member("u2", "Li Si", &[2]),
+            member("u3", "Wang Wu", &[]),
         ],
     );
     let d = diff(&Directory::default(), &dir);
@@ -780,6 +832,10 @@ async fn a_member_is_read_alone_with_their_departments(db: &TestDb) {
     let u1 = store.member(&t, "u1").await.unwrap().expect("u1");
     assert_eq!(&u1, &dir.members["u1"]);
     assert_eq!(u1.dept_ids, vec![2, 3]);
+    let u2 = store.member(&t, "u2").await.unwrap().expect("u2");
+    assert_eq!(u2.dept_ids, vec![2]);
+    let u3 = store.member(&t, "u3").await.unwrap().expect("u3, in no department");
+    assert!(u3.dept_ids.is_empty());
     assert_eq!(store.member(&t, "nobody").await.unwrap(), None);
     assert_eq!(store.member(&key("x", "y"), "u1").await.unwrap(), None);
 }

@@ -327,14 +327,19 @@ impl Logins {
     /// What the store holds of the tenant's account: the actual mode, the
     /// binding and the app's state, as the last reconciliation left them.
     async fn account(&self, key: &TenantKey, facts: &TenantFacts) -> Result<login::Account, Error> {
-        let stored = self.store.account(key).await?;
-        let status: Option<TenantStatus> = self.store.typed_document(key, STATUS_DOCUMENT).await?;
-        let app: Option<AppRunning> = self.store.typed_document(key, APP_DOCUMENT).await?;
-        let unbound = self.store.is_unbound(key).await?;
+        let found = self
+            .store
+            .login_facts(key, [STATUS_DOCUMENT, APP_DOCUMENT])
+            .await?;
+        let [status, app] = found.documents;
+        // A document that does not read as its type reads as absent.
+        let status: Option<TenantStatus> = status.and_then(|v| serde_json::from_value(v).ok());
+        let app: Option<AppRunning> = app.and_then(|v| serde_json::from_value(v).ok());
+        let unbound = found.unbound;
         let mode = if unbound {
             Mode::Public
         } else {
-            stored.as_ref().map_or(facts.tenant.spec.mode, |a| a.mode)
+            found.mode.unwrap_or(facts.tenant.spec.mode)
         };
         let bound = !unbound
             && status.as_ref().is_some_and(|s| {

@@ -42,7 +42,7 @@ use serde_json::Value;
 
 pub use error::{Error, Result};
 pub use migrations::SCHEMA_VERSION;
-pub use model::{Account, LedgerEntry, SyncOutcome, SyncRun, SyncRunId, SyncRunRecord};
+pub use model::{Account, LedgerEntry, LoginFacts, SyncOutcome, SyncRun, SyncRunId, SyncRunRecord};
 pub use staging::{Staged, StagedChanges, Staging, StagingId};
 pub use url::{DEFAULT_URL, REDACTED, StoreUrl, redact};
 
@@ -355,6 +355,13 @@ impl Store {
     /// The tenant's member `userid`, with their departments, if the directory has them.
     pub async fn member(&self, tenant: &TenantKey, userid: &str) -> Result<Option<Member>> {
         dispatch!(self, s => s.member(tenant, userid).await)
+    }
+
+    /// What a login decision reads of a tenant, in one round trip: the
+    /// account's mode, whether the ledger records an unbind, and its
+    /// documents of the two `kinds`.
+    pub async fn login_facts(&self, tenant: &TenantKey, kinds: [&str; 2]) -> Result<LoginFacts> {
+        dispatch!(self, s => s.login_facts(tenant, kinds).await)
     }
 
     /// The userid of the tenant's member with `unionid`, if the directory has one.

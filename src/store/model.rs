@@ -314,3 +314,14 @@ pub(crate) fn ledger_columns(entry: &LedgerEntry) -> LedgerColumns<'_> {
         },
     }
 }
+
+/// What a login decision reads of a tenant ([`super::Store::login_facts`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoginFacts {
+    /// The account's mode (`None`: no account yet).
+    pub mode: Option<Mode>,
+    /// The ledger records an unbind.
+    pub unbound: bool,
+    /// The two documents asked for, as stored.
+    pub documents: [Option<serde_json::Value>; 2],
+}

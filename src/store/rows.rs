@@ -55,6 +55,36 @@ pub(crate) fn member(row: MemberRow, dept_ids: Vec<i64>) -> Member {
     }
 }
 
+/// A [`MemberRow`] with one of the member's departments (`None`: in none).
+pub(crate) type MemberDeptRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    bool,
+    bool,
+    bool,
+    Option<i64>,
+);
+
+/// The member of the rows of [`super::sql::MEMBER`], if there are any.
+pub(crate) fn member_of_rows(rows: Vec<MemberDeptRow>) -> Option<Member> {
+    let mut rows = rows.into_iter();
+    let first = rows.next()?;
+    let (userid, unionid, name, mobile, email, title, job_number, active, admin, boss, dept) =
+        first;
+    let dept_ids = dept.into_iter().chain(rows.filter_map(|r| r.10)).collect();
+    Some(member(
+        (
+            userid, unionid, name, mobile, email, title, job_number, active, admin, boss,
+        ),
+        dept_ids,
+    ))
+}
+
 /// `userid, dept_id` of `member_departments`.
 pub(crate) type LinkRow = (String, i64);
 

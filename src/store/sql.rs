@@ -24,15 +24,13 @@ pub(crate) const DEPARTMENTS: &str =
 pub(crate) const MEMBERS: &str = "SELECT userid, unionid, name, mobile, email, title, job_number, active, admin, boss \
      FROM members WHERE tenant_id = $1";
 
-/// The member with userid $3 of tenant ($1 namespace, $2 name), as
-/// [`super::rows::MemberRow`] (the primary key).
-pub(crate) const MEMBER: &str = "SELECT m.userid, m.unionid, m.name, m.mobile, m.email, m.title, m.job_number, m.active, m.admin, m.boss \
-     FROM members m JOIN tenants t ON t.id = m.tenant_id WHERE t.namespace = $1 AND t.name = $2 AND m.userid = $3";
-
-/// The departments, ascending, of the member with userid $3 of tenant ($1
-/// namespace, $2 name).
-pub(crate) const MEMBER_DEPT_IDS: &str = "SELECT md.dept_id FROM member_departments md JOIN tenants t ON t.id = md.tenant_id \
-     WHERE t.namespace = $1 AND t.name = $2 AND md.userid = $3 ORDER BY md.dept_id";
+/// The member with userid $3 of tenant ($1 namespace, $2 name), one row per
+/// department (ascending; one row with a NULL department for a member in
+/// none), as [`super::rows::MemberRow`] and the department: one round trip.
+pub(crate) const MEMBER: &str = "SELECT m.userid, m.unionid, m.name, m.mobile, m.email, m.title, m.job_number, m.active, m.admin, m.boss, md.dept_id \
+     FROM members m JOIN tenants t ON t.id = m.tenant_id \
+     LEFT JOIN member_departments md ON md.tenant_id = m.tenant_id AND md.userid = m.userid \
+     WHERE t.namespace = $1 AND t.name = $2 AND m.userid = $3 ORDER BY md.dept_id";
 
 /// The department links of tenant id $1, as [`super::rows::LinkRow`], ordered
 /// so that each member's `dept_ids` come out ascending.
@@ -52,6 +50,15 @@ pub(crate) const DELETE_TENANT: &str = "DELETE FROM tenants WHERE namespace = $1
 /// The account of tenant ($1 namespace, $2 name), as [`super::rows::AccountRow`].
 pub(crate) const ACCOUNT: &str = "SELECT a.mode, a.corp_id, a.creator_email, a.creator_phone, a.password_set \
      FROM accounts a JOIN tenants t ON t.id = a.tenant_id WHERE t.namespace = $1 AND t.name = $2";
+
+/// In one round trip, for tenant ($1 namespace, $2 name): its account's mode
+/// (NULL: no account), whether the ledger records an unbind, and the bodies
+/// (as JSON text) of its documents of kinds $3 and $4.
+pub(crate) const LOGIN_FACTS: &str = "SELECT \
+     (SELECT a.mode FROM accounts a JOIN tenants t ON t.id = a.tenant_id WHERE t.namespace = $1 AND t.name = $2), \
+     EXISTS (SELECT 1 FROM ledger WHERE namespace = $1 AND name = $2 AND event = 'Unbound'), \
+     (SELECT CAST(d.body AS TEXT) FROM documents d JOIN tenants t ON t.id = d.tenant_id WHERE t.namespace = $1 AND t.name = $2 AND d.kind = $3), \
+     (SELECT CAST(d.body AS TEXT) FROM documents d JOIN tenants t ON t.id = d.tenant_id WHERE t.namespace = $1 AND t.name = $2 AND d.kind = $4)";
 
 /// Whether the ledger of tenant ($1 namespace, $2 name) records an unbind.
 pub(crate) const IS_UNBOUND: &str =

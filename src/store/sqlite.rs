@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, QueryBuilder, Sqlite};
 
 use super::error::{Context, Error, Result};
-use super::model::{self, Account, LedgerEntry, SyncRun, SyncRunId, SyncRunRecord};
+use super::model::{self, Account, LedgerEntry, LoginFacts, SyncRun, SyncRunId, SyncRunRecord};
 use super::rows::{
     self, AccountRow, DirectoryReader, DocumentRow, LedgerRow, SyncRunRow, TenantRow,
 };
@@ -472,28 +472,33 @@ impl SqliteStore {
     }
 
     pub(crate) async fn member(&self, t: &TenantKey, userid: &str) -> Result<Option<Member>> {
-        let ctx = || format!("reading a member of {t}");
-        // One read transaction: the member and their departments from one snapshot.
-        let mut tx = self.pool.begin().await.ctx(ctx)?;
-        let row: Option<rows::MemberRow> = sqlx::query_as(sql::MEMBER)
+        let found: Vec<rows::MemberDeptRow> = sqlx::query_as(sql::MEMBER)
             .bind(&t.namespace)
             .bind(&t.name)
             .bind(userid)
-            .fetch_optional(&mut *tx)
+            .fetch_all(&self.pool)
             .await
-            .ctx(ctx)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let dept_ids: Vec<i64> = sqlx::query_scalar(sql::MEMBER_DEPT_IDS)
-            .bind(&t.namespace)
-            .bind(&t.name)
-            .bind(userid)
-            .fetch_all(&mut *tx)
-            .await
-            .ctx(ctx)?;
-        tx.commit().await.ctx(ctx)?;
-        Ok(Some(rows::member(row, dept_ids)))
+            .ctx(|| format!("reading a member of {t}"))?;
+        Ok(rows::member_of_rows(found))
+    }
+
+    pub(crate) async fn login_facts(&self, t: &TenantKey, kinds: [&str; 2]) -> Result<LoginFacts> {
+        let ctx = || format!("reading the login facts of {t}");
+        let (mode, unbound, first, second): (Option<String>, bool, Option<String>, Option<String>) =
+            sqlx::query_as(sql::LOGIN_FACTS)
+                .bind(&t.namespace)
+                .bind(&t.name)
+                .bind(kinds[0])
+                .bind(kinds[1])
+                .fetch_one(&self.pool)
+                .await
+                .ctx(ctx)?;
+        let document = |body: Option<String>| body.map(|b| rows::document(&b, &ctx())).transpose();
+        Ok(LoginFacts {
+            mode: mode.as_deref().map(model::mode_from_str).transpose()?,
+            unbound,
+            documents: [document(first)?, document(second)?],
+        })
     }
 
     pub(crate) async fn userid_of_unionid(
