@@ -834,7 +834,11 @@ async fn a_member_is_read_alone_with_their_departments(db: &TestDb) {
     assert_eq!(u1.dept_ids, vec![2, 3]);
     let u2 = store.member(&t, "u2").await.unwrap().expect("u2");
     assert_eq!(u2.dept_ids, vec![2]);
-    let u3 = store.member(&t, "u3").await.unwrap().expect("u3, in no department");
+    let u3 = store
+        .member(&t, "u3")
+        .await
+        .unwrap()
+        .expect("u3, in no department");
     assert!(u3.dept_ids.is_empty());
     assert_eq!(store.member(&t, "nobody").await.unwrap(), None);
     assert_eq!(store.member(&key("x", "y"), "u1").await.unwrap(), None);
