@@ -1909,24 +1909,42 @@ async fn s19_events_bring_a_leaver_a_joiner_and_a_disabled_app_to_the_tenant_wit
     .await;
 }
 
+/// Suite `suite` in the simulator, its Secret `dingbind-suite` (for
+/// `--suite-secret`) and the creator's password Secret `acme-creator`.
+async fn add_suite(s: &Scenario, suite: &str) {
+    let secret = format!("{suite}-secret");
+    s.sim(
+        reqwest::Method::POST,
+        "/_sim/suites",
+        Some(json!({"suiteKey": suite, "suiteSecret": secret})),
+    )
+    .await;
+    s.secret(
+        "dingbind-suite",
+        &[("suiteKey", suite), ("suiteSecret", &secret)],
+    )
+    .await;
+    s.secret("acme-creator", &[("password", "correct-horse")])
+        .await;
+}
+
+/// A marketplace tenant of `corp`, its creator complete, synced every 6 h
+/// (only events bring changes in).
+fn marketplace_spec(corp: &str) -> Value {
+    json!({
+        "mode": "DingTalk",
+        "dingtalk": {"app": "Marketplace", "corpId": corp},
+        "creator": {"email": format!("owner@{corp}.example"), "passwordSecretRef": {"name": "acme-creator"}},
+        "sync": {"interval": "6h"},
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s23_a_marketplace_install_binds_a_waiting_tenant_and_the_suites_events_reach_it() {
     let corp = "dingbind23";
     let suite = "mkt23";
     let mut s = Scenario::new("market", Backend::Sqlite, vec![small_corp(corp)]).await;
-    s.sim(
-        reqwest::Method::POST,
-        "/_sim/suites",
-        Some(json!({"suiteKey": suite, "suiteSecret": "mkt23-secret"})),
-    )
-    .await;
-    s.secret(
-        "dingbind-suite",
-        &[("suiteKey", suite), ("suiteSecret", "mkt23-secret")],
-    )
-    .await;
-    s.secret("acme-creator", &[("password", "correct-horse")])
-        .await;
+    add_suite(&s, suite).await;
     // The suite's first connections are refused: its ticket comes late.
     s.sim_stream_faults(json!({"refuseOpenNext": 3})).await;
     s.start_controller(ControllerOpts {
@@ -1934,12 +1952,7 @@ async fn s23_a_marketplace_install_binds_a_waiting_tenant_and_the_suites_events_
         suite_secret: Some("dingbind-suite".into()),
         ..ControllerOpts::default()
     });
-    let mut spec = json!({
-        "mode": "DingTalk",
-        "dingtalk": {"app": "Marketplace", "corpId": corp},
-        "creator": {"email": format!("owner@{corp}.example"), "passwordSecretRef": {"name": "acme-creator"}},
-        "sync": {"interval": "6h"},
-    });
+    let mut spec = marketplace_spec(corp);
     s.apply_ok("acme", spec.clone()).await;
     s.wait_tenant("acme", "WaitingForSuiteTicket", |t| {
         expect_cond(
@@ -2049,36 +2062,19 @@ async fn s24_an_uninstall_without_a_request_keeps_the_directory_until_a_person_d
     let corp = "dingbind24";
     let suite = "mkt24";
     let mut s = Scenario::new("uninstall", Backend::Postgres, vec![small_corp(corp)]).await;
-    s.sim(
-        reqwest::Method::POST,
-        "/_sim/suites",
-        Some(json!({"suiteKey": suite, "suiteSecret": "mkt24-secret"})),
-    )
-    .await;
+    add_suite(&s, suite).await;
     s.sim(
         reqwest::Method::PUT,
         &format!("/_sim/corps/{corp}/suites/{suite}"),
         None,
     )
     .await;
-    s.secret(
-        "dingbind-suite",
-        &[("suiteKey", suite), ("suiteSecret", "mkt24-secret")],
-    )
-    .await;
-    s.secret("acme-creator", &[("password", "correct-horse")])
-        .await;
     s.start_controller(ControllerOpts {
         events: true,
         suite_secret: Some("dingbind-suite".into()),
         ..ControllerOpts::default()
     });
-    let mut spec = json!({
-        "mode": "DingTalk",
-        "dingtalk": {"app": "Marketplace", "corpId": corp},
-        "creator": {"email": format!("owner@{corp}.example"), "passwordSecretRef": {"name": "acme-creator"}},
-        "sync": {"interval": "6h"},
-    });
+    let mut spec = marketplace_spec(corp);
     s.apply_ok("acme", spec.clone()).await;
     s.wait_tenant("acme", "Ready", ready_and_synced).await;
     let kept = member_ids(&s.directory("acme").await);

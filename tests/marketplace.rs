@@ -237,6 +237,26 @@ async fn a_tenant_waits_for_the_ticket_then_the_install_and_binds_as_the_install
 }
 
 #[tokio::test]
+async fn a_spec_that_names_another_agent_than_the_install_is_not_bound() {
+    for env in envs().await {
+        env.ticket().await;
+        let agent = env.install(json!({"deptIds": [2], "userIds": []})).await;
+        let mut dt = marketplace();
+        dt["agentId"] = json!(agent + 1);
+        let mut t = env.tenant("acme", dt);
+        let o = env.run(&mut t, &none()).await;
+        let (status, why, message) = cond(&o, condition::BOUND);
+        assert_eq!(
+            (status.as_str(), why.as_str()),
+            ("False", reason::APP_NOT_FOUND)
+        );
+        assert!(message.contains(&format!("as app {agent}")), "{message}");
+        assert!(env.store.ledger(&env.key("acme")).await.unwrap().is_empty());
+        assert!(env.members("acme").await.is_empty());
+    }
+}
+
+#[tokio::test]
 async fn an_expected_scope_that_differs_says_what_to_tick_and_nothing_is_written() {
     for env in envs().await {
         env.ticket().await;

@@ -47,18 +47,9 @@ impl Tenants for KubeTenants {
                     found.insert(name, super::secret_data(&s));
                 }
             }
-            let resolved = Secrets::resolve(&tenant, |name| found.get(name).cloned());
-            let creator_password = tenant
-                .spec
-                .creator
-                .as_ref()
-                .and_then(|c| c.password_secret_ref.as_ref())
-                .and_then(|r| found.get(&r.name).and_then(|d| d.get(&r.key).cloned()));
-            Ok(Some(TenantFacts {
-                credentials: resolved.credentials.and_then(Result::ok),
-                creator_password,
-                tenant,
-            }))
+            Ok(Some(TenantFacts::resolve(tenant, |name| {
+                found.get(name).cloned()
+            })))
         })
     }
 }

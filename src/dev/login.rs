@@ -11,7 +11,7 @@ use super::source::SecretData;
 use crate::{
     api::{TenantKey, TenantStatus},
     login::{TenantFacts, Tenants},
-    reconcile::{STATUS_DOCUMENT, Secrets},
+    reconcile::STATUS_DOCUMENT,
     store::Store,
     validate::admission::{self as accept, ACCEPTED, Accepted},
 };
@@ -50,18 +50,7 @@ impl Tenants for DevTenants {
                     })
                     .map(|s| s.0.clone())
             };
-            let resolved = Secrets::resolve(&tenant, lookup);
-            let creator_password = tenant
-                .spec
-                .creator
-                .as_ref()
-                .and_then(|c| c.password_secret_ref.as_ref())
-                .and_then(|r| lookup(&r.name).and_then(|d| d.get(&r.key).cloned()));
-            Ok(Some(TenantFacts {
-                credentials: resolved.credentials.and_then(Result::ok),
-                creator_password,
-                tenant,
-            }))
+            Ok(Some(TenantFacts::resolve(tenant, lookup)))
         })
     }
 }

@@ -544,3 +544,44 @@ fn trigger(state: &State, key: &TenantKey) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ticket_event(from: &str, ticket: &str) -> StreamEvent {
+        StreamEvent {
+            app_key: from.into(),
+            item: StreamItem::Event(Event {
+                message_id: "m1".into(),
+                event_id: Some(format!("e-{ticket}")),
+                event_type: Some(SUITE_TICKET.into()),
+                born_at: None,
+                corp_id: None,
+                unified_app_id: None,
+                topic: None,
+                data: json!({"suiteTicket": ticket}),
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_suites_own_connection_sets_its_ticket_and_each_new_one_is_kept_once() {
+        let hub = EventsHub::new(StreamConfig::with_base_url("http://127.0.0.1:9"));
+        let suite = Suite::new("suite-key", "suite-secret");
+        let (kept_tx, mut kept) = mpsc::unbounded_channel();
+        hub.set_suite(suite.clone(), kept_tx);
+        // A suite_ticket on an internal app's connection is not the suite's.
+        hub.route(ticket_event("app-key", "forged"));
+        assert_eq!(suite.ticket(), None);
+        hub.route(ticket_event("suite-key", "t1"));
+        assert_eq!(suite.ticket(), Some(Secret::new("t1")));
+        // Redelivered: nothing new to keep.
+        hub.route(ticket_event("suite-key", "t1"));
+        hub.route(ticket_event("suite-key", "t2"));
+        assert_eq!(kept.try_recv().ok(), Some(Secret::new("t1")));
+        assert_eq!(kept.try_recv().ok(), Some(Secret::new("t2")));
+        assert!(kept.try_recv().is_err());
+    }
+}

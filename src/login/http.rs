@@ -200,22 +200,34 @@ fn decided(result: Result<super::Answer, Error>) -> Response {
     }
 }
 
-fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Box<Response>> {
-    body.map(|Json(b)| b)
-        .map_err(|e| Box::new(problem(StatusCode::BAD_REQUEST, e.body_text())))
+/// The tenant and the body of a call its caller may make, or the answer
+/// that says why not.
+async fn accepted<T>(
+    s: &Shared,
+    headers: &HeaderMap,
+    (ns, name): (String, String),
+    payload: Result<Json<T>, JsonRejection>,
+) -> Result<(TenantKey, T), Box<Response>> {
+    admitted(s, headers, &ns).await?;
+    let Json(body) =
+        payload.map_err(|e| Box::new(problem(StatusCode::BAD_REQUEST, e.body_text())))?;
+    Ok((
+        TenantKey {
+            namespace: ns,
+            name,
+        },
+        body,
+    ))
 }
 
 async fn dingtalk(
     State(s): State<Arc<Shared>>,
-    Path((ns, name)): Path<(String, String)>,
+    Path(tenant): Path<(String, String)>,
     headers: HeaderMap,
     payload: Result<Json<DingTalkLogin>, JsonRejection>,
 ) -> Response {
-    if let Err(r) = admitted(&s, &headers, &ns).await {
-        return *r;
-    }
-    let b = match body(payload) {
-        Ok(b) => b,
+    let (key, b) = match accepted(&s, &headers, tenant, payload).await {
+        Ok(call) => call,
         Err(r) => return *r,
     };
     let flow = match b.flow {
@@ -223,24 +235,17 @@ async fn dingtalk(
         FlowName::Web => Flow::Web,
         FlowName::Admin => Flow::Admin,
     };
-    let key = TenantKey {
-        namespace: ns,
-        name,
-    };
     decided(s.logins.dingtalk(&key, &Secret::new(b.code), flow).await)
 }
 
 async fn member(
     State(s): State<Arc<Shared>>,
-    Path((ns, name)): Path<(String, String)>,
+    Path(tenant): Path<(String, String)>,
     headers: HeaderMap,
     payload: Result<Json<MemberLogin>, JsonRejection>,
 ) -> Response {
-    if let Err(r) = admitted(&s, &headers, &ns).await {
-        return *r;
-    }
-    let b = match body(payload) {
-        Ok(b) => b,
+    let (key, b) = match accepted(&s, &headers, tenant, payload).await {
+        Ok(call) => call,
         Err(r) => return *r,
     };
     if b.userid.is_some() == b.unionid.is_some() {
@@ -249,10 +254,6 @@ async fn member(
             "give exactly one of userid and unionid",
         );
     }
-    let key = TenantKey {
-        namespace: ns,
-        name,
-    };
     decided(
         s.logins
             .member(&key, b.userid.as_deref(), b.unionid.as_deref())
@@ -262,20 +263,13 @@ async fn member(
 
 async fn creator(
     State(s): State<Arc<Shared>>,
-    Path((ns, name)): Path<(String, String)>,
+    Path(tenant): Path<(String, String)>,
     headers: HeaderMap,
     payload: Result<Json<CreatorLogin>, JsonRejection>,
 ) -> Response {
-    if let Err(r) = admitted(&s, &headers, &ns).await {
-        return *r;
-    }
-    let b = match body(payload) {
-        Ok(b) => b,
+    let (key, b) = match accepted(&s, &headers, tenant, payload).await {
+        Ok(call) => call,
         Err(r) => return *r,
-    };
-    let key = TenantKey {
-        namespace: ns,
-        name,
     };
     decided(s.logins.creator(&key, &b.account, &b.password).await)
 }

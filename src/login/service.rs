@@ -33,6 +33,28 @@ pub struct TenantFacts {
     pub creator_password: Option<String>,
 }
 
+impl TenantFacts {
+    /// `tenant` with its Secrets, given a lookup of a Secret's data by name
+    /// in the Tenant's namespace.
+    pub fn resolve(
+        tenant: Tenant,
+        lookup: impl Fn(&str) -> Option<std::collections::BTreeMap<String, String>>,
+    ) -> Self {
+        let resolved = crate::reconcile::Secrets::resolve(&tenant, &lookup);
+        let creator_password = tenant
+            .spec
+            .creator
+            .as_ref()
+            .and_then(|c| c.password_secret_ref.as_ref())
+            .and_then(|r| lookup(&r.name).and_then(|d| d.get(&r.key).cloned()));
+        TenantFacts {
+            credentials: resolved.credentials.and_then(Result::ok),
+            creator_password,
+            tenant,
+        }
+    }
+}
+
 /// Where the login API finds tenants: the API server (the controller), or
 /// the watched folder (`dingbind dev`).
 pub trait Tenants: Send + Sync {
@@ -121,7 +143,6 @@ impl Answer {
 pub struct Logged<'a> {
     pub tenant: &'a TenantKey,
     pub answer: &'a Answer,
-    pub userid: Option<&'a str>,
     /// A password attempt was refused without a check (backoff or lockout).
     pub throttled: bool,
 }
@@ -309,7 +330,6 @@ impl Logins {
             observe(&Logged {
                 tenant: key,
                 answer: &answer,
-                userid,
                 throttled,
             });
         }
